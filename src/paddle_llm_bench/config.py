@@ -1,0 +1,198 @@
+"""Validated, frozen descriptions of what to measure: decodings, cases and sweeps.
+
+Nothing here imports Paddle: parsing and expanding a sweep is instant and pure.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A bad value from the command line, an ini file or the API; the message names it."""
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """A named decoding setting: PaddleNLP's ``decode_strategy`` plus its parameters."""
+
+    name: str
+    strategy: str
+    settings: tuple[tuple[str, float | int], ...] = ()
+    deterministic: bool = True
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        return {"decode_strategy": self.strategy, **dict(self.settings)}
+
+
+# The field report's sampling settings (FIELD-NOTES.md §1), greedy, and beam search with 4 beams.
+DECODINGS: dict[str, Decoding] = {
+    "greedy": Decoding("greedy", "greedy_search"),
+    "sampling": Decoding(
+        "sampling",
+        "sampling",
+        (("temperature", 0.2), ("top_k", 20), ("top_p", 0.9), ("repetition_penalty", 1.1)),
+        deterministic=False,
+    ),
+    "beam4": Decoding("beam4", "beam_search", (("num_beams", 4),)),
+}
+
+MIN_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class Case:
+    """One point of the sweep: everything that changes what a generation costs."""
+
+    model: str
+    dtype: str
+    decoding: str
+    max_new_tokens: int
+    batch_size: int
+    prompt_tokens: int
+
+    @property
+    def id(self) -> str:
+        return (
+            f"{model_label(self.model)}-{self.dtype}-{self.decoding}"
+            f"-new{self.max_new_tokens}-bs{self.batch_size}-prompt{self.prompt_tokens}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_label(model: str) -> str:
+    """A preset's name, or the last part of a checkpoint directory's path."""
+    return Path(model).name if ("/" in model or model.startswith(".")) else model
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The cross product of every dimension; each tuple keeps the user's order."""
+
+    models: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    decodings: tuple[str, ...]
+    max_new_tokens: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    prompt_tokens: tuple[int, ...]
+    rounds: int = 10
+    warmup_rounds: int = 2
+
+    def cases(self) -> list[Case]:
+        """Cases grouped by (model, dtype) so that each model is loaded once per session."""
+        return [
+            Case(m, d, dec, n, b, p)
+            for m, d, dec, n, b, p in itertools.product(
+                self.models,
+                self.dtypes,
+                self.decodings,
+                self.max_new_tokens,
+                self.batch_sizes,
+                self.prompt_tokens,
+            )
+        ]
+
+
+# Defaults fit the device: the CPU sweep takes minutes on 2 cores, the GPU sweep covers the
+# field report's case (1.5B, float16, sampling, 200 new tokens, a short prompt) and more.
+DEFAULT_SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "cpu": {
+        "models": ("tiny",),
+        "dtypes": DTYPES,
+        "decodings": tuple(DECODINGS),
+        "max_new_tokens": (32, 128),
+        "batch_sizes": (1, 4),
+        "prompt_tokens": (32, 256),
+    },
+    "gpu": {
+        "models": ("deepseek-r1-distill-qwen-1.5b",),
+        "dtypes": ("float16", "bfloat16"),
+        "decodings": tuple(DECODINGS),
+        "max_new_tokens": (200,),
+        "batch_sizes": (1, 8),
+        "prompt_tokens": (16, 1024),
+    },
+}
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_choices(text: str, allowed: tuple[str, ...] | list[str], source: str) -> tuple[str, ...]:
+    """Parse ``"a,b"`` into values that must all be in ``allowed``."""
+    values = _split(text)
+    if not values:
+        raise ConfigError(f"empty value from {source}: give one or more of {', '.join(allowed)}")
+    for value in values:
+        if value not in allowed:
+            raise ConfigError(f"invalid value {value!r} from {source}: allowed values are {', '.join(allowed)}")
+    return tuple(dict.fromkeys(values))
+
+
+def parse_positive_ints(text: str, source: str, minimum: int = 1) -> tuple[int, ...]:
+    """Parse ``"32,128"`` into integers >= ``minimum``."""
+    values = _split(text)
+    if not values:
+        raise ConfigError(f"empty value from {source}: give one or more integers >= {minimum}")
+    parsed = []
+    for value in values:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"invalid value {value!r} from {source}: expected an integer >= {minimum}") from None
+        if number < minimum:
+            raise ConfigError(f"invalid value {number} from {source}: must be >= {minimum}")
+        parsed.append(number)
+    return tuple(dict.fromkeys(parsed))
+
+
+def parse_models(text: str, presets: tuple[str, ...], source: str) -> tuple[str, ...]:
+    """Presets by name, or local checkpoint directories (checked when loaded)."""
+    values = _split(text)
+    if not values:
+        raise ConfigError(f"empty value from {source}: give a preset ({', '.join(presets)}) or a directory")
+    for value in values:
+        looks_like_path = "/" in value or value.startswith(".") or Path(value).exists()
+        if value not in presets and not looks_like_path:
+            raise ConfigError(
+                f"unknown model {value!r} from {source}: use a preset ({', '.join(presets)}) "
+                "or the path of a local checkpoint directory"
+            )
+    return tuple(dict.fromkeys(values))
+
+
+def parse_positive_int(text: str, source: str, minimum: int = 1) -> int:
+    values = parse_positive_ints(text, source, minimum)
+    if len(values) != 1:
+        raise ConfigError(f"invalid value {text!r} from {source}: expected one integer >= {minimum}")
+    return values[0]
+
+
+def parse_sweep_dimension(dimension: str, text: str, source: str, presets: tuple[str, ...]) -> tuple[Any, ...]:
+    """Parse one sweep dimension (a ``Sweep`` field name) given as comma-separated text."""
+    if dimension == "models":
+        return parse_models(text, presets, source)
+    if dimension == "dtypes":
+        return parse_choices(text, DTYPES, source)
+    if dimension == "decodings":
+        return parse_choices(text, tuple(DECODINGS), source)
+    if dimension in ("max_new_tokens", "batch_sizes", "prompt_tokens"):
+        return parse_positive_ints(text, source)
+    raise ConfigError(f"unknown sweep dimension {dimension!r}")
+
+
+def make_sweep(chosen: dict[str, tuple[Any, ...]], device_kind: str, rounds: int, warmup_rounds: int) -> Sweep:
+    """The device's default sweep with the user's chosen dimensions put in."""
+    if rounds < MIN_ROUNDS:
+        raise ConfigError(f"invalid rounds {rounds}: at least {MIN_ROUNDS} measured rounds are needed for a spread")
+    if warmup_rounds < 0:
+        raise ConfigError(f"invalid warm-up rounds {warmup_rounds}: must be >= 0")
+    return Sweep(**{**DEFAULT_SWEEPS[device_kind], **chosen}, rounds=rounds, warmup_rounds=warmup_rounds)

@@ -1,0 +1,162 @@
+"""The one place that knows whether we run on a GPU or a CPU.
+
+Paddle is imported lazily, quietly and offline. Everything device-specific (synchronizing,
+which dtypes have kernels) is found by probing, never from a hard-coded table, so a CPU and a
+GPU machine take the same code path except inside this module and ``memory.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .config import ConfigError
+
+DEVICE_CHOICES = ("auto", "cpu", "gpu")
+
+
+def import_paddle(cache_dir: Path | None = None) -> ModuleType:
+    """Import Paddle with logs quiet and PaddleNLP's home inside our cache (no ``~/.paddlenlp``)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    if cache_dir is not None:
+        os.environ.setdefault("PPNLP_HOME", str(cache_dir / "paddlenlp-home"))
+    import paddle
+
+    return paddle
+
+
+def import_paddlenlp() -> ModuleType:
+    import paddlenlp
+    from paddlenlp.utils.log import logger
+
+    logger.set_level("ERROR")
+    return paddlenlp
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where generation runs. ``kind`` is ``"gpu"`` or ``"cpu"``; ``place`` is Paddle's name."""
+
+    kind: str
+    index: int
+    name: str
+
+    @property
+    def place(self) -> str:
+        return f"gpu:{self.index}" if self.kind == "gpu" else "cpu"
+
+    @property
+    def synchronize(self) -> Callable[[], None]:
+        """A function that waits for the device's queued work (a no-op on a CPU, whose kernels are synchronous)."""
+        if self.kind == "gpu":
+            paddle = import_paddle()
+            return functools.partial(paddle.device.synchronize, self.place)
+        return _no_op
+
+    def describe(self) -> str:
+        return f"{self.place} ({self.name})"
+
+
+def _no_op() -> None:
+    return None
+
+
+def detect_device(requested: str = "auto") -> Device:
+    """The GPU if Paddle was built with CUDA and sees one (``auto``/``gpu``), else the CPU."""
+    if requested not in DEVICE_CHOICES:
+        raise ConfigError(f"invalid device {requested!r}: allowed values are {', '.join(DEVICE_CHOICES)}")
+    paddle = import_paddle()
+    gpu_count = paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else 0
+    if requested == "gpu" and gpu_count == 0:
+        why = "Paddle was built without CUDA" if not paddle.is_compiled_with_cuda() else "no GPU is visible"
+        raise ConfigError(
+            f"--llm-device gpu was asked for but {why}: install paddlepaddle-gpu (see README, 'On a GPU') "
+            "or use --llm-device cpu"
+        )
+    if requested != "cpu" and gpu_count > 0:
+        paddle.set_device("gpu:0")
+        return Device("gpu", 0, str(paddle.device.cuda.get_device_name(0)))
+    paddle.set_device("cpu")
+    return Device("cpu", 0, _cpu_model())
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def dtype_unsupported_reason(device: Device, dtype: str) -> str | None:
+    """None if ``dtype`` generation works on ``device``, else the real error, found by running
+    one greedy step of a micro Qwen2 model in that dtype (a fraction of a second, once per session).
+
+    A Paddle that gains the missing kernels gets measured: nothing here is a fixed table.
+    """
+    paddle = import_paddle()
+    import_paddlenlp()
+    from paddlenlp.transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=16,
+        tie_word_embeddings=False,
+        eos_token_id=1,
+        dtype=dtype,
+    )
+    try:
+        paddle.set_default_dtype(dtype)
+        try:
+            model = Qwen2ForCausalLM(config)
+        finally:
+            paddle.set_default_dtype("float32")
+        model.eval()
+        ids = paddle.to_tensor([[2, 3, 4]], dtype="int64")
+        model.generate(
+            input_ids=ids,
+            attention_mask=paddle.ones_like(ids),
+            max_new_tokens=2,
+            min_new_tokens=2,
+            eos_token_id=1,
+            decode_strategy="greedy_search",
+        )
+        device.synchronize()
+    except Exception as error:  # noqa: BLE001 - any failure means "cannot run here"; we report its text
+        return f"{dtype} generation does not run on {device.describe()} with Paddle {paddle.__version__}: {_first_line(error)}"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not set(stripped) <= set("-="):
+            return f"{type(error).__name__}: {stripped[:300]}"
+    return type(error).__name__
+
+
+def paddle_version_info() -> dict[str, Any]:
+    paddle = import_paddle()
+    return {
+        "paddle_version": paddle.__version__,
+        "paddle_commit": paddle.version.commit,
+        "paddle_cuda_version": paddle.version.cuda(),
+        "paddle_cudnn_version": paddle.version.cudnn(),
+        "paddle_compiled_with_cuda": bool(paddle.is_compiled_with_cuda()),
+    }

@@ -1,0 +1,183 @@
+"""Runs one case: warm-up and timed rounds of ``generate()`` with exact token counts.
+
+Per-step timestamps come from a stopping criterion that ``generate()`` calls once per decoding
+step, after the step's tokens exist, for every decode strategy (a streamer would not work for beam
+search). It synchronizes the device before reading the clock. Nothing here imports pytest or prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import DECODINGS, Case
+from .device import Device, import_paddle
+from .memory import MemoryPeaks
+from .metrics import METRIC_UNITS, RoundTimes, inter_token_ms, round_metrics
+from .models import LoadedModel
+from .stats import percentile, summarize
+
+RESULT_FORMAT = 1
+
+
+class TokenCountError(AssertionError):
+    """generate() did not produce exactly the asked number of tokens: every figure would be wrong."""
+
+
+class StepClock:
+    """A PaddleNLP stopping criterion that never stops: it synchronizes and timestamps each step.
+
+    ``generate()`` deep-copies its criteria, so the clock hands out itself to keep the timestamps.
+    """
+
+    def __init__(self, synchronize: Callable[[], None]) -> None:
+        self.synchronize = synchronize
+        self.step_ns: list[int] = []
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StepClock:
+        return self
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+        self.synchronize()
+        self.step_ns.append(time.perf_counter_ns())
+        return False
+
+
+@dataclass
+class CaseResult:
+    """Everything measured for one case, as stored in pytest-benchmark's ``extra_info``."""
+
+    case: Case
+    device: str
+    rounds: list[RoundTimes]
+    samples: dict[str, list[float]]
+    memory: MemoryPeaks
+    output_digest: str | None
+    absent: dict[str, str] = field(default_factory=dict)
+    model_source: str = ""
+    warmup_rounds: int = 0
+
+    def median(self, metric: str) -> float | None:
+        values = self.samples.get(metric)
+        return summarize(values).median if values else None
+
+    def inter_token_latency_ms(self) -> dict[str, float]:
+        gaps = [gap for times in self.rounds for gap in inter_token_ms(times)]
+        if not gaps:
+            return {}
+        return {f"p{q}": percentile(gaps, q) for q in (50, 90, 99)} | {"n": len(gaps)}
+
+    def as_extra_info(self) -> dict[str, Any]:
+        return {
+            "format_version": RESULT_FORMAT,
+            "case": self.case.as_dict(),
+            "case_id": self.case.id,
+            "device": self.device,
+            "model_source": self.model_source,
+            "rounds": len(self.rounds),
+            "warmup_rounds": self.warmup_rounds,
+            "metrics": {
+                name: {"unit": METRIC_UNITS[name], **summarize(values).as_dict()}
+                for name, values in self.samples.items()
+            },
+            "samples": self.samples,
+            "inter_token_latency_ms": self.inter_token_latency_ms(),
+            "inter_token_ms_by_round": [[round(gap, 4) for gap in inter_token_ms(t)] for t in self.rounds],
+            "memory_bytes": self.memory.bytes_by_metric,
+            "absent": {**self.absent, **self.memory.absent},
+            "output_digest": self.output_digest,
+        }
+
+
+class CaseRunner:
+    """Holds one case's inputs; each ``measured_round()`` is one synchronized, checked generation."""
+
+    def __init__(self, loaded: LoadedModel, case: Case, device: Device, seed: int = 0) -> None:
+        paddle = import_paddle()
+        self.loaded = loaded
+        self.case = case
+        self.device = device
+        self.seed = seed
+        ids = loaded.prompt_ids(case.batch_size, case.prompt_tokens, seed)
+        self.input_ids = paddle.to_tensor(ids, dtype="int64")
+        self.attention_mask = paddle.ones_like(self.input_ids)  # mandatory: Qwen2 fails without it
+        self.generate_kwargs: dict[str, Any] = {
+            "max_new_tokens": case.max_new_tokens,
+            "min_new_tokens": case.max_new_tokens,  # forced length: EOS cannot end a sequence early
+            "eos_token_id": loaded.eos_token_id,
+            **DECODINGS[case.decoding].generate_kwargs(),
+        }
+        self.rounds: list[RoundTimes] = []
+        self.digests: set[str] = set()
+
+    def generate_once(self) -> RoundTimes:
+        """One generation: synchronized start, per-step stamps, synchronized end, exact count checked."""
+        paddle = import_paddle()
+        from paddlenlp.generation.stopping_criteria import StoppingCriteriaList
+
+        clock = StepClock(self.device.synchronize)
+        criteria = StoppingCriteriaList([clock])
+        self.device.synchronize()
+        start_ns = time.perf_counter_ns()
+        with paddle.no_grad():
+            output_ids, _scores = self.loaded.model.generate(
+                input_ids=self.input_ids,
+                attention_mask=self.attention_mask,
+                stopping_criteria=criteria,
+                **self.generate_kwargs,
+            )
+        self.device.synchronize()
+        end_ns = time.perf_counter_ns()
+        expected = [self.case.batch_size, self.case.max_new_tokens]
+        shape = list(output_ids.shape)
+        if shape != expected or len(clock.step_ns) != self.case.max_new_tokens:
+            raise TokenCountError(
+                f"{self.case.id}: asked for exactly {self.case.max_new_tokens} new tokens per sequence for "
+                f"batch {self.case.batch_size}, got output shape {shape} after {len(clock.step_ns)} decoding steps"
+            )
+        if DECODINGS[self.case.decoding].deterministic:
+            self.digests.add(_digest(output_ids.numpy()))
+        return RoundTimes(start_ns, tuple(clock.step_ns), end_ns)
+
+    def warmup(self, rounds: int) -> None:
+        for _ in range(rounds):
+            self.generate_once()
+
+    def measured_round(self) -> None:
+        self.rounds.append(self.generate_once())
+
+    def result(self, memory: MemoryPeaks, warmup_rounds: int = 0) -> CaseResult:
+        per_round = [round_metrics(t, self.case.batch_size, self.case.prompt_tokens) for t in self.rounds]
+        samples = {name: [m[name] for m in per_round] for name in METRIC_UNITS if per_round and name in per_round[0]}
+        absent: dict[str, str] = {}
+        if self.case.max_new_tokens < 2:
+            for name in ("tpot_ms", "decode_tokens_per_s"):
+                absent[name] = "needs max_new_tokens >= 2 (decode time is E2E - TTFT over N - 1 tokens)"
+        digest = None
+        if not DECODINGS[self.case.decoding].deterministic:
+            absent["output_digest"] = "sampling draws random tokens: no stable output to fingerprint"
+        elif len(self.digests) == 1:
+            digest = next(iter(self.digests))
+        elif self.digests:
+            absent["output_digest"] = f"{len(self.digests)} different outputs across rounds of a deterministic decoding"
+        return CaseResult(
+            case=self.case,
+            device=self.device.describe(),
+            rounds=list(self.rounds),
+            samples=samples,
+            memory=memory,
+            output_digest=digest,
+            absent=absent,
+            model_source=self.loaded.source,
+            warmup_rounds=warmup_rounds,
+        )
+
+
+def _digest(ids: np.ndarray) -> str:
+    array = np.ascontiguousarray(ids, dtype=np.int64)
+    return "sha256:" + hashlib.sha256(str(array.shape).encode() + array.tobytes()).hexdigest()[:16]

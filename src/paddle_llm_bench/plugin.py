@@ -1,0 +1,190 @@
+"""pytest glue: options, the ``llm_case`` parametrization, the measuring fixture, hooks.
+
+Each hook is a few lines that hand off to plain code in the other modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .config import ConfigError, Sweep, make_sweep, parse_positive_int, parse_sweep_dimension
+from .device import DEVICE_CHOICES, detect_device
+from .models import PRESETS, default_cache_dir
+from .report import summary_table
+from .suite import CaseFailed, Suite
+
+# (option suffix, Sweep field or setting, help). Each is --llm-<suffix> and ini llm_<suffix with _>.
+SWEEP_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("model", "models", f"presets ({', '.join(PRESETS)}) or local checkpoint directories"),
+    ("dtype", "dtypes", "float32, float16, bfloat16 (unsupported ones are skipped with the probed reason)"),
+    ("decoding", "decodings", "greedy, sampling (the field report's settings), beam4"),
+    ("max-new-tokens", "max_new_tokens", "exact number of new tokens per sequence, e.g. 32,128"),
+    ("batch-size", "batch_sizes", "sequences per generate() call, e.g. 1,4"),
+    ("prompt-tokens", "prompt_tokens", "prompt length in tokens, e.g. 32,256"),
+)
+SETTING_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("rounds", "measured rounds per case (>= 5; default 10)"),
+    ("warmup-rounds", "untimed rounds before measuring (default 2)"),
+    ("device", f"{', '.join(DEVICE_CHOICES)} (default auto: the GPU if Paddle has CUDA and sees one)"),
+    ("cache-dir", "where synthetic checkpoints are built (default ./.cache/paddle-llm-bench or $PADDLE_LLM_BENCH_CACHE)"),
+    ("max-positions", "cap on max_position_embeddings, i.e. on precomputed RoPE caches (default 4096; 0 keeps the model's)"),
+)
+LIST_HELP = " Comma-separated; default: the device's sweep."
+
+
+@dataclass
+class LLMBenchState:
+    """Per-run state kept in ``config.stash``; the suite is created on first use."""
+
+    chosen: dict[str, tuple[Any, ...]]
+    settings: dict[str, str]
+    suite: Suite | None = None
+
+
+STATE = pytest.StashKey[LLMBenchState]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("paddle-llm-bench", "LLM generation benchmarks (paddle-llm-bench)")
+    for suffix, _field, help_text in SWEEP_OPTIONS:
+        group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, metavar="LIST", help=help_text + LIST_HELP)
+        parser.addini(_ini(suffix), help_text + LIST_HELP, default=None)
+    for suffix, help_text in SETTING_OPTIONS:
+        group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
+        parser.addini(_ini(suffix), help_text, default=None)
+
+
+def _dest(suffix: str) -> str:
+    return "llm_" + suffix.replace("-", "_")
+
+
+_ini = _dest
+
+
+def _raw(config: pytest.Config, suffix: str) -> tuple[str | None, str]:
+    """The option's text and where it came from: the command line wins over the ini file."""
+    value = config.getoption(_dest(suffix))
+    if value is not None:
+        return str(value), f"--llm-{suffix}"
+    ini_value = config.getini(_ini(suffix))
+    if ini_value:
+        return str(ini_value), f"ini option {_ini(suffix)}"
+    return None, ""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Validate every --llm-* option up front, before Paddle is imported or anything is measured."""
+    chosen: dict[str, tuple[Any, ...]] = {}
+    settings: dict[str, str] = {}
+    try:
+        for suffix, field_name, _help in SWEEP_OPTIONS:
+            text, source = _raw(config, suffix)
+            if text is not None:
+                chosen[field_name] = parse_sweep_dimension(field_name, text, source, tuple(PRESETS))
+        for suffix, _help in SETTING_OPTIONS:
+            text, source = _raw(config, suffix)
+            if text is not None:
+                settings[suffix] = text
+                _check_setting(suffix, text, source)
+    except ConfigError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[STATE] = LLMBenchState(chosen, settings)
+
+
+def _check_setting(suffix: str, text: str, source: str) -> None:
+    if suffix in ("rounds", "warmup-rounds", "max-positions"):
+        parse_positive_int(text, source, minimum=0)
+    elif suffix == "device" and text not in DEVICE_CHOICES:
+        raise ConfigError(f"invalid value {text!r} from {source}: allowed values are {', '.join(DEVICE_CHOICES)}")
+
+
+def get_suite(config: pytest.Config) -> Suite:
+    """The session's suite: probes the device and resolves the sweep on first use."""
+    state = config.stash[STATE]
+    if state.suite is None:
+        settings = state.settings
+        try:
+            device = detect_device(settings.get("device", "auto"))
+            sweep = make_sweep(
+                state.chosen,
+                device.kind,
+                rounds=int(settings.get("rounds", 10)),
+                warmup_rounds=int(settings.get("warmup-rounds", 2)),
+            )
+        except ConfigError as error:
+            raise pytest.UsageError(str(error)) from None
+        max_positions = int(settings.get("max-positions", 4096)) or None
+        cache_dir = Path(settings["cache-dir"]) if "cache-dir" in settings else default_cache_dir()
+        state.suite = Suite(sweep, device, cache_dir, max_positions, progress=_progress_writer(config))
+    return state.suite
+
+
+def _progress_writer(config: pytest.Config) -> Callable[[str], None]:
+    """Progress lines that reach the terminal even while pytest captures output."""
+
+    def write(message: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None:
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[paddle-llm-bench] {message}")
+
+    return write
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "llm_case" in metafunc.fixturenames:
+        sweep: Sweep = get_suite(metafunc.config).sweep
+        cases = sweep.cases()
+        metafunc.parametrize("llm_case", cases, ids=[case.id for case in cases])
+
+
+@pytest.fixture
+def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any], None]:
+    """``llm_measure(case)``: measure one case as a pytest-benchmark benchmark; skip or fail it with the reason."""
+    suite = get_suite(request.config)
+
+    def measure(case: Any) -> None:
+        reason = suite.unsupported_reason(case)
+        if reason is not None:
+            pytest.skip(reason)
+        benchmark.group = f"{case.model}-{case.dtype}"
+
+        def timed_rounds(one_round: Callable[[], None], after_each_round: Callable[[], None], rounds: int) -> None:
+            benchmark.pedantic(one_round, teardown=after_each_round, rounds=rounds, warmup_rounds=0, iterations=1)
+
+        try:
+            result = suite.run(case, timed_rounds)
+        except (CaseFailed, ConfigError) as error:
+            pytest.fail(str(error), pytrace=False)
+        benchmark.extra_info.update(result.as_extra_info())
+
+    return measure
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None and state.suite is not None:
+        from .environment import collect_all
+
+        machine_info["paddle_llm_bench"] = collect_all(state.suite.device)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None or state.suite is None or not state.suite.results:
+        return
+    terminalreporter.section("paddle-llm-bench: LLM generation (medians across rounds)")
+    for line in summary_table(state.suite.results):
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(
+        "decode tok/s = B·(N-1)/(E2E-TTFT); TPOT = (E2E-TTFT)/(N-1); ITL over all steps of all rounds; "
+        "CV of decode tok/s across rounds. Raw per-round samples are in the saved run's extra_info."
+    )

@@ -1,0 +1,91 @@
+"""One benchmark session: the device, the loaded model, the measured results. No pytest here.
+
+The pytest plugin hands each case to ``Suite.run`` with a ``timed_rounds`` function (pytest-benchmark's
+``pedantic``), so the same code measures under pytest, from the CLI and in tests.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Case, Sweep
+from .device import Device, dtype_unsupported_reason, import_paddle
+from .measure import CaseResult, CaseRunner
+from .memory import MemoryTracker
+from .models import LoadedModel, load_model
+
+# timed_rounds(one_round, after_each_round, rounds): runs and times `rounds` calls of one_round.
+TimedRounds = Callable[[Callable[[], None], Callable[[], None], int], None]
+
+
+class CaseFailed(Exception):
+    """A case could not be measured (out of memory, a kernel error); the message says why and what to try."""
+
+
+def run_rounds_plainly(one_round: Callable[[], None], after_each_round: Callable[[], None], rounds: int) -> None:
+    for _ in range(rounds):
+        one_round()
+        after_each_round()
+
+
+@dataclass
+class Suite:
+    sweep: Sweep
+    device: Device
+    cache_dir: Path
+    max_positions: int | None = 4096
+    progress: Callable[[str], None] = print
+    results: list[CaseResult] = field(default_factory=list)
+    _loaded: LoadedModel | None = None
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        return dtype_unsupported_reason(self.device, case.dtype)
+
+    def model_for(self, case: Case) -> LoadedModel:
+        """The case's model, loaded once and kept while consecutive cases share (model, dtype)."""
+        loaded = self._loaded
+        if loaded is not None and (loaded.name, loaded.dtype) == (case.model, case.dtype):
+            return loaded
+        self._loaded = None
+        del loaded
+        self._free_memory()
+        self._loaded = load_model(case.model, case.dtype, self.cache_dir, self.max_positions, self.progress)
+        return self._loaded
+
+    def run(self, case: Case, timed_rounds: TimedRounds = run_rounds_plainly) -> CaseResult:
+        """Warm up, reset the memory peaks, time the rounds, and keep the result."""
+        loaded = self.model_for(case)
+        try:
+            runner = CaseRunner(loaded, case, self.device)
+            tracker = MemoryTracker(self.device)
+            runner.warmup(self.sweep.warmup_rounds)
+            tracker.reset()
+            timed_rounds(runner.measured_round, tracker.sample, self.sweep.rounds)
+            result = runner.result(tracker.read(), self.sweep.warmup_rounds)
+        except MemoryError as error:
+            raise CaseFailed(_out_of_memory(case, error)) from error
+        except Exception as error:
+            if "out of memory" in str(error).lower() or "ResourceExhausted" in type(error).__name__:
+                raise CaseFailed(_out_of_memory(case, error)) from error
+            raise
+        finally:
+            self._free_memory()
+        self.results.append(result)
+        return result
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        if self.device.kind == "gpu":
+            import_paddle().device.cuda.empty_cache()
+
+
+def _out_of_memory(case: Case, error: BaseException) -> str:
+    first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return (
+        f"{case.id} ran out of memory ({first_line.strip()[:200]}); the rest of the sweep goes on. "
+        f"Try a smaller --llm-batch-size (now {case.batch_size}), --llm-prompt-tokens (now {case.prompt_tokens}) "
+        f"or --llm-max-new-tokens (now {case.max_new_tokens})."
+    )
