@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .gate import GateSettings
+
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 
 
@@ -43,6 +45,8 @@ DECODINGS: dict[str, Decoding] = {
 }
 
 MIN_ROUNDS = 5
+# Speed metrics the gate can judge: their minimum effects are configurable.
+GATED_SPEED_METRICS = ("decode_tokens_per_s", "ttft_ms", "tpot_ms", "e2e_ms", "e2e_tokens_per_s")
 
 
 @dataclass(frozen=True)
@@ -196,3 +200,38 @@ def make_sweep(chosen: dict[str, tuple[Any, ...]], device_kind: str, rounds: int
     if warmup_rounds < 0:
         raise ConfigError(f"invalid warm-up rounds {warmup_rounds}: must be >= 0")
     return Sweep(**{**DEFAULT_SWEEPS[device_kind], **chosen}, rounds=rounds, warmup_rounds=warmup_rounds)
+
+
+def _parse_float(text: str, source: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"invalid value {text!r} from {source}: expected a number in [{low}, {high}]") from None
+    if not low <= value <= high:
+        raise ConfigError(f"invalid value {value} from {source}: must be within [{low}, {high}]")
+    return value
+
+
+def gate_settings(
+    alpha: str | None, min_effect: str | None, noise_floor: str | None, max_cv: str | None
+) -> GateSettings:
+    """GateSettings from option texts (None keeps a default); errors name the option."""
+    defaults = GateSettings()
+    effects = dict(defaults.min_effect_percent)
+    if min_effect:
+        for item in _split(min_effect):
+            metric, _, percent = item.partition("=")
+            if metric not in GATED_SPEED_METRICS or not percent:
+                raise ConfigError(
+                    f"invalid value {item!r} from --llm-gate-min-effect: expected METRIC=PERCENT "
+                    f"with METRIC one of {', '.join(GATED_SPEED_METRICS)}"
+                )
+            effects[metric] = _parse_float(percent, "--llm-gate-min-effect", 0.0, 1000.0)
+    return GateSettings(
+        alpha=_parse_float(alpha, "--llm-gate-alpha", 1e-9, 0.5) if alpha else defaults.alpha,
+        min_effect_percent=effects,
+        noise_floor_percent=_parse_float(noise_floor, "--llm-gate-noise-floor", 0.0, 100.0)
+        if noise_floor
+        else defaults.noise_floor_percent,
+        max_cv_percent=_parse_float(max_cv, "--llm-gate-max-cv", 0.0, 1000.0) if max_cv else defaults.max_cv_percent,
+    )

@@ -35,7 +35,8 @@ def import_paddlenlp() -> ModuleType:
     from paddlenlp.utils.log import logger
 
     logger.set_level("ERROR")
-    return paddlenlp
+    module: ModuleType = paddlenlp
+    return module
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ def dtype_unsupported_reason(device: Device, dtype: str) -> str | None:
         )
         device.synchronize()
     except Exception as error:  # noqa: BLE001 - any failure means "cannot run here"; we report its text
-        return f"{dtype} generation does not run on {device.describe()} with Paddle {paddle.__version__}: {_first_line(error)}"
+        where = f"{device.describe()} with Paddle {paddle.__version__}"
+        return f"{dtype} generation does not run on {where}: {_first_line(error)}"
     return None
 
 

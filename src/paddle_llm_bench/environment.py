@@ -17,7 +17,11 @@ from .device import Device, import_paddle, paddle_version_info
 def collect_software() -> dict[str, Any]:
     import paddlenlp
 
-    return {**paddle_version_info(), "paddlenlp_version": paddlenlp.__version__, "python_version": platform.python_version()}
+    return {
+        **paddle_version_info(),
+        "paddlenlp_version": paddlenlp.__version__,
+        "python_version": platform.python_version(),
+    }
 
 
 def collect_cpu() -> dict[str, Any]:

@@ -178,6 +178,6 @@ class CaseRunner:
         )
 
 
-def _digest(ids: np.ndarray) -> str:
+def _digest(ids: np.ndarray[Any, Any]) -> str:
     array = np.ascontiguousarray(ids, dtype=np.int64)
     return "sha256:" + hashlib.sha256(str(array.shape).encode() + array.tobytes()).hexdigest()[:16]

@@ -8,7 +8,7 @@ before submitting, one per decoding step when that step's tokens exist, and ``en
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
 from dataclasses import dataclass
 
 NS_PER_MS = 1_000_000
@@ -34,7 +34,7 @@ class RoundTimes:
 
     def __post_init__(self) -> None:
         stamps = (self.start_ns, *self.step_ns, self.end_ns)
-        if any(later < earlier for earlier, later in zip(stamps, stamps[1:], strict=False)):
+        if any(later < earlier for earlier, later in itertools.pairwise(stamps)):
             raise ValueError("round timestamps must not decrease")
         if not self.step_ns:
             raise ValueError("a round needs at least one decoding step")
@@ -70,7 +70,7 @@ def round_metrics(times: RoundTimes, batch_size: int, prompt_tokens: int) -> dic
 def inter_token_ms(times: RoundTimes) -> list[float]:
     """Gaps between consecutive tokens (N-1 values), in milliseconds."""
     steps = times.step_ns
-    return [(later - earlier) / NS_PER_MS for earlier, later in zip(steps, steps[1:], strict=False)]
+    return [(later - earlier) / NS_PER_MS for earlier, later in itertools.pairwise(steps)]
 
 
 def _rate(count: int, seconds: float) -> float:

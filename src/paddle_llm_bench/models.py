@@ -85,7 +85,7 @@ class LoadedModel:
     source: str
     prompt_token_ids: list[int] | None  # the tokenized report prompt, when a tokenizer exists
 
-    def prompt_ids(self, batch_size: int, prompt_tokens: int, seed: int = 0) -> np.ndarray:
+    def prompt_ids(self, batch_size: int, prompt_tokens: int, seed: int = 0) -> np.ndarray[Any, Any]:
         """``[batch_size, prompt_tokens]`` int64 ids: the real prompt tiled, or seeded random ids."""
         if self.prompt_token_ids:
             row = np.resize(np.asarray(self.prompt_token_ids, dtype=np.int64), prompt_tokens)
@@ -133,7 +133,7 @@ def _write_synthetic(architecture: dict[str, Any], directory: Path, seed: int) -
     with no_init_weights(), paddle.LazyGuard():
         shapes = {name: list(p.shape) for name, p in Qwen2ForCausalLM(shape_config).state_dict().items()}
     rng = np.random.default_rng(seed)
-    weights: dict[str, np.ndarray] = {}
+    weights: dict[str, np.ndarray[Any, Any]] = {}
     for name, shape in shapes.items():
         if name.endswith("norm.weight"):
             weights[name] = np.ones(shape, dtype=np.float16)
@@ -146,17 +146,27 @@ def _write_synthetic(architecture: dict[str, Any], directory: Path, seed: int) -
     config.save_pretrained(str(directory))
 
 
-WEIGHT_FILES = ("model.safetensors", "model_state.pdparams", "model.safetensors.index.json", "model_state.pdparams.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model_state.pdparams",
+    "model.safetensors.index.json",
+    "model_state.pdparams.index.json",
+)
 
 
 def check_checkpoint_dir(path: Path) -> None:
     """A clear error for a directory that is missing or holds no model."""
     if not path.exists():
-        raise ConfigError(f"model directory {str(path)!r} does not exist: give a checkpoint directory or a preset ({', '.join(PRESETS)})")
+        raise ConfigError(
+            f"model directory {str(path)!r} does not exist: "
+            f"give a checkpoint directory or a preset ({', '.join(PRESETS)})"
+        )
     if not path.is_dir():
         raise ConfigError(f"model path {str(path)!r} is not a directory: give the checkpoint's directory")
     if not (path / "config.json").is_file():
-        raise ConfigError(f"model directory {str(path)!r} has no config.json: it does not hold a PaddleNLP/HF checkpoint")
+        raise ConfigError(
+            f"model directory {str(path)!r} has no config.json: it does not hold a PaddleNLP/HF checkpoint"
+        )
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise ConfigError(f"model directory {str(path)!r} has no weights (expected one of {', '.join(WEIGHT_FILES)})")
 

@@ -6,15 +6,20 @@ Each hook is a few lines that hand off to plain code in the other modules.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_benchmark.utils import get_commit_info
 
-from .config import ConfigError, Sweep, make_sweep, parse_positive_int, parse_sweep_dimension
+from .baselines import BaselineError
+from .config import ConfigError, Sweep, gate_settings, make_sweep, parse_positive_int, parse_sweep_dimension
 from .device import DEVICE_CHOICES, detect_device
+from .environment import collect_all
+from .gate import REGRESSION, GateSettings
 from .models import PRESETS, default_cache_dir
+from .regression import GateReport, check_run, update_baselines
 from .report import summary_table
 from .suite import CaseFailed, Suite
 
@@ -31,10 +36,29 @@ SETTING_OPTIONS: tuple[tuple[str, str], ...] = (
     ("rounds", "measured rounds per case (>= 5; default 10)"),
     ("warmup-rounds", "untimed rounds before measuring (default 2)"),
     ("device", f"{', '.join(DEVICE_CHOICES)} (default auto: the GPU if Paddle has CUDA and sees one)"),
-    ("cache-dir", "where synthetic checkpoints are built (default ./.cache/paddle-llm-bench or $PADDLE_LLM_BENCH_CACHE)"),
-    ("max-positions", "cap on max_position_embeddings, i.e. on precomputed RoPE caches (default 4096; 0 keeps the model's)"),
+    (
+        "cache-dir",
+        "where synthetic checkpoints are built (default ./.cache/paddle-llm-bench or $PADDLE_LLM_BENCH_CACHE)",
+    ),
+    (
+        "max-positions",
+        "cap on max_position_embeddings, i.e. on precomputed RoPE caches (default 4096; 0 keeps the model's)",
+    ),
 )
 LIST_HELP = " Comma-separated; default: the device's sweep."
+GATE_FLAGS: tuple[tuple[str, str], ...] = (
+    ("baseline-update", "merge this run into baselines/ (the last 5 runs per case are kept); regressions do not fail"),
+    ("require-baseline", "fail when a case has no baseline for this hardware (default: report it)"),
+    ("no-gate", "do not compare against baselines"),
+)
+GATE_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("baseline-dir", "directory of baseline files, one per hardware fingerprint (default: baselines)"),
+    ("baseline-from", "use this saved pytest-benchmark run (.benchmarks/.../NNNN_*.json) as the reference"),
+    ("gate-alpha", "family-wise false-alarm rate per run, Holm-corrected over all tests (default 0.01)"),
+    ("gate-min-effect", "smallest change that counts, per metric in %, e.g. decode_tokens_per_s=5,ttft_ms=10"),
+    ("gate-noise-floor", "run-to-run noise assumed at least, in % (default 2)"),
+    ("gate-max-cv", "a case whose CV across rounds exceeds this % is inconclusive (default 10)"),
+)
 
 
 @dataclass
@@ -43,7 +67,10 @@ class LLMBenchState:
 
     chosen: dict[str, tuple[Any, ...]]
     settings: dict[str, str]
+    gate: GateSettings
     suite: Suite | None = None
+    facts: dict[str, Any] | None = None
+    gate_report: GateReport | None = None
 
 
 STATE = pytest.StashKey[LLMBenchState]()
@@ -57,6 +84,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for suffix, help_text in SETTING_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
         parser.addini(_ini(suffix), help_text, default=None)
+    for suffix, help_text in GATE_FLAGS:
+        group.addoption(f"--llm-{suffix}", dest=_dest(suffix), action="store_true", default=False, help=help_text)
+    for suffix, help_text in GATE_OPTIONS:
+        group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
 
 
 def _dest(suffix: str) -> str:
@@ -91,9 +122,15 @@ def pytest_configure(config: pytest.Config) -> None:
             if text is not None:
                 settings[suffix] = text
                 _check_setting(suffix, text, source)
+        gate = gate_settings(
+            alpha=config.getoption("llm_gate_alpha"),
+            min_effect=config.getoption("llm_gate_min_effect"),
+            noise_floor=config.getoption("llm_gate_noise_floor"),
+            max_cv=config.getoption("llm_gate_max_cv"),
+        )
     except ConfigError as error:
         raise pytest.UsageError(str(error)) from None
-    config.stash[STATE] = LLMBenchState(chosen, settings)
+    config.stash[STATE] = LLMBenchState(chosen, settings, gate)
 
 
 def _check_setting(suffix: str, text: str, source: str) -> None:
@@ -168,13 +205,79 @@ def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any
     return measure
 
 
+def machine_facts(state: LLMBenchState) -> dict[str, Any]:
+    assert state.suite is not None
+    if state.facts is None:
+        state.facts = collect_all(state.suite.device)
+    return state.facts
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     state = config.stash.get(STATE, None)
     if state is not None and state.suite is not None:
-        from .environment import collect_all
+        machine_info["paddle_llm_bench"] = machine_facts(state)
 
-        machine_info["paddle_llm_bench"] = collect_all(state.suite.device)
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None and state.gate_report is not None:
+        output_json["paddle_llm_bench_gate"] = [asdict(finding) for finding in state.gate_report.findings]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Any:
+    """Gate (and update baselines) before pytest-benchmark saves the run, so the verdicts are saved with it."""
+    state = session.config.stash.get(STATE, None)
+    if (
+        state is not None
+        and state.suite is not None
+        and state.suite.results
+        and exitstatus != pytest.ExitCode.INTERRUPTED
+    ):
+        _gate_and_update(session.config, state)
+        if state.gate_report is not None and state.gate_report.failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return (yield)
+
+
+def _gate_and_update(config: pytest.Config, state: LLMBenchState) -> None:
+    suite = state.suite
+    assert suite is not None
+    facts = machine_facts(state)
+    results = [result.as_extra_info() for result in suite.results]
+    baseline_dir = Path(config.getoption("llm_baseline_dir") or Path(config.rootpath) / "baselines")
+    if not config.getoption("llm_no_gate"):
+        cases = {result.case.id: result.case for result in suite.results}
+
+        def remeasure(case_id: str) -> dict[str, Any]:
+            suite.progress(f"re-measuring {case_id}: a suspect regression must repeat before the run fails")
+            return suite.run(cases[case_id], record=False).as_extra_info()
+
+        reference = config.getoption("llm_baseline_from")
+        state.gate_report = check_run(
+            results,
+            str(facts["hardware_fingerprint"]),
+            baseline_dir,
+            reference_run=Path(reference) if reference else None,
+            settings=state.gate,
+            remeasure=None if config.getoption("llm_baseline_update") else remeasure,
+            require_baseline=bool(config.getoption("llm_require_baseline")),
+        )
+    if config.getoption("llm_baseline_update"):
+        report = state.gate_report or GateReport()
+        try:
+            path = update_baselines(results, facts, baseline_dir, commit=get_commit_info().get("id"))  # type: ignore[no-untyped-call]
+            report.notes.append(f"baseline updated: {path} now holds this run ({len(results)} case(s))")
+            report.findings = [f for f in report.findings if f.status != REGRESSION] + [
+                replace(f, evidence=f.evidence + "; accepted by --llm-baseline-update")
+                for f in report.findings
+                if f.status == REGRESSION
+            ]
+        except BaselineError as error:
+            report.errors.append(f"baseline not updated: {error}")
+        state.gate_report = report
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -188,3 +291,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         "decode tok/s = B·(N-1)/(E2E-TTFT); TPOT = (E2E-TTFT)/(N-1); ITL over all steps of all rounds; "
         "CV of decode tok/s across rounds. Raw per-round samples are in the saved run's extra_info."
     )
+    if state.gate_report is not None:
+        terminalreporter.section("paddle-llm-bench: regression gate")
+        for line in state.gate_report.lines():
+            terminalreporter.write_line(
+                line, red=line.startswith(("REGRESSION", "error")), bold=line.startswith("REGRESSION")
+            )

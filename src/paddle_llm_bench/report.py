@@ -17,7 +17,9 @@ def aligned_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[
 
     def line(cells: Sequence[str]) -> str:
         first, *rest = cells
-        return "  ".join([str(first).ljust(widths[0]), *(str(c).rjust(w) for c, w in zip(rest, widths[1:], strict=False))])
+        return "  ".join(
+            [str(first).ljust(widths[0]), *(str(c).rjust(w) for c, w in zip(rest, widths[1:], strict=False))]
+        )
 
     return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
 

@@ -55,3 +55,33 @@ def percentile(samples: Sequence[float], q: float) -> float:
     upper = min(lower + 1, len(ordered) - 1)
     fraction = position - lower
     return ordered[lower] + (ordered[upper] - ordered[lower]) * fraction
+
+
+# Efficiency of the median: the standard error of a sample median is about sqrt(pi/2) times the
+# standard error of the mean for near-normal data.
+MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2)
+
+
+def median_standard_error(samples: Sequence[float]) -> float:
+    """Approximate standard error of the median: sqrt(pi/2) · std / sqrt(n); 0 for fewer than 2 samples."""
+    if len(samples) < 2:
+        return 0.0
+    return MEDIAN_SE_FACTOR * statistics.stdev(samples) / math.sqrt(len(samples))
+
+
+def normal_sf(z: float) -> float:
+    """P(Z > z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given): reject where adjusted <= alpha
+    and the family-wise false-alarm rate stays <= alpha for any dependence between the tests."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running_max = 0.0
+    for rank, index in enumerate(order):
+        running_max = max(running_max, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running_max
+    return adjusted

@@ -55,8 +55,8 @@ class Suite:
         self._loaded = load_model(case.model, case.dtype, self.cache_dir, self.max_positions, self.progress)
         return self._loaded
 
-    def run(self, case: Case, timed_rounds: TimedRounds = run_rounds_plainly) -> CaseResult:
-        """Warm up, reset the memory peaks, time the rounds, and keep the result."""
+    def run(self, case: Case, timed_rounds: TimedRounds = run_rounds_plainly, record: bool = True) -> CaseResult:
+        """Warm up, reset the memory peaks, time the rounds, and keep the result (unless ``record`` is False)."""
         loaded = self.model_for(case)
         try:
             runner = CaseRunner(loaded, case, self.device)
@@ -73,7 +73,8 @@ class Suite:
             raise
         finally:
             self._free_memory()
-        self.results.append(result)
+        if record:
+            self.results.append(result)
         return result
 
     def _free_memory(self) -> None:

@@ -1,0 +1,188 @@
+"""Baseline files: round trip, atomic writes, upgrades, and every kind of bad file losing nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from paddle_llm_bench.baselines import (
+    FORMAT_VERSION,
+    MAX_RUNS_PER_CASE,
+    BaselineError,
+    BaselineStore,
+    baseline_path,
+    find_for_hardware,
+    load,
+    load_saved_run,
+    merge,
+    save_atomic,
+)
+from paddle_llm_bench.gate import NO_BASELINE, REGRESSION, UNCHANGED
+from paddle_llm_bench.regression import check_run, update_baselines
+
+FINGERPRINT = "cpu:Test CPU:2cores"
+FACTS = {
+    "hardware_fingerprint": FINGERPRINT,
+    "paddle_version": "3.3.1",
+    "paddlenlp_version": "3.0.0b4",
+    "device": "cpu",
+}
+
+
+def extra_info(case_id: str = "tiny-a", decode: float = 100.0, allocated: int = 10**8) -> dict[str, Any]:
+    spread = [0.99, 1.01, 1.0, 0.995, 1.005, 1.0, 0.998, 1.002, 1.0, 1.001]
+    return {
+        "case_id": case_id,
+        "case": {"model": "tiny", "dtype": "float32"},
+        "rounds": 10,
+        "samples": {
+            "decode_tokens_per_s": [decode * s for s in spread],
+            "ttft_ms": [5.0 * s for s in spread],
+            "tpot_ms": [1000.0 / decode * s for s in spread],
+            "e2e_ms": [50.0] * 10,
+        },
+        "memory_bytes": {"peak_allocated_bytes": allocated},
+    }
+
+
+def test_merge_save_load_round_trip_keeps_the_last_runs(tmp_path: Path) -> None:
+    path = baseline_path(tmp_path, FINGERPRINT)
+    for i in range(MAX_RUNS_PER_CASE + 2):
+        update_baselines([extra_info(decode=100.0 + i)], FACTS, tmp_path, commit=f"c{i}")
+    store = load(path)
+    runs = store.cases["tiny-a"]["runs"]
+    assert len(runs) == MAX_RUNS_PER_CASE
+    assert [r["commit"] for r in runs] == [f"c{i}" for i in range(2, MAX_RUNS_PER_CASE + 2)]
+    assert set(runs[0]["samples"]) == {"decode_tokens_per_s", "ttft_ms", "tpot_ms"}  # e2e_ms is not kept
+    assert runs[0]["environment"]["paddle_version"] == "3.3.1"
+    text = path.read_text()
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"  # stable, diffable
+
+
+@given(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=12))
+def test_merge_keeps_at_most_the_last_runs_per_case(case_ids: list[str]) -> None:
+    store = BaselineStore(Path("unused.json"), FINGERPRINT)
+    for case_id in case_ids:
+        merge(store, [extra_info(case_id)], FACTS)
+    for case_id in set(case_ids):
+        assert len(store.cases[case_id]["runs"]) == min(case_ids.count(case_id), MAX_RUNS_PER_CASE)
+    assert list(store.cases) == sorted(store.cases)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    update_baselines([extra_info()], FACTS, tmp_path, commit="good")
+    path = baseline_path(tmp_path, FINGERPRINT)
+    before = path.read_bytes()
+    store = load(path)
+    store.cases["tiny-a"]["runs"].append({"samples": object()})  # cannot be serialized
+    with pytest.raises(TypeError):
+        save_atomic(store)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_format_1_is_upgraded_on_load(tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    run = {"samples": {"decode_tokens_per_s": [1.0, 2.0]}, "memory_bytes": {}, "date": "2026-01-01"}
+    path.write_text(
+        json.dumps({"format_version": 1, "hardware_fingerprint": FINGERPRINT, "cases": {"x": {"case": {}, **run}}})
+    )
+    store = load(path)
+    assert store.cases["x"]["runs"] == [run]
+    assert json.loads(path.read_text())["format_version"] == 1  # the file itself changes only on the next update
+
+
+def test_a_newer_format_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = baseline_path(tmp_path, FINGERPRINT)
+    path.write_text(
+        json.dumps({"format_version": FORMAT_VERSION + 1, "hardware_fingerprint": FINGERPRINT, "cases": {}})
+    )
+    before = path.read_bytes()
+    with pytest.raises(BaselineError, match="newer than this paddle-llm-bench"):
+        update_baselines([extra_info()], FACTS, tmp_path, commit=None)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "not valid JSON"), ('{"cases": {}}', "no format_version"), ('{"format_version": 2}', "malformed")],
+)
+def test_corrupt_baselines_fail_the_gate_with_the_file_and_the_fix(tmp_path: Path, content: str, message: str) -> None:
+    path = baseline_path(tmp_path, FINGERPRINT)
+    path.write_text(content)
+    report = check_run([extra_info()], FINGERPRINT, tmp_path)
+    assert report.failed
+    assert message in report.errors[0] and str(path) in report.errors[0] and "git checkout" in report.errors[0]
+    with pytest.raises(BaselineError):
+        update_baselines([extra_info()], FACTS, tmp_path, commit=None)
+    assert path.read_text() == content
+
+
+def test_other_hardware_is_never_compared_silently(tmp_path: Path) -> None:
+    update_baselines([extra_info(decode=1.0)], {**FACTS, "hardware_fingerprint": "gpu:NVIDIA H100"}, tmp_path, None)
+    report = check_run([extra_info()], FINGERPRINT, tmp_path)
+    assert not report.failed
+    assert [f.status for f in report.findings] == [NO_BASELINE]
+    assert any("other hardware" in note and "gpu-nvidia-h100.json" in note for note in report.notes)
+
+
+def test_a_file_whose_fingerprint_disagrees_with_its_name_is_an_error(tmp_path: Path) -> None:
+    update_baselines([extra_info()], {**FACTS, "hardware_fingerprint": "gpu:X"}, tmp_path, None)
+    (tmp_path / "gpu-x.json").rename(baseline_path(tmp_path, FINGERPRINT))
+    with pytest.raises(BaselineError, match="says it is for 'gpu:X'"):
+        find_for_hardware(tmp_path, FINGERPRINT)
+
+
+def test_missing_baseline_is_reported_and_fails_only_when_required(tmp_path: Path) -> None:
+    assert not check_run([extra_info()], FINGERPRINT, tmp_path).failed
+    required = check_run([extra_info()], FINGERPRINT, tmp_path, require_baseline=True)
+    assert required.failed
+    assert any("without baseline" in line for line in required.lines())
+
+
+def test_saved_pytest_benchmark_run_as_reference(tmp_path: Path) -> None:
+    saved = tmp_path / "0001_run.json"
+    saved.write_text(
+        json.dumps(
+            {
+                "machine_info": {"paddle_llm_bench": {"hardware_fingerprint": FINGERPRINT}},
+                "benchmarks": [{"name": "test_generation[tiny-a]", "extra_info": extra_info()}],
+            }
+        )
+    )
+    same = check_run([extra_info()], FINGERPRINT, tmp_path, reference_run=saved)
+    slower = check_run([extra_info(decode=70.0)], FINGERPRINT, tmp_path, reference_run=saved)
+    assert {f.status for f in same.findings} == {UNCHANGED}
+    assert any(f.status == REGRESSION and f.metric == "decode_tokens_per_s" for f in slower.findings)
+    other = check_run([extra_info()], "gpu:other", tmp_path, reference_run=saved)
+    assert other.failed and "other hardware" in other.errors[0]
+
+
+def test_a_file_that_is_not_a_saved_run_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text("[]")
+    with pytest.raises(BaselineError, match="not a pytest-benchmark saved run"):
+        load_saved_run(path)
+
+
+def test_remeasurement_decides_a_suspect_regression(tmp_path: Path) -> None:
+    update_baselines([extra_info()], FACTS, tmp_path, commit=None)
+    asked: list[str] = []
+
+    def recovered(case_id: str) -> dict[str, Any]:
+        asked.append(case_id)
+        return extra_info(case_id)
+
+    report = check_run([extra_info(decode=70.0)], FINGERPRINT, tmp_path, remeasure=recovered)
+    assert asked == ["tiny-a"]  # once per case, even with two suspect metrics
+    assert not report.failed
+    assert any("not confirmed" in f.evidence for f in report.findings)
+    confirmed = check_run(
+        [extra_info(decode=70.0)], FINGERPRINT, tmp_path, remeasure=lambda c: extra_info(c, decode=71.0)
+    )
+    assert confirmed.failed

@@ -1,0 +1,123 @@
+"""The gate on real measurements of the tiny model: A/A passes, injected slowdowns and memory growth fail.
+
+Delays are injected as a busy-wait in a forward post-hook (one per decoding step), so the model
+really gets slower by a known fraction; memory growth is a real 128 MiB Paddle buffer held
+during generation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paddle_llm_bench.config import Case, Sweep
+from paddle_llm_bench.device import detect_device, import_paddle
+from paddle_llm_bench.environment import collect_all
+from paddle_llm_bench.gate import REGRESSION
+from paddle_llm_bench.regression import GateReport, check_run, update_baselines
+from paddle_llm_bench.suite import Suite
+
+CASE = Case("tiny", "float32", "greedy", max_new_tokens=32, batch_size=1, prompt_tokens=16)
+BASELINE_RUNS = 3
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Suite:
+    sweep = Sweep(("tiny",), ("float32",), ("greedy",), (32,), (1,), (16,), rounds=10, warmup_rounds=2)
+    return Suite(sweep, detect_device("cpu"), tmp_path_factory.mktemp("cache"), progress=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def facts(suite: Suite) -> dict[str, Any]:
+    return collect_all(suite.device)
+
+
+@pytest.fixture(scope="module")
+def baseline_dir(suite: Suite, facts: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("baselines")
+    for _ in range(BASELINE_RUNS):
+        update_baselines([suite.run(CASE, record=False).as_extra_info()], facts, directory, commit=None)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def step_seconds(suite: Suite, baseline_dir: Path) -> float:
+    """The median time per decoding step of the unmodified model."""
+    return float(suite.run(CASE, record=False).median("tpot_ms") or 0.0) / 1000.0
+
+
+def spin(seconds: float) -> None:
+    deadline = time.perf_counter_ns() + int(seconds * 1e9)
+    while time.perf_counter_ns() < deadline:
+        pass
+
+
+@contextmanager
+def forward_hook(suite: Suite, hook: Callable[..., None]) -> Iterator[None]:
+    handle = suite.model_for(CASE).model.register_forward_post_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def gate(suite: Suite, facts: dict[str, Any], baseline_dir: Path) -> GateReport:
+    def remeasure(case_id: str) -> dict[str, Any]:
+        return suite.run(CASE, record=False).as_extra_info()
+
+    current = suite.run(CASE, record=False).as_extra_info()
+    return check_run([current], str(facts["hardware_fingerprint"]), baseline_dir, remeasure=remeasure)
+
+
+def regressions(report: GateReport) -> dict[str, Any]:
+    return {f.metric: f for f in report.findings if f.status == REGRESSION}
+
+
+def test_a_a_against_its_own_fresh_baseline_passes(suite: Suite, facts: dict[str, Any], baseline_dir: Path) -> None:
+    report = gate(suite, facts, baseline_dir)
+    assert not report.failed, report.lines()
+    assert {f.metric for f in report.findings} >= {"decode_tokens_per_s", "ttft_ms", "peak_allocated_bytes"}
+
+
+def test_a_25_percent_decode_slowdown_fails_on_decode_throughput(
+    suite: Suite, facts: dict[str, Any], baseline_dir: Path, step_seconds: float
+) -> None:
+    with forward_hook(suite, lambda *_: spin(0.25 * step_seconds)):
+        report = gate(suite, facts, baseline_dir)
+    assert report.failed
+    found = regressions(report)["decode_tokens_per_s"]
+    assert found.change_percent is not None and -30.0 < found.change_percent < -12.0  # 1/1.25 - 1 = -20 %
+    assert "confirmed by re-measurement" in found.evidence
+    assert "decode_tokens_per_s regression" in found.message()
+
+
+def test_a_1_percent_slowdown_does_not_fail(
+    suite: Suite, facts: dict[str, Any], baseline_dir: Path, step_seconds: float
+) -> None:
+    with forward_hook(suite, lambda *_: spin(0.01 * step_seconds)):
+        report = gate(suite, facts, baseline_dir)
+    assert not report.failed, report.lines()
+
+
+def test_an_extra_buffer_held_during_generation_fails_the_memory_gate(
+    suite: Suite, facts: dict[str, Any], baseline_dir: Path
+) -> None:
+    paddle = import_paddle()
+    held: list[Any] = []
+
+    def hold_128_mib(*_: Any) -> None:
+        if not held:
+            held.append(paddle.ones([32 * 1024 * 1024], dtype="float32"))
+
+    with forward_hook(suite, hold_128_mib):
+        report = gate(suite, facts, baseline_dir)
+    held.clear()
+    found = regressions(report)["peak_allocated_bytes"]
+    assert found.current is not None and found.baseline is not None
+    assert found.current - found.baseline == pytest.approx(128 * 1024 * 1024, rel=0.05)
+    assert report.failed
