@@ -61,6 +61,7 @@ class CaseResult:
     absent: dict[str, str] = field(default_factory=dict)
     model_source: str = ""
     warmup_rounds: int = 0
+    operator_profile: dict[str, Any] | None = None
 
     def median(self, metric: str) -> float | None:
         values = self.samples.get(metric)
@@ -91,6 +92,7 @@ class CaseResult:
             "memory_bytes": self.memory.bytes_by_metric,
             "absent": {**self.absent, **self.memory.absent},
             "output_digest": self.output_digest,
+            **({"operator_profile": self.operator_profile} if self.operator_profile else {}),
         }
 
 

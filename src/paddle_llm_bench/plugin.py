@@ -46,7 +46,8 @@ SETTING_OPTIONS: tuple[tuple[str, str], ...] = (
     ),
 )
 LIST_HELP = " Comma-separated; default: the device's sweep."
-GATE_FLAGS: tuple[tuple[str, str], ...] = (
+FLAG_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("profile", "after each case's timed rounds, profile one extra round per operator (saved in extra_info)"),
     ("baseline-update", "merge this run into baselines/ (the last 5 runs per case are kept); regressions do not fail"),
     ("require-baseline", "fail when a case has no baseline for this hardware (default: report it)"),
     ("no-gate", "do not compare against baselines"),
@@ -84,7 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for suffix, help_text in SETTING_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
         parser.addini(_ini(suffix), help_text, default=None)
-    for suffix, help_text in GATE_FLAGS:
+    for suffix, help_text in FLAG_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), action="store_true", default=False, help=help_text)
     for suffix, help_text in GATE_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
@@ -157,7 +158,14 @@ def get_suite(config: pytest.Config) -> Suite:
             raise pytest.UsageError(str(error)) from None
         max_positions = int(settings.get("max-positions", 4096)) or None
         cache_dir = Path(settings["cache-dir"]) if "cache-dir" in settings else default_cache_dir()
-        state.suite = Suite(sweep, device, cache_dir, max_positions, progress=_progress_writer(config))
+        state.suite = Suite(
+            sweep,
+            device,
+            cache_dir,
+            max_positions,
+            progress=_progress_writer(config),
+            profile_operators=bool(config.getoption("llm_profile")),
+        )
     return state.suite
 
 

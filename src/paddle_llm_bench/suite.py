@@ -16,6 +16,7 @@ from .device import Device, dtype_unsupported_reason, import_paddle
 from .measure import CaseResult, CaseRunner
 from .memory import MemoryTracker
 from .models import LoadedModel, load_model
+from .operators import profile_operators
 
 # timed_rounds(one_round, after_each_round, rounds): runs and times `rounds` calls of one_round.
 TimedRounds = Callable[[Callable[[], None], Callable[[], None], int], None]
@@ -38,6 +39,7 @@ class Suite:
     cache_dir: Path
     max_positions: int | None = 4096
     progress: Callable[[str], None] = print
+    profile_operators: bool = False
     results: list[CaseResult] = field(default_factory=list)
     _loaded: LoadedModel | None = None
 
@@ -65,6 +67,8 @@ class Suite:
             tracker.reset()
             timed_rounds(runner.measured_round, tracker.sample, self.sweep.rounds)
             result = runner.result(tracker.read(), self.sweep.warmup_rounds)
+            if self.profile_operators:
+                result.operator_profile = profile_operators(runner.generate_once, self.device)
         except MemoryError as error:
             raise CaseFailed(_out_of_memory(case, error)) from error
         except Exception as error:

@@ -1,0 +1,48 @@
+"""`paddle-llm-bench baseline update|check RUN.json ...`: baselines from and against saved runs.
+
+``update`` merges saved runs into ``baselines/`` exactly as ``--llm-baseline-update`` does at the end
+of a run. ``check`` gates a saved run (e.g. a merged nightly run) against ``baselines/``; it cannot
+re-measure a suspect case, so it says so next to each regression.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .baselines import BaselineError, load_saved_run
+from .gate import REGRESSION, GateSettings
+from .regression import check_run, update_baselines
+
+HELP = "merge saved runs into baselines/, or gate a saved run against them"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("update", "check"))
+    parser.add_argument("runs", nargs="+", type=Path, help="pytest-benchmark saved runs (.benchmarks/.../NNNN_*.json)")
+    parser.add_argument("--baseline-dir", type=Path, default=Path("baselines"))
+    parser.add_argument("--require-baseline", action="store_true", help="check: a case without baseline fails")
+
+
+def main(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.runs:
+        try:
+            fingerprint, by_case, facts = load_saved_run(path)
+            if not fingerprint or not by_case:
+                raise BaselineError(f"{path} holds no paddle-llm-bench results (no machine_info.paddle_llm_bench)")
+            if args.action == "update":
+                target = update_baselines(list(by_case.values()), facts, args.baseline_dir, facts.get("suite_commit"))
+                print(f"{path}: {len(by_case)} case(s) merged into {target}")
+                continue
+            report = check_run(list(by_case.values()), fingerprint, args.baseline_dir, settings=GateSettings())
+            report.require_baseline = args.require_baseline
+            for finding in report.with_status(REGRESSION):
+                report.notes.append(f"{finding.case_id}: not re-measured (a saved run cannot be); judge with care")
+            print(f"{path}:")
+            print("\n".join(f"  {line}" for line in report.lines()))
+            status = max(status, 1 if report.failed else 0)
+        except BaselineError as error:
+            print(f"error: {error}")
+            status = 2
+    return status

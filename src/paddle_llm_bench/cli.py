@@ -1,0 +1,58 @@
+"""`paddle-llm-bench SUBCOMMAND ...`: each subcommand lives in its own module.
+
+A subcommand module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``main(args) -> int``.
+Modules are imported only when their subcommand runs, so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> module (inside this package)
+SUBCOMMANDS: dict[str, str] = {
+    "compare": "compare_cli",
+    "versions": "versions",
+    "baseline": "baseline_cli",
+    "calibrate": "calibration",
+    "overhead": "overhead",
+    "merge": "merge",
+    "doctor": "doctor",
+}
+HELPS: dict[str, str] = {
+    "compare": "compare saved runs: per case medians, ratios and verdicts (table, Markdown, CSV, JSON, plots)",
+    "versions": "run the suite under several Paddle versions in isolated environments and compare them",
+    "baseline": "merge a saved run into baselines/ (what --llm-baseline-update does at the end of a run)",
+    "calibrate": "false-alarm and detection rates of the gate, from recorded runs of this machine",
+    "overhead": "the suite's decode tok/s against a bare generate() loop in the same process",
+    "merge": "combine the saved runs of several shards into one run",
+    "doctor": "self-check of the measuring setup: synchronization, memory probes, GPU state",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paddle-llm-bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    for name in SUBCOMMANDS:
+        commands.add_parser(name, help=HELPS[name], add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in SUBCOMMANDS:
+        parser.parse_args(argv)  # prints usage and exits for --help, unknown or missing subcommands
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(f"{__package__}.{SUBCOMMANDS[name]}")
+    sub = argparse.ArgumentParser(prog=f"paddle-llm-bench {name}", description=HELPS[name])
+    module.add_arguments(sub)
+    args = sub.parse_args(rest)
+    return int(module.main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
