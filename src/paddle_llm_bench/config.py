@@ -12,7 +12,9 @@ from typing import Any
 
 from .gate import GateSettings
 
-DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+# Weight-only quantized dtypes (PaddleNLP's weight_quantize_algo) and the dtype they compute in.
+QUANTIZED_DTYPES: dict[str, str] = {"weight_only_int8": "float16", "weight_only_int4": "float16"}
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", *QUANTIZED_DTYPES)
 
 
 class ConfigError(ValueError):
@@ -117,7 +119,7 @@ DEFAULT_SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
     },
     "gpu": {
         "models": ("deepseek-r1-distill-qwen-1.5b",),
-        "dtypes": ("float16", "bfloat16"),
+        "dtypes": ("float16", "bfloat16", "weight_only_int8", "weight_only_int4"),
         "decodings": tuple(DECODINGS),
         "max_new_tokens": (200,),
         "batch_sizes": (1, 8),

@@ -98,53 +98,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-@functools.cache
-def dtype_unsupported_reason(device: Device, dtype: str) -> str | None:
-    """None if ``dtype`` generation works on ``device``, else the real error, found by running
-    one greedy step of a micro Qwen2 model in that dtype (a fraction of a second, once per session).
-
-    A Paddle that gains the missing kernels gets measured: nothing here is a fixed table.
-    """
-    paddle = import_paddle()
-    import_paddlenlp()
-    from paddlenlp.transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=16,
-        tie_word_embeddings=False,
-        eos_token_id=1,
-        dtype=dtype,
-    )
-    try:
-        paddle.set_default_dtype(dtype)
-        try:
-            model = Qwen2ForCausalLM(config)
-        finally:
-            paddle.set_default_dtype("float32")
-        model.eval()
-        ids = paddle.to_tensor([[2, 3, 4]], dtype="int64")
-        model.generate(
-            input_ids=ids,
-            attention_mask=paddle.ones_like(ids),
-            max_new_tokens=2,
-            min_new_tokens=2,
-            eos_token_id=1,
-            decode_strategy="greedy_search",
-        )
-        device.synchronize()
-    except Exception as error:  # noqa: BLE001 - any failure means "cannot run here"; we report its text
-        where = f"{device.describe()} with Paddle {paddle.__version__}"
-        return f"{dtype} generation does not run on {where}: {_first_line(error)}"
-    return None
-
-
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The error's type and first meaningful line, for a one-line reason."""
     text = str(error).strip()
     for line in text.splitlines():
         stripped = line.strip()

@@ -8,6 +8,7 @@ generation speed does not depend on the weights' values, so random weights cost 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -18,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError
-from .device import import_paddle, import_paddlenlp
+from .config import QUANTIZED_DTYPES, ConfigError
+from .device import Device, first_line, import_paddle, import_paddlenlp
 
 # The prompt of the field report (FIELD-NOTES.md §1): "write a quicksort".
 REPORT_PROMPT = "写一个快速排序代码"
@@ -64,6 +65,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The smallest model of the family: loaded in each dtype once per session to find out, by running
+# it, whether this device and Paddle build can generate in that dtype.
+PROBE_ARCHITECTURE: dict[str, Any] = {
+    **QWEN2_FAMILY,
+    "vocab_size": 64,
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 64,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
 # Bump when the way synthetic checkpoints are written changes: old cache entries are then rebuilt.
 SYNTHETIC_FORMAT = 1
 WEIGHT_SCALE = 0.02
@@ -100,6 +116,12 @@ def synthetic_checkpoint(preset: str, cache_dir: Path, seed: int = 0, progress: 
     """The directory of preset ``preset``'s checkpoint, built (once, atomically) if missing."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: allowed values are {', '.join(PRESETS)}")
+    return _synthetic_checkpoint(preset, PRESETS[preset], cache_dir, seed, progress)
+
+
+def _synthetic_checkpoint(
+    preset: str, architecture: dict[str, Any], cache_dir: Path, seed: int, progress: Callable[[str], None]
+) -> Path:
     target = cache_dir / "models" / f"{preset}-seed{seed}-v{SYNTHETIC_FORMAT}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
@@ -107,7 +129,7 @@ def synthetic_checkpoint(preset: str, cache_dir: Path, seed: int = 0, progress: 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=target.parent))
     try:
-        _write_synthetic(PRESETS[preset], staging, seed)
+        _write_synthetic(architecture, staging, seed)
         try:
             staging.rename(target)
         except OSError:  # another process finished first: theirs is as good as ours
@@ -185,9 +207,6 @@ def load_model(
     when a longer sequence comes; None keeps the checkpoint's value.
     """
     import_paddle(cache_dir)
-    import_paddlenlp()
-    from paddlenlp.transformers import AutoModelForCausalLM
-
     if model in PRESETS:
         directory = synthetic_checkpoint(model, cache_dir, progress=progress)
         source = f"synthetic {model} (random weights, seed 0) from {directory}"
@@ -199,8 +218,7 @@ def load_model(
     if max_positions is not None:
         overrides["max_position_embeddings"] = max_positions
     progress(f"loading {model} as {dtype}")
-    loaded = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, low_cpu_mem_usage=True, **overrides)
-    loaded.eval()
+    loaded = _from_pretrained(directory, dtype, overrides)
     config = loaded.config
     eos = config.eos_token_id
     eos_token_id = int(eos[0] if isinstance(eos, (list, tuple)) else eos)
@@ -213,6 +231,44 @@ def load_model(
         source=source,
         prompt_token_ids=_report_prompt_ids(directory),
     )
+
+
+def _from_pretrained(directory: Path, dtype: str, overrides: dict[str, Any]) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` in ``dtype``; weight-only quantized dtypes load float16
+    weights and quantize them on load (PaddleNLP's QuantizationConfig), computing in float16."""
+    import_paddlenlp()
+    from paddlenlp.transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "low_cpu_mem_usage": True, **overrides}
+    if dtype in QUANTIZED_DTYPES:
+        from paddlenlp.quantization.quantization_config import QuantizationConfig
+
+        kwargs["dtype"] = QUANTIZED_DTYPES[dtype]
+        kwargs["quantization_config"] = QuantizationConfig(weight_quantize_algo=dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(directory), **kwargs)
+    model.eval()
+    return model
+
+
+@functools.cache
+def dtype_unsupported_reason(device: Device, dtype: str, cache_dir: Path) -> str | None:
+    """None if generation in ``dtype`` works on ``device``, else the real error, found by loading a
+    micro model of the family in that dtype through the usual loading path and generating 2 tokens
+    (a fraction of a second, once per session). Nothing here is a fixed table: a Paddle that gains
+    the missing kernels gets measured."""
+    paddle = import_paddle(cache_dir)
+    directory = _synthetic_checkpoint("probe", PROBE_ARCHITECTURE, cache_dir, 0, progress=lambda _: None)
+    try:
+        model = _from_pretrained(directory, dtype, {})
+        ids = paddle.to_tensor([[3, 4, 5]], dtype="int64")
+        model.generate(
+            input_ids=ids, attention_mask=paddle.ones_like(ids), max_new_tokens=2, min_new_tokens=2, eos_token_id=2
+        )
+        device.synchronize()
+    except Exception as error:  # noqa: BLE001 - any failure means "cannot run here"; we report its text
+        where = f"{device.describe()} with Paddle {paddle.__version__}"
+        return f"{dtype} generation does not run on {where}: {first_line(error)}"
+    return None
 
 
 def _report_prompt_ids(directory: Path) -> list[int] | None:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Case, Sweep
-from .device import Device, dtype_unsupported_reason, import_paddle
+from .device import Device, import_paddle
 from .measure import CaseResult, CaseRunner
 from .memory import MemoryTracker
-from .models import LoadedModel, load_model
+from .models import LoadedModel, dtype_unsupported_reason, load_model
 from .operators import profile_operators
 
 # timed_rounds(one_round, after_each_round, rounds): runs and times `rounds` calls of one_round.
@@ -44,7 +44,7 @@ class Suite:
     _loaded: LoadedModel | None = None
 
     def unsupported_reason(self, case: Case) -> str | None:
-        return dtype_unsupported_reason(self.device, case.dtype)
+        return dtype_unsupported_reason(self.device, case.dtype, self.cache_dir)
 
     def model_for(self, case: Case) -> LoadedModel:
         """The case's model, loaded once and kept while consecutive cases share (model, dtype)."""
