@@ -146,9 +146,16 @@ def test_between_run_noise_is_taken_from_the_baseline_runs() -> None:
 
 
 def test_unstable_case_is_inconclusive_not_passed() -> None:
-    current = CaseMeasurement("c", {"decode_tokens_per_s": noisy(70.0, cv=0.25, seed=3)}, {})
+    current = CaseMeasurement("c", {"decode_tokens_per_s": noisy(93.0, cv=0.25, seed=3)}, {})
     finding = only(judge({"c": current}, {"c": baseline_runs()}), "decode_tokens_per_s")
     assert finding.status == INCONCLUSIVE
+    assert "unstable: CV" in finding.evidence
+
+
+def test_a_change_far_beyond_the_noise_counts_even_when_unstable() -> None:
+    current = CaseMeasurement("c", {"decode_tokens_per_s": noisy(35.0, cv=0.25, seed=3)}, {})
+    finding = only(judge({"c": current}, {"c": baseline_runs()}), "decode_tokens_per_s")
+    assert finding.status == REGRESSION
     assert "unstable: CV" in finding.evidence
 
 

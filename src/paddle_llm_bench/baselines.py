@@ -168,6 +168,9 @@ def save_atomic(store: BaselineStore) -> None:
     text = json.dumps(store.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     fd, temporary = tempfile.mkstemp(prefix=f".{store.path.name}.", suffix=".tmp", dir=store.path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a committed baseline should be readable by all
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

@@ -10,7 +10,8 @@ Speed and latency (noise-aware). For each case and gated metric:
 4. Holm-Bonferroni over every test of the run keeps the chance of any false alarm in a whole
    sweep <= ``alpha``.
 5. A change counts only if it is also at least ``min_effect_percent`` in the worse (or better)
-   direction. A run whose CV exceeds ``max_cv_percent`` is inconclusive, not passed.
+   direction. A case whose CV exceeds ``max_cv_percent`` and shows no such change is
+   inconclusive, not passed (a change large enough to stand out of that noise still counts).
 
 Memory: allocator peaks for fixed shapes are deterministic; a peak above the baseline runs' median
 by more than ``max(percent, bytes)`` is a regression.
@@ -182,14 +183,17 @@ def _speed_finding(
         f"run-to-run noise {math.expm1(test.sigma) * 100:.1f}%, {test.baseline_runs} baseline run(s)"
     )
     min_effect = settings.min_effect_percent[metric]
-    unstable = max(test.current_cv_percent, test.baseline_cv_percent)
-    if unstable > settings.max_cv_percent:
-        status = INCONCLUSIVE
-        evidence = f"unstable: CV {unstable:.1f}% > {settings.max_cv_percent}%; " + evidence
-    elif p_adjusted <= settings.alpha and worse_percent >= min_effect:
+    significant = p_adjusted <= settings.alpha
+    cv_percent = max(test.current_cv_percent, test.baseline_cv_percent)
+    unstable = cv_percent > settings.max_cv_percent
+    if unstable:
+        evidence = f"unstable: CV {cv_percent:.1f}% > {settings.max_cv_percent}%; " + evidence
+    if significant and worse_percent >= min_effect:
         status = REGRESSION
-    elif p_adjusted <= settings.alpha and -worse_percent >= min_effect:
+    elif significant and -worse_percent >= min_effect:
         status = IMPROVEMENT
+    elif unstable:
+        status = INCONCLUSIVE  # too noisy to call it unchanged
     else:
         status = UNCHANGED
     return Finding(case_id, metric, status, test.baseline, test.current, change_percent, evidence, test.p_value)

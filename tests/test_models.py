@@ -1,0 +1,123 @@
+"""Presets, synthetic checkpoints and real checkpoint directories, through the real loading path."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from paddle_llm_bench.config import Case, ConfigError
+from paddle_llm_bench.device import detect_device, import_paddle
+from paddle_llm_bench.measure import CaseRunner
+from paddle_llm_bench.models import PRESETS, REPORT_PROMPT, load_model, synthetic_checkpoint
+
+
+def parameter_count(preset: str) -> int:
+    """Parameters of a preset from its shapes alone (lazy build: no weights, no RoPE caches)."""
+    paddle = import_paddle()
+    from paddlenlp.transformers import Qwen2Config, Qwen2ForCausalLM
+    from paddlenlp.transformers.model_utils import no_init_weights
+
+    config = Qwen2Config(**{**PRESETS[preset], "max_position_embeddings": 16})
+    with no_init_weights(), paddle.LazyGuard():
+        model = Qwen2ForCausalLM(config)
+    return sum(int(np.prod(p.shape)) for p in model.state_dict().values())
+
+
+def test_the_1_5b_preset_has_deepseek_r1_distill_qwen_1_5b_architecture() -> None:
+    architecture = PRESETS["deepseek-r1-distill-qwen-1.5b"]
+    assert (architecture["hidden_size"], architecture["num_hidden_layers"]) == (1536, 28)
+    assert (architecture["num_attention_heads"], architecture["num_key_value_heads"]) == (12, 2)
+    assert (architecture["vocab_size"], architecture["intermediate_size"]) == (151936, 8960)
+    assert architecture["tie_word_embeddings"] is False
+    # 28 layers x 46,797,824 + 2 x 151936 x 1536 (untied embeddings) + the final norm's 1536.
+    assert parameter_count("deepseek-r1-distill-qwen-1.5b") == 1_777_088_000
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_synthetic_checkpoint_is_built_once_and_atomically(cache_dir: Path) -> None:
+    first = synthetic_checkpoint("tiny", cache_dir, progress=lambda _: None)
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    messages: list[str] = []
+    again = synthetic_checkpoint("tiny", cache_dir, progress=messages.append)
+    assert again == first and (again / "model.safetensors").stat().st_mtime_ns == stamp
+    assert messages == []  # nothing rebuilt
+    assert sorted(p.name for p in first.parent.iterdir()) == [first.name]  # no staging directory left
+
+
+def test_synthetic_checkpoint_is_deterministic(tmp_path: Path, cache_dir: Path) -> None:
+    reference = synthetic_checkpoint("tiny", cache_dir, progress=lambda _: None)
+    rebuilt = synthetic_checkpoint("tiny", tmp_path, progress=lambda _: None)
+    assert (rebuilt / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+
+
+def make_tokenizer(directory: Path) -> None:
+    """A byte-level BPE trained here, saved as PaddleNLP's Qwen2Tokenizer (what Qwen2 checkpoints ship)."""
+    from paddlenlp.transformers import Qwen2Tokenizer
+    from tokenizers import ByteLevelBPETokenizer
+
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator([REPORT_PROMPT, "def quicksort(items): return sorted(items)"] * 20, vocab_size=300)
+    trainer.save_model(str(directory))
+    Qwen2Tokenizer(vocab_file=str(directory / "vocab.json"), merges_file=str(directory / "merges.txt")).save_pretrained(
+        str(directory)
+    )
+
+
+def test_a_checkpoint_directory_with_a_tokenizer_uses_the_report_prompt(tmp_path: Path, cache_dir: Path) -> None:
+    checkpoint = tmp_path / "my-checkpoint"
+    shutil.copytree(synthetic_checkpoint("tiny", cache_dir, progress=lambda _: None), checkpoint)
+    make_tokenizer(checkpoint)
+    from paddlenlp.transformers import AutoTokenizer
+
+    expected = AutoTokenizer.from_pretrained(str(checkpoint))(REPORT_PROMPT)["input_ids"]
+    loaded = load_model(str(checkpoint), "float32", cache_dir, 4096, progress=lambda _: None)
+    assert loaded.prompt_token_ids == expected
+    assert loaded.source.startswith("checkpoint ")
+    ids = loaded.prompt_ids(batch_size=2, prompt_tokens=len(expected) + 3)
+    assert ids.tolist()[1] == [*expected, *expected[:3]]  # the real prompt, tiled to the asked length
+
+    case = Case(str(checkpoint), "float32", "greedy", max_new_tokens=4, batch_size=2, prompt_tokens=12)
+    times = CaseRunner(loaded, case, detect_device("cpu")).generate_once()
+    assert len(times.step_ns) == 4
+    assert case.id.startswith("my-checkpoint-float32-greedy")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: None, "does not exist"),
+        (lambda d: d.mkdir(), "has no config.json"),
+        (lambda d: (d.mkdir(), (d / "config.json").write_text("{}")), "has no weights"),
+        (lambda d: d.write_text("x"), "is not a directory"),
+    ],
+)
+def test_a_path_that_holds_no_model_is_a_clear_error(
+    tmp_path: Path, cache_dir: Path, make: object, message: str
+) -> None:
+    path = tmp_path / "model"
+    make(path)  # type: ignore[operator]
+    with pytest.raises(ConfigError, match=message):
+        load_model(str(path), "float32", cache_dir, 4096, progress=lambda _: None)
+
+
+def test_an_unknown_preset_names_the_allowed_ones(cache_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape("allowed values are deepseek-r1-distill-qwen-1.5b, tiny")):
+        synthetic_checkpoint("llama-70b", cache_dir)
+
+
+@pytest.mark.slow
+def test_the_1_5b_preset_builds_loads_and_generates_on_cpu(tmp_path: Path) -> None:
+    """Minutes and ~16 GB of RAM on a CPU: the full path for the real architecture, 2 tokens."""
+    loaded = load_model("deepseek-r1-distill-qwen-1.5b", "float32", tmp_path, 4096, progress=lambda _: None)
+    case = Case("deepseek-r1-distill-qwen-1.5b", "float32", "greedy", max_new_tokens=2, batch_size=1, prompt_tokens=8)
+    times = CaseRunner(loaded, case, detect_device("cpu")).generate_once()
+    assert len(times.step_ns) == 2
+    assert loaded.eos_token_id == 151643 and loaded.vocab_size == 151936
