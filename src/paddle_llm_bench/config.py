@@ -73,8 +73,11 @@ class Case:
         return asdict(self)
 
 
+HUB_PREFIX = "hub:"
+
+
 def model_label(model: str) -> str:
-    """A preset's name, or the last part of a checkpoint directory's path."""
+    """A preset's name, or the last part of a checkpoint directory's path or hub id."""
     return Path(model).name if ("/" in model or model.startswith(".")) else model
 
 
@@ -167,10 +170,10 @@ def parse_models(text: str, presets: tuple[str, ...], source: str) -> tuple[str,
         raise ConfigError(f"empty value from {source}: give a preset ({', '.join(presets)}) or a directory")
     for value in values:
         looks_like_path = "/" in value or value.startswith(".") or Path(value).exists()
-        if value not in presets and not looks_like_path:
+        if value not in presets and not looks_like_path and not value.startswith(HUB_PREFIX):
             raise ConfigError(
-                f"unknown model {value!r} from {source}: use a preset ({', '.join(presets)}) "
-                "or the path of a local checkpoint directory"
+                f"unknown model {value!r} from {source}: use a preset ({', '.join(presets)}), "
+                f"the path of a local checkpoint directory, or {HUB_PREFIX}ORG/NAME to download one"
             )
     return tuple(dict.fromkeys(values))
 

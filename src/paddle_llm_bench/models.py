@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import QUANTIZED_DTYPES, ConfigError
+from .config import HUB_PREFIX, QUANTIZED_DTYPES, ConfigError
 from .device import Device, first_line, import_paddle, import_paddlenlp
 
 # The prompt of the field report (FIELD-NOTES.md §1): "write a quicksort".
@@ -200,25 +200,39 @@ def load_model(
     max_positions: int | None,
     progress: Callable[[str], None] = print,
 ) -> LoadedModel:
-    """Load a preset (built into the cache first if needed) or a local checkpoint directory.
+    """Load a preset (built into the cache first if needed), a local checkpoint directory, or
+    ``hub:ORG/NAME`` (downloaded by PaddleNLP; needs a network).
 
     ``max_positions`` caps ``max_position_embeddings``: PaddleNLP precomputes float32 RoPE caches of
     that many positions in every layer (3.7 GB for the 1.5B model's 131072), which grow on demand
     when a longer sequence comes; None keeps the checkpoint's value.
     """
     import_paddle(cache_dir)
+    source_name: str
     if model in PRESETS:
         directory = synthetic_checkpoint(model, cache_dir, progress=progress)
-        source = f"synthetic {model} (random weights, seed 0) from {directory}"
+        source, source_name = f"synthetic {model} (random weights, seed 0) from {directory}", str(directory)
+    elif model.startswith(HUB_PREFIX):
+        source_name = model.removeprefix(HUB_PREFIX)
+        source = f"hub {source_name}"
     else:
         directory = Path(model).expanduser()
         check_checkpoint_dir(directory)
-        source = f"checkpoint {directory.resolve()}"
+        source, source_name = f"checkpoint {directory.resolve()}", str(directory)
     overrides: dict[str, Any] = {}
     if max_positions is not None:
         overrides["max_position_embeddings"] = max_positions
     progress(f"loading {model} as {dtype}")
-    loaded = _from_pretrained(directory, dtype, overrides)
+    try:
+        loaded = _from_pretrained(source_name, dtype, overrides)
+        prompt_token_ids = _report_prompt_ids(source_name)
+    except Exception as error:
+        if not model.startswith(HUB_PREFIX):
+            raise
+        raise ConfigError(
+            f"could not load {source_name!r} from the hub ({first_line(error)}); without a network, "
+            "copy the checkpoint here and pass its directory to --llm-model"
+        ) from None
     config = loaded.config
     eos = config.eos_token_id
     eos_token_id = int(eos[0] if isinstance(eos, (list, tuple)) else eos)
@@ -229,11 +243,11 @@ def load_model(
         vocab_size=int(config.vocab_size),
         eos_token_id=eos_token_id,
         source=source,
-        prompt_token_ids=_report_prompt_ids(directory),
+        prompt_token_ids=prompt_token_ids,
     )
 
 
-def _from_pretrained(directory: Path, dtype: str, overrides: dict[str, Any]) -> Any:
+def _from_pretrained(name_or_directory: str | Path, dtype: str, overrides: dict[str, Any]) -> Any:
     """``AutoModelForCausalLM.from_pretrained`` in ``dtype``; weight-only quantized dtypes load float16
     weights and quantize them on load (PaddleNLP's QuantizationConfig), computing in float16."""
     import_paddlenlp()
@@ -245,7 +259,7 @@ def _from_pretrained(directory: Path, dtype: str, overrides: dict[str, Any]) -> 
 
         kwargs["dtype"] = QUANTIZED_DTYPES[dtype]
         kwargs["quantization_config"] = QuantizationConfig(weight_quantize_algo=dtype)
-    model = AutoModelForCausalLM.from_pretrained(str(directory), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(str(name_or_directory), **kwargs)
     model.eval()
     return model
 
@@ -271,12 +285,13 @@ def dtype_unsupported_reason(device: Device, dtype: str, cache_dir: Path) -> str
     return None
 
 
-def _report_prompt_ids(directory: Path) -> list[int] | None:
+def _report_prompt_ids(name_or_directory: str) -> list[int] | None:
     """The field report's prompt through the checkpoint's own tokenizer, if it ships one."""
-    if not (directory / "tokenizer_config.json").is_file():
+    local = Path(name_or_directory)
+    if local.is_dir() and not (local / "tokenizer_config.json").is_file():
         return None
     from paddlenlp.transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    tokenizer = AutoTokenizer.from_pretrained(name_or_directory)
     ids = tokenizer(REPORT_PROMPT)["input_ids"]
     return [int(i) for i in ids] or None
