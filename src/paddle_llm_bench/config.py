@@ -204,7 +204,16 @@ def make_sweep(chosen: dict[str, tuple[Any, ...]], device_kind: str, rounds: int
         raise ConfigError(f"invalid rounds {rounds}: at least {MIN_ROUNDS} measured rounds are needed for a spread")
     if warmup_rounds < 0:
         raise ConfigError(f"invalid warm-up rounds {warmup_rounds}: must be >= 0")
-    return Sweep(**{**DEFAULT_SWEEPS[device_kind], **chosen}, rounds=rounds, warmup_rounds=warmup_rounds)
+    sweep = Sweep(**{**DEFAULT_SWEEPS[device_kind], **chosen}, rounds=rounds, warmup_rounds=warmup_rounds)
+    labels: dict[str, str] = {}
+    for model in sweep.models:
+        other = labels.setdefault(model_label(model), model)
+        if other != model:
+            raise ConfigError(
+                f"models {other!r} and {model!r} would both be called {model_label(model)!r} in case ids and "
+                "baselines: give the checkpoint directories distinct names (a symbolic link will do)"
+            )
+    return sweep
 
 
 def _parse_float(text: str, source: str, low: float, high: float) -> float:

@@ -14,7 +14,7 @@ import pytest
 from pytest_benchmark.utils import get_commit_info
 
 from .baselines import BaselineError
-from .config import ConfigError, Sweep, gate_settings, make_sweep, parse_positive_int, parse_sweep_dimension
+from .config import DTYPES, ConfigError, Sweep, gate_settings, make_sweep, parse_positive_int, parse_sweep_dimension
 from .device import DEVICE_CHOICES, detect_device
 from .environment import collect_all
 from .gate import REGRESSION, GateSettings
@@ -25,8 +25,8 @@ from .suite import CaseFailed, Suite
 
 # (option suffix, Sweep field or setting, help). Each is --llm-<suffix> and ini llm_<suffix with _>.
 SWEEP_OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("model", "models", f"presets ({', '.join(PRESETS)}) or local checkpoint directories"),
-    ("dtype", "dtypes", "float32, float16, bfloat16 (unsupported ones are skipped with the probed reason)"),
+    ("model", "models", f"presets ({', '.join(PRESETS)}), local checkpoint directories, or hub:ORG/NAME"),
+    ("dtype", "dtypes", f"{', '.join(DTYPES)} (those the device cannot run are skipped with the probed reason)"),
     ("decoding", "decodings", "greedy, sampling (the field report's settings), beam4"),
     ("max-new-tokens", "max_new_tokens", "exact number of new tokens per sequence, e.g. 32,128"),
     ("batch-size", "batch_sizes", "sequences per generate() call, e.g. 1,4"),
