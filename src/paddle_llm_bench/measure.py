@@ -142,8 +142,14 @@ class CaseRunner:
                 f"{self.case.id}: asked for exactly {self.case.max_new_tokens} new tokens per sequence for "
                 f"batch {self.case.batch_size}, got output shape {shape} after {len(clock.step_ns)} decoding steps"
             )
+        ids = output_ids.numpy()
+        if (ids == self.loaded.eos_token_id).any():
+            raise TokenCountError(
+                f"{self.case.id}: a sequence ended early (EOS id {self.loaded.eos_token_id} in the output, the rest "
+                "padded) although min_new_tokens forces the length: its tokens would be counted but never computed"
+            )
         if DECODINGS[self.case.decoding].deterministic:
-            self.digests.add(_digest(output_ids.numpy()))
+            self.digests.add(_digest(ids))
         return RoundTimes(start_ns, tuple(clock.step_ns), end_ns)
 
     def warmup(self, rounds: int) -> None:

@@ -14,7 +14,16 @@ import pytest
 from pytest_benchmark.utils import get_commit_info
 
 from .baselines import BaselineError
-from .config import DTYPES, ConfigError, Sweep, gate_settings, make_sweep, parse_positive_int, parse_sweep_dimension
+from .config import (
+    DTYPES,
+    MIN_ROUNDS,
+    ConfigError,
+    Sweep,
+    gate_settings,
+    make_sweep,
+    parse_positive_int,
+    parse_sweep_dimension,
+)
 from .device import DEVICE_CHOICES, detect_device
 from .environment import collect_all
 from .gate import REGRESSION, GateSettings
@@ -56,9 +65,9 @@ GATE_OPTIONS: tuple[tuple[str, str], ...] = (
     ("baseline-dir", "directory of baseline files, one per hardware fingerprint (default: baselines)"),
     ("baseline-from", "use this saved pytest-benchmark run (.benchmarks/.../NNNN_*.json) as the reference"),
     ("gate-alpha", "family-wise false-alarm rate per run, Holm-corrected over all tests (default 0.01)"),
-    ("gate-min-effect", "smallest change that counts, per metric in %, e.g. decode_tokens_per_s=5,ttft_ms=10"),
-    ("gate-noise-floor", "run-to-run noise assumed at least, in % (default 2)"),
-    ("gate-max-cv", "a case whose CV across rounds exceeds this % is inconclusive (default 10)"),
+    ("gate-min-effect", "smallest change that counts, per metric in percent, e.g. decode_tokens_per_s=5,ttft_ms=10"),
+    ("gate-noise-floor", "run-to-run noise assumed at least, in percent (default 2)"),
+    ("gate-max-cv", "a case whose CV across rounds exceeds this percentage is inconclusive (default 10)"),
 )
 
 
@@ -135,7 +144,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _check_setting(suffix: str, text: str, source: str) -> None:
-    if suffix in ("rounds", "warmup-rounds", "max-positions"):
+    if suffix == "rounds":
+        parse_positive_int(text, source, minimum=MIN_ROUNDS)
+    elif suffix in ("warmup-rounds", "max-positions"):
         parse_positive_int(text, source, minimum=0)
     elif suffix == "device" and text not in DEVICE_CHOICES:
         raise ConfigError(f"invalid value {text!r} from {source}: allowed values are {', '.join(DEVICE_CHOICES)}")
@@ -155,7 +166,8 @@ def get_suite(config: pytest.Config) -> Suite:
                 warmup_rounds=int(settings.get("warmup-rounds", 2)),
             )
         except ConfigError as error:
-            raise pytest.UsageError(str(error)) from None
+            # Reached during collection, where a UsageError would read as a collection error.
+            pytest.exit(f"usage error: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
         max_positions = int(settings.get("max-positions", 4096)) or None
         cache_dir = Path(settings["cache-dir"]) if "cache-dir" in settings else default_cache_dir()
         state.suite = Suite(

@@ -1,0 +1,188 @@
+"""The pytest plugin end to end: real pytest sessions (pytester, in subprocesses) running the shipped
+benchmark file on the tiny preset, their output lines, the saved pytest-benchmark run, and bad input."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paddle_llm_bench.config import DECODINGS, DTYPES
+from paddle_llm_bench.metrics import METRIC_UNITS
+
+BENCHMARK_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "test_generation.py"
+TIMEOUT_S = 300
+ALLOWED_DTYPES = ", ".join(DTYPES)
+ALLOWED_DECODINGS = ", ".join(DECODINGS)
+# A short sweep of one case: the tiny preset, 4 tokens, no warm-up.
+ONE_SHORT_CASE = (
+    "--llm-dtype=float32",
+    "--llm-decoding=greedy",
+    "--llm-max-new-tokens=4",
+    "--llm-batch-size=1",
+    "--llm-prompt-tokens=4",
+    "--llm-rounds=5",
+    "--llm-warmup-rounds=0",
+)
+
+
+def run_benchmarks(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """pytest with the plugin on a copy of benchmarks/test_generation.py, in a fresh subprocess."""
+    pytester.makepyfile(test_generation=BENCHMARK_FILE.read_text())
+    return pytester.runpytest_subprocess("-p", "paddle_llm_bench.plugin", *args, timeout=TIMEOUT_S)
+
+
+def output(result: pytest.RunResult) -> str:
+    return result.stdout.str() + "\n" + result.stderr.str()
+
+
+def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("-p", "paddle_llm_bench.plugin", "--help", timeout=TIMEOUT_S)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*LLM generation benchmarks (paddle-llm-bench)*"])
+    for option in ("--llm-model", "--llm-dtype", "--llm-decoding", "--llm-max-new-tokens", "--llm-rounds"):
+        assert option in result.stdout.str()
+
+
+def test_sweep_end_to_end(pytester: pytest.Pytester, llm_cache_dir: Path) -> None:
+    result = run_benchmarks(
+        pytester,
+        "--llm-dtype",
+        "float32,float16",
+        "--llm-decoding",
+        "greedy,beam4",
+        "--llm-max-new-tokens",
+        "8",
+        "--llm-batch-size",
+        "1",
+        "--llm-prompt-tokens",
+        "8",
+        "--llm-rounds",
+        "5",
+        "--llm-warmup-rounds",
+        "1",
+        "--llm-cache-dir",
+        str(llm_cache_dir),
+        "--benchmark-autosave",
+        "-rs",
+    )
+    result.assert_outcomes(passed=2, skipped=2)
+    assert result.ret == pytest.ExitCode.OK
+    # progress reaches the terminal although pytest captures output
+    result.stdout.re_match_lines([r"\[paddle-llm-bench\] (building synthetic tiny|loading tiny)"])
+    # float16 has no CPU kernels: skipped with the probed error, not a hard-coded table
+    result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *float16 generation does not run on cpu*"])
+    # the summary table: header, then one row per measured case with a positive decode rate
+    result.stdout.re_match_lines(
+        [
+            r"^case\s+decode tok/s\s+TTFT ms\s+TPOT ms\s+ITL p50 ms\s+ITL p99 ms"
+            r"\s+peak alloc MiB\s+peak RSS MiB\s+CV %$",
+            r"^tiny-float32-greedy-new8-bs1-prompt8\s+[1-9][\d,]*\.\d\s",
+            r"^tiny-float32-beam4-new8-bs1-prompt8\s+[1-9][\d,]*\.\d\s",
+        ]
+    )
+
+    saved = sorted(pytester.path.glob(".benchmarks/*/0001_*.json"))
+    assert len(saved) == 1, f"expected one autosaved run, found {saved}"
+    check_saved_run(json.loads(saved[0].read_text()))
+
+    compare = subprocess.run(
+        [str(Path(sys.executable).with_name("pytest-benchmark")), "compare", str(saved[0])],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert "tiny-float32-greedy-new8-bs1-prompt8" in compare.stdout
+
+
+def check_saved_run(run: dict[str, Any]) -> None:
+    facts = run["machine_info"]["paddle_llm_bench"]
+    # Not `import paddle` here: pytester restores sys.modules after each test, and a re-import of
+    # Paddle's C extension in the same process then fails for every later test.
+    assert facts["paddle_version"] == importlib.metadata.version("paddlepaddle")
+    by_case = {benchmark["extra_info"]["case_id"]: benchmark for benchmark in run["benchmarks"]}
+    assert sorted(by_case) == ["tiny-float32-beam4-new8-bs1-prompt8", "tiny-float32-greedy-new8-bs1-prompt8"]
+    for case_id, benchmark in by_case.items():
+        info = benchmark["extra_info"]
+        assert benchmark["param"] == case_id
+        assert benchmark["stats"]["rounds"] == 5, "pytest-benchmark timed the 5 measured rounds"
+        assert info["case"]["max_new_tokens"] == 8
+        assert info["rounds"] == 5 and info["warmup_rounds"] == 1
+        assert info["metrics"]["decode_tokens_per_s"]["median"] > 0
+        assert info["metrics"]["decode_tokens_per_s"]["unit"] == "tokens/s"
+        assert set(info["samples"]) == set(METRIC_UNITS)
+        assert all(len(values) == 5 for values in info["samples"].values()), info["samples"]
+        assert info["memory_bytes"]["peak_allocated_bytes"] > 0
+        assert info["memory_bytes"]["peak_rss_bytes"] > 0
+        assert "peak_nvml_process_bytes" not in info["memory_bytes"]
+        assert info["absent"]["peak_nvml_process_bytes"]
+        assert info["output_digest"].startswith("sha256:")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--llm-dtype", "float8"), ["'float8'", "--llm-dtype", ALLOWED_DTYPES]),
+        (("--llm-decoding", "nope"), ["'nope'", "--llm-decoding", ALLOWED_DECODINGS]),
+        (("--llm-batch-size", "0"), ["invalid value 0", "--llm-batch-size", ">= 1"]),
+        (("--llm-model", "qwen-7b"), ["'qwen-7b'", "--llm-model", "tiny"]),
+        (("--llm-device", "tpu"), ["'tpu'", "--llm-device", "auto, cpu, gpu"]),
+    ],
+    ids=["dtype", "decoding", "batch-size", "model", "device"],
+)
+def test_bad_option_is_a_usage_error(pytester: pytest.Pytester, args: tuple[str, ...], expected: list[str]) -> None:
+    result = run_benchmarks(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    error_lines = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    assert len(error_lines) == 1, output(result)
+    for text in expected:
+        assert text in error_lines[0]
+    assert "Traceback" not in output(result)
+
+
+def test_bad_ini_value_names_the_ini_option(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nllm_dtype = float32, float8\n")
+    result = run_benchmarks(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    result.stderr.fnmatch_lines([f"ERROR: invalid value 'float8' from ini option llm_dtype: *{ALLOWED_DTYPES}*"])
+
+
+def test_bad_model_directories_fail_their_cases_with_the_reason(pytester: pytest.Pytester, llm_cache_dir: Path) -> None:
+    empty = pytester.mkdir("empty_model")
+    config_only = pytester.mkdir("config_only")
+    (config_only / "config.json").write_text("{}")
+    models = f"/nonexistent/dir,{empty},{config_only}"
+    result = run_benchmarks(pytester, "--llm-model", models, "--llm-cache-dir", str(llm_cache_dir), *ONE_SHORT_CASE)
+    result.assert_outcomes(failed=3)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*model directory '/nonexistent/dir' does not exist*"])
+    result.stdout.fnmatch_lines([f"*model directory '{empty}' has no config.json*"])
+    result.stdout.fnmatch_lines(
+        [f"*model directory '{config_only}' has no weights (expected one of model.safetensors*"]
+    )
+    assert "INTERNALERROR" not in output(result)
+    assert "Traceback" not in output(result), "a bad model directory is reported, not a crash"
+
+
+def test_too_few_rounds_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = run_benchmarks(pytester, "--llm-rounds", "3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    result.stderr.fnmatch_lines(["ERROR: *3*--llm-rounds*>= 5*"])
+
+
+def test_paddlenlp_home_stays_in_the_cache_dir(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PPNLP_HOME", raising=False)  # the in-process tests set it for this process
+    cache_dir = pytester.path / "fresh-cache"
+    result = run_benchmarks(pytester, "--llm-cache-dir", str(cache_dir), *ONE_SHORT_CASE)
+    result.assert_outcomes(passed=1)
+    home = Path(pytester.path)  # pytester sets HOME to its directory
+    assert not (home / ".paddlenlp").exists(), "PaddleNLP wrote into the user's home"
+    assert (cache_dir / "paddlenlp-home").is_dir()
