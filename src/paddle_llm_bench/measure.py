@@ -62,6 +62,8 @@ class CaseResult:
     model_source: str = ""
     warmup_rounds: int = 0
     operator_profile: dict[str, Any] | None = None
+    bandwidth: dict[str, Any] = field(default_factory=dict)  # batch 1 on a GPU: share of the bandwidth ceiling
+    measurement_error: str | None = None  # a figure that cannot be true (e.g. above the bandwidth ceiling)
 
     def median(self, metric: str) -> float | None:
         values = self.samples.get(metric)
@@ -92,6 +94,8 @@ class CaseResult:
             "memory_bytes": self.memory.bytes_by_metric,
             "absent": {**self.absent, **self.memory.absent},
             "output_digest": self.output_digest,
+            **self.bandwidth,
+            **({"measurement_error": self.measurement_error} if self.measurement_error else {}),
             **({"operator_profile": self.operator_profile} if self.operator_profile else {}),
         }
 

@@ -24,12 +24,14 @@ from .config import (
     parse_positive_int,
     parse_sweep_dimension,
 )
-from .device import DEVICE_CHOICES, detect_device
+from .device import DEVICE_CHOICES, Device, detect_device
+from .doctor import DoctorReport, self_check
 from .environment import collect_all
 from .gate import REGRESSION, GateSettings
 from .models import PRESETS, default_cache_dir
 from .regression import GateReport, check_run, update_baselines
 from .report import summary_table
+from .shard import parse_shard, select_shard
 from .suite import CaseFailed, Suite
 
 # (option suffix, Sweep field or setting, help). Each is --llm-<suffix> and ini llm_<suffix with _>.
@@ -42,6 +44,11 @@ SWEEP_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("prompt-tokens", "prompt_tokens", "prompt length in tokens, e.g. 32,256"),
 )
 SETTING_OPTIONS: tuple[tuple[str, str], ...] = (
+    (
+        "shard",
+        "run only shard K of N, e.g. 2/4: the sweep split deterministically, balanced by expected cost, "
+        "across N runners; combine their saved runs with `paddle-llm-bench merge`",
+    ),
     ("rounds", "measured rounds per case (>= 5; default 10)"),
     ("warmup-rounds", "untimed rounds before measuring (default 2)"),
     ("device", f"{', '.join(DEVICE_CHOICES)} (default auto: the GPU if Paddle has CUDA and sees one)"),
@@ -81,6 +88,7 @@ class LLMBenchState:
     suite: Suite | None = None
     facts: dict[str, Any] | None = None
     gate_report: GateReport | None = None
+    self_check: DoctorReport | None = None
 
 
 STATE = pytest.StashKey[LLMBenchState]()
@@ -148,6 +156,8 @@ def _check_setting(suffix: str, text: str, source: str) -> None:
         parse_positive_int(text, source, minimum=MIN_ROUNDS)
     elif suffix in ("warmup-rounds", "max-positions"):
         parse_positive_int(text, source, minimum=0)
+    elif suffix == "shard":
+        parse_shard(text, source)
     elif suffix == "device" and text not in DEVICE_CHOICES:
         raise ConfigError(f"invalid value {text!r} from {source}: allowed values are {', '.join(DEVICE_CHOICES)}")
 
@@ -170,6 +180,10 @@ def get_suite(config: pytest.Config) -> Suite:
             pytest.exit(f"usage error: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
         max_positions = int(settings.get("max-positions", 4096)) or None
         cache_dir = Path(settings["cache-dir"]) if "cache-dir" in settings else default_cache_dir()
+        bandwidth = None
+        if device.kind == "gpu":
+            state.self_check = run_self_check(device)
+            bandwidth = state.self_check.facts.get("gpu_memory_bandwidth_bytes_per_s")
         state.suite = Suite(
             sweep,
             device,
@@ -177,8 +191,22 @@ def get_suite(config: pytest.Config) -> Suite:
             max_positions,
             progress=_progress_writer(config),
             profile_operators=bool(config.getoption("llm_profile")),
+            memory_bandwidth_bytes_per_s=bandwidth,
         )
     return state.suite
+
+
+def run_self_check(device: Device) -> DoctorReport:
+    """The GPU self-check (``paddle-llm-bench doctor``) before anything is measured; a FAIL stops the run."""
+    report = self_check(device)
+    if report.failed:
+        failures = "\n".join(line for line in report.lines() if line.startswith("FAIL"))
+        pytest.exit(
+            f"the GPU self-check failed, so this run's numbers could not be trusted:\n{failures}\n"
+            "(`paddle-llm-bench doctor` shows every check)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+    return report
 
 
 def _progress_writer(config: pytest.Config) -> Callable[[str], None]:
@@ -199,6 +227,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "llm_case" in metafunc.fixturenames:
         sweep: Sweep = get_suite(metafunc.config).sweep
         cases = sweep.cases()
+        shard = metafunc.config.stash[STATE].settings.get("shard")
+        if shard is not None:
+            k, n = parse_shard(shard, "--llm-shard")  # validated in pytest_configure
+            cases = select_shard(cases, k, n, rounds=sweep.rounds + sweep.warmup_rounds)
         metafunc.parametrize("llm_case", cases, ids=[case.id for case in cases])
 
 
@@ -221,6 +253,8 @@ def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any
         except (CaseFailed, ConfigError) as error:
             pytest.fail(str(error), pytrace=False)
         benchmark.extra_info.update(result.as_extra_info())
+        if result.measurement_error is not None:  # saved for inspection, kept out of the gate and baselines
+            pytest.fail(f"{case.id}: {result.measurement_error}", pytrace=False)
 
     return measure
 
@@ -236,7 +270,12 @@ def machine_facts(state: LLMBenchState) -> dict[str, Any]:
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     state = config.stash.get(STATE, None)
     if state is not None and state.suite is not None:
-        machine_info["paddle_llm_bench"] = machine_facts(state)
+        facts = machine_info["paddle_llm_bench"] = dict(machine_facts(state))
+        if state.self_check is not None:
+            facts["self_check"] = state.self_check.machine_info()
+        if "shard" in state.settings:
+            k, n = parse_shard(state.settings["shard"], "--llm-shard")
+            facts["shard"] = f"{k}/{n}"  # merge checks that shards 1..N all arrived
 
 
 @pytest.hookimpl(optionalhook=True)

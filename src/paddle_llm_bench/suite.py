@@ -10,7 +10,9 @@ import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .bandwidth import batch1_decode_ceiling, ceiling_extra_info
 from .config import Case, Sweep
 from .device import Device, import_paddle
 from .measure import CaseResult, CaseRunner
@@ -41,6 +43,8 @@ class Suite:
     progress: Callable[[str], None] = print
     profile_operators: bool = False
     results: list[CaseResult] = field(default_factory=list)
+    # From the session-start self-check (SKU table, else NVML's memory bus); None: the SKU table by name.
+    memory_bandwidth_bytes_per_s: float | None = None
     _loaded: LoadedModel | None = None
 
     def unsupported_reason(self, case: Case) -> str | None:
@@ -77,9 +81,31 @@ class Suite:
             raise
         finally:
             self._free_memory()
-        if record:
+        result.bandwidth, result.measurement_error = self._bandwidth_ceiling(case, loaded, result)
+        if record and result.measurement_error is None:
             self.results.append(result)
         return result
+
+    def _bandwidth_ceiling(
+        self, case: Case, loaded: LoadedModel, result: CaseResult
+    ) -> tuple[dict[str, Any], str | None]:
+        """Batch-1 decode on a GPU: its share of the memory-bandwidth ceiling (FIELD-NOTES.md §3), and
+        an error if a round was faster than the ceiling allows (a measurement error)."""
+        if case.batch_size != 1:
+            return {}, None
+        if self.device.kind != "gpu":
+            return {
+                "bandwidth_ceiling_absent": "on a CPU: the ceiling is checked for GPUs (HBM bandwidth by SKU)"
+            }, None
+        ceiling = batch1_decode_ceiling(
+            self.device.name,
+            loaded.model.config.to_dict(),
+            case.dtype,
+            case.prompt_tokens,
+            case.max_new_tokens,
+            self.memory_bandwidth_bytes_per_s,
+        )
+        return ceiling_extra_info(ceiling, result.samples.get("decode_tokens_per_s", []))
 
     def _free_memory(self) -> None:
         gc.collect()

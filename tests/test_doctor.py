@@ -1,0 +1,157 @@
+"""`paddle-llm-bench doctor`: the CPU path end to end, NVML's absence here, and the pure judgements."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from paddle_llm_bench import cli
+from paddle_llm_bench.doctor import (
+    FAIL,
+    GIB,
+    MIB,
+    OK,
+    SKIP,
+    WARN,
+    NvmlUnavailable,
+    decode_throttle_reasons,
+    judge_bandwidth,
+    judge_memory_probes,
+    judge_other_processes,
+    judge_peak_rss_reset,
+    judge_synchronization,
+    judge_throttle,
+    nvml_report,
+    other_processes,
+)
+
+
+def test_doctor_on_this_cpu_reports_what_it_checked_and_what_needs_a_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["doctor"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("ok: paddle: Paddle ") and "compiled without CUDA" in line for line in lines)
+    assert any(line.startswith("ok: device: cpu (") for line in lines)
+    assert any(line.startswith("ok: peak RSS: reset through /proc/self/clear_refs works") for line in lines)
+    assert any(line.startswith("ok: host allocator: statistics readable") for line in lines)
+    assert any(line.startswith("skip: synchronization: needs a GPU") for line in lines)
+    assert any(line.startswith("skip: memory probes: needs a GPU") for line in lines)
+    assert any(line.startswith("skip: nvml: needs a GPU") and "NVMLError_LibraryNotFound" in line for line in lines)
+    assert "skipped: needs a GPU: synchronization, memory probes, nvml" in lines
+    assert lines[-1] == "doctor: no check failed"
+    assert all(line.split(":")[0] in ("ok", "warn", "skip", "FAIL", "skipped", "doctor") for line in lines)
+
+
+def test_doctor_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["doctor", "--json", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["failed"] is False
+    statuses = {check["name"]: check["status"] for check in report["checks"]}
+    assert statuses["peak RSS"] == OK and statuses["synchronization"] == SKIP and statuses["nvml"] == SKIP
+    assert report["facts"]["paddle_compiled_with_cuda"] is False
+    assert report["facts"]["nvml_absent"].startswith("NVML unavailable: NVMLError_LibraryNotFound")
+
+
+def test_asking_for_a_gpu_without_one_fails_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["doctor", "--device", "gpu"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL: device: --llm-device gpu was asked for but Paddle was built without CUDA" in out
+
+
+def test_nvml_report_without_a_gpu_says_why() -> None:
+    # The real pynvml on this machine: nvmlInit raises NVMLError_LibraryNotFound (no driver, no GPU).
+    assert nvml_report(0) == {
+        "nvml_absent": "NVML unavailable: NVMLError_LibraryNotFound: NVML Shared Library Not Found"
+    }
+    with pytest.raises(NvmlUnavailable, match="NVMLError_LibraryNotFound"):
+        other_processes(0, own_pid=1)
+
+
+def test_throttle_bitmask_decoding() -> None:
+    assert decode_throttle_reasons(0) == []
+    assert decode_throttle_reasons(0x1) == ["gpu_idle"]
+    assert decode_throttle_reasons(0x4 | 0x40) == ["sw_power_cap", "hw_thermal_slowdown"]
+    assert decode_throttle_reasons(0x7FF) == [
+        "gpu_idle",
+        "applications_clocks_setting",
+        "sw_power_cap",
+        "hw_slowdown",
+        "sync_boost",
+        "sw_thermal_slowdown",
+        "hw_thermal_slowdown",
+        "hw_power_brake_slowdown",
+        "display_clock_setting",
+        "board_limit",
+        "reliability",
+    ]
+    assert decode_throttle_reasons(0x1000 | 0x1) == ["gpu_idle", "unknown_0x1000"]
+
+
+def test_throttle_judgement_warns_only_for_slowdowns() -> None:
+    assert judge_throttle(0x1).status == OK
+    assert judge_throttle(0x0).status == OK
+    slowed = judge_throttle(0x4 | 0x1)
+    assert slowed.status == WARN and "sw_power_cap" in slowed.message and "gpu_idle" not in slowed.message
+
+
+def test_synchronization_judgement() -> None:
+    assert judge_synchronization(0.0003, 0.025, 0.0251).status == OK
+    broken = judge_synchronization(0.0003, 0.0004, 0.025)  # the read-back had to wait: sync did not
+    assert broken.status == FAIL and "returned before the GPU finished" in broken.message
+    blocking = judge_synchronization(0.024, 0.025, 0.0251)  # launches themselves waited
+    assert blocking.status == WARN and "CUDA_LAUNCH_BLOCKING" in blocking.message
+
+
+def test_memory_probe_judgement() -> None:
+    block = 256 * MIB
+    assert judge_memory_probes(block, 300 * MIB, 800 * MIB).status == OK
+    assert judge_memory_probes(0, 0, 500 * MIB).status == FAIL
+    assert judge_memory_probes(block, block - 1, 800 * MIB).status == FAIL
+    assert judge_memory_probes(block, 300 * MIB, 200 * MIB).status == FAIL
+    assert judge_memory_probes(block, 300 * MIB, None).status == WARN
+    too_much = judge_memory_probes(block, 300 * MIB, 300 * MIB + 2 * GIB)
+    assert too_much.status == WARN and "1024 MiB allowed for the CUDA context" in too_much.message
+
+
+def test_peak_rss_judgement() -> None:
+    block = 64 * MIB
+    assert judge_peak_rss_reset(300 * MIB, 364 * MIB, 300 * MIB, block).status == OK
+    assert judge_peak_rss_reset(300 * MIB, 310 * MIB, 300 * MIB, block).status == FAIL
+    assert judge_peak_rss_reset(300 * MIB, 364 * MIB, 364 * MIB, block).status == FAIL
+
+
+def test_bandwidth_judgement() -> None:
+    check, bandwidth = judge_bandwidth("NVIDIA H100 80GB HBM3", 5120 / 8 * 2619e6 * 2)
+    assert check.status == OK and bandwidth == 3350e9
+    check, bandwidth = judge_bandwidth("NVIDIA H100 80GB HBM3", 1000e9)
+    assert check.status == WARN and bandwidth == 3350e9
+    check, bandwidth = judge_bandwidth("NVIDIA B200", 8000e9)
+    assert check.status == OK and bandwidth == 8000e9
+    check, bandwidth = judge_bandwidth("NVIDIA B200", None)
+    assert check.status == WARN and bandwidth is None
+
+
+def test_other_processes_judgement() -> None:
+    assert judge_other_processes([]).status == OK
+    check = judge_other_processes([{"pid": 42, "used_bytes": 512 * MIB}, {"pid": 43, "used_bytes": None}])
+    assert check.status == WARN and "pid 42 (512 MiB)" in check.message and "pid 43 (memory unknown)" in check.message
+
+
+def test_the_nvml_side_runs_without_paddle() -> None:
+    # As on a GPU machine with pynvml but no Paddle: importing paddle fails, doctor still reports NVML.
+    script = (
+        "import sys; sys.modules['paddle'] = None\n"
+        "from paddle_llm_bench.doctor import nvml_report\n"
+        "facts = nvml_report(0)\n"
+        "assert 'nvml_absent' in facts or 'gpu_nvml_name' in facts, facts\n"
+        "from paddle_llm_bench.cli import main\n"
+        "sys.exit(main(['doctor']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("FAIL: paddle: cannot import paddle")
+    assert "skip: synchronization: needs Paddle" in lines
+    assert any(line.startswith("skip: nvml: needs a GPU and its driver") for line in lines)

@@ -1,0 +1,127 @@
+"""Sharding a sweep: every case in exactly one shard, balanced by expected cost, deterministic."""
+
+from __future__ import annotations
+
+import random
+from typing import TypeVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from paddle_llm_bench.config import DECODINGS, DEFAULT_SWEEPS, DTYPES, Case, ConfigError, Sweep
+from paddle_llm_bench.shard import assign_shards, expected_cost, parse_shard, select_shard
+
+T = TypeVar("T")
+MODELS = ("tiny", "deepseek-r1-distill-qwen-1.5b")
+
+
+def dimension(elements: st.SearchStrategy[T], most: int) -> st.SearchStrategy[tuple[T, ...]]:
+    return st.lists(elements, min_size=1, max_size=most, unique=True).map(tuple)
+
+
+@st.composite
+def sweeps(draw: st.DrawFn) -> list[Case]:
+    sweep = Sweep(
+        models=draw(dimension(st.sampled_from(MODELS), 2)),
+        dtypes=draw(dimension(st.sampled_from(DTYPES), 3)),
+        decodings=draw(dimension(st.sampled_from(tuple(DECODINGS)), 3)),
+        max_new_tokens=draw(dimension(st.integers(1, 512), 3)),
+        batch_sizes=draw(dimension(st.integers(1, 16), 2)),
+        prompt_tokens=draw(dimension(st.integers(1, 4096), 2)),
+    )
+    return sweep.cases()
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases=sweeps(), n=st.integers(1, 8))
+def test_every_case_lands_in_exactly_one_shard(cases: list[Case], n: int) -> None:
+    shards = [select_shard(cases, k, n) for k in range(1, n + 1)]
+    landed = [case for shard in shards for case in shard]
+    assert sorted(landed, key=lambda c: c.id) == sorted(cases, key=lambda c: c.id)
+    assert len({c.id for c in landed}) == len(cases)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases=sweeps(), n=st.integers(1, 8))
+def test_shards_are_balanced_within_the_costliest_case(cases: list[Case], n: int) -> None:
+    loads = [sum(expected_cost(case) for case in select_shard(cases, k, n)) for k in range(1, n + 1)]
+    costliest = max(expected_cost(case) for case in cases)
+    assert max(loads) - min(loads) <= costliest * (1 + 1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases=sweeps(), n=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
+def test_deterministic_and_independent_of_the_input_order(cases: list[Case], n: int, seed: int) -> None:
+    shuffled = list(cases)
+    random.Random(seed).shuffle(shuffled)
+    for k in range(1, n + 1):
+        first = select_shard(cases, k, n)
+        assert select_shard(cases, k, n) == first
+        assert {c.id for c in select_shard(shuffled, k, n)} == {c.id for c in first}
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases=sweeps(), n=st.integers(1, 8))
+def test_a_shard_keeps_the_sweep_order(cases: list[Case], n: int) -> None:
+    position = {case.id: i for i, case in enumerate(cases)}
+    for k in range(1, n + 1):
+        indices = [position[case.id] for case in select_shard(cases, k, n)]
+        assert indices == sorted(indices)
+
+
+def test_the_default_gpu_sweep_splits_evenly_in_two() -> None:
+    cases = Sweep(**DEFAULT_SWEEPS["gpu"]).cases()
+    halves = [select_shard(cases, k, 2) for k in (1, 2)]
+    loads = [sum(expected_cost(c) for c in half) for half in halves]
+    assert len(halves[0]) + len(halves[1]) == len(cases)
+    assert abs(loads[0] - loads[1]) <= 0.05 * sum(loads)
+
+
+def test_more_shards_than_cases_leaves_some_empty() -> None:
+    cases = Sweep(("tiny",), ("float32",), ("greedy",), (8,), (1,), (8, 16)).cases()
+    assert [len(select_shard(cases, k, 3)) for k in (1, 2, 3)] == [1, 1, 0]
+
+
+BASE = Case("deepseek-r1-distill-qwen-1.5b", "float16", "greedy", 64, 1, 64)
+
+
+@pytest.mark.parametrize(
+    "bigger",
+    [
+        Case(BASE.model, BASE.dtype, BASE.decoding, 128, 1, 64),
+        Case(BASE.model, BASE.dtype, BASE.decoding, 64, 2, 64),
+        Case(BASE.model, BASE.dtype, BASE.decoding, 64, 1, 128),
+        Case(BASE.model, BASE.dtype, "beam4", 64, 1, 64),
+        Case(BASE.model, BASE.dtype, "sampling", 64, 1, 64),
+    ],
+    ids=["max_new_tokens", "batch_size", "prompt_tokens", "beams", "sampling"],
+)
+def test_cost_grows_with_every_dimension(bigger: Case) -> None:
+    assert expected_cost(bigger) > expected_cost(BASE)
+
+
+def test_cost_scales_with_rounds_and_model_size() -> None:
+    assert expected_cost(BASE, rounds=10) == pytest.approx(10 * expected_cost(BASE))
+    tiny = Case("tiny", BASE.dtype, BASE.decoding, 64, 1, 64)
+    assert expected_cost(tiny) < expected_cost(BASE)
+    assert expected_cost(Case("./no/such/checkpoint", "float16", "greedy", 64, 1, 64)) > 0
+
+
+@pytest.mark.parametrize(("text", "expected"), [("1/1", (1, 1)), ("2/3", (2, 3)), (" 8/8 ", (8, 8))])
+def test_parse_shard(text: str, expected: tuple[int, int]) -> None:
+    assert parse_shard(text, "--llm-shard") == expected
+
+
+@pytest.mark.parametrize("text", ["3/2", "0/2", "1", "a/b", "1/0", "-1/2", "1/2/3", ""])
+def test_parse_shard_names_the_bad_value_and_its_source(text: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_shard(text, "--llm-shard")
+    assert str(error.value) == f"invalid shard {text!r} from --llm-shard: expected K/N with 1 <= K <= N, e.g. 1/2"
+
+
+def test_select_shard_rejects_a_shard_outside_the_count() -> None:
+    with pytest.raises(ConfigError, match="invalid shard 3/2"):
+        select_shard([BASE], 3, 2)
+    with pytest.raises(ConfigError, match="invalid shard count 0"):
+        assign_shards([BASE], 0)

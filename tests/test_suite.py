@@ -1,0 +1,50 @@
+"""The session's bookkeeping around a measurement: the bandwidth ceiling and what is recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from paddle_llm_bench.config import Case, Sweep
+from paddle_llm_bench.device import Device
+from paddle_llm_bench.measure import CaseResult
+from paddle_llm_bench.memory import MemoryPeaks
+from paddle_llm_bench.models import PRESETS
+from paddle_llm_bench.suite import Suite
+
+CASE = Case("deepseek-r1-distill-qwen-1.5b", "float16", "greedy", max_new_tokens=200, batch_size=1, prompt_tokens=16)
+H100_SXM = Device("gpu", 0, "NVIDIA H100 80GB HBM3")
+
+
+def suite_on(device: Device) -> Suite:
+    sweep = Sweep((CASE.model,), (CASE.dtype,), ("greedy",), (200,), (1,), (16,))
+    return Suite(sweep, device, Path("unused"))
+
+
+def result_with(decode_tokens_per_s: list[float]) -> CaseResult:
+    return CaseResult(CASE, "gpu:0", [], {"decode_tokens_per_s": decode_tokens_per_s}, MemoryPeaks(), None)
+
+
+def loaded_1_5b() -> SimpleNamespace:
+    """Only the config is read by the ceiling: the real preset's architecture."""
+    return SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(to_dict=lambda: dict(PRESETS[CASE.model]))))
+
+
+def test_a_batch_1_gpu_case_reports_its_share_of_the_bandwidth_ceiling() -> None:
+    info, error = suite_on(H100_SXM)._bandwidth_ceiling(CASE, loaded_1_5b(), result_with([80.0, 85.0, 90.0]))  # type: ignore[arg-type]
+    assert error is None
+    ceiling = info["bandwidth_ceiling"]
+    assert 1000 < ceiling["ceiling_tokens_per_s"] < 1120  # ~3.09 GB/token at 3.35 TB/s (FIELD-NOTES.md §3)
+    assert ceiling["share_of_ceiling"] == 85.0 / ceiling["ceiling_tokens_per_s"]
+
+
+def test_a_figure_above_the_ceiling_is_a_measurement_error() -> None:
+    info, error = suite_on(H100_SXM)._bandwidth_ceiling(CASE, loaded_1_5b(), result_with([90.0, 2500.0]))  # type: ignore[arg-type]
+    assert error is not None and "ceiling" in error
+    assert info["bandwidth_ceiling"]["fastest_round_share_of_ceiling"] > 1.0
+
+
+def test_on_a_cpu_the_ceiling_is_absent_with_the_reason() -> None:
+    info, error = suite_on(Device("cpu", 0, "AMD EPYC"))._bandwidth_ceiling(CASE, loaded_1_5b(), result_with([5.0]))  # type: ignore[arg-type]
+    assert error is None
+    assert "CPU" in info["bandwidth_ceiling_absent"]
