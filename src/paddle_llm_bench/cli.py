@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 # subcommand -> module (inside this package)
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(argv)  # prints usage and exits for --help, unknown or missing subcommands
         return 2
     name, rest = argv[0], argv[1:]
+    # Paddle's and PaddleNLP's import-time chatter, which would bury the command's output.
+    warnings.filterwarnings("ignore", message="No ccache found")
+    warnings.filterwarnings("ignore", message="(?s).*is deprecated since")
     module = importlib.import_module(f"{__package__}.{SUBCOMMANDS[name]}")
     sub = argparse.ArgumentParser(prog=f"paddle-llm-bench {name}", description=HELPS[name])
     module.add_arguments(sub)
