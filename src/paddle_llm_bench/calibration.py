@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import BaselineError, load_saved_run
-from .gate import REGRESSION, CaseMeasurement, GateSettings, confirm, judge
+from .gate import REGRESSION, CaseMeasurement, GateSettings, judge_confirmed
 from .report import aligned_table
 
 HELP = "false-alarm and detection rates of the gate, from recorded runs of this machine"
@@ -98,21 +98,12 @@ def gate_fails(
 
     current = {c: trial.current.measurement(c, factor(c)) for c in cases}
     baseline = {c: [run.measurement(c) for run in trial.baseline] for c in cases}
-    findings = judge(current, baseline, settings)
-    family = sum(1 for f in findings if f.metric in settings.min_effect_percent)
-    failed = set()
-    for finding in findings:
-        if finding.status == REGRESSION:
-            again = confirm(
-                finding,
-                trial.remeasure.measurement(finding.case_id, factor(finding.case_id)),
-                baseline[finding.case_id],
-                family,
-                settings,
-            )
-            if again.status == REGRESSION and (slowed is None or finding.metric == "decode_tokens_per_s"):
-                failed.add(finding.case_id)
-    return failed
+    findings = judge_confirmed(
+        current, baseline, settings, lambda case_id: trial.remeasure.measurement(case_id, factor(case_id))
+    )
+    return {
+        f.case_id for f in findings if f.status == REGRESSION and (slowed is None or f.metric == "decode_tokens_per_s")
+    }
 
 
 def pytest_benchmark_fails(trial: Trial, case_id: str, slowdown: float) -> bool:

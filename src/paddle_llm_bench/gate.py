@@ -4,8 +4,9 @@ Speed and latency (noise-aware). For each case and gated metric:
 
 1. Work in log space on run medians: ``d = ln(median(current)) - mean_j ln(median(baseline run j))``.
 2. The noise of one run's median, ``sigma``, is the largest of: the spread of the baseline runs'
-   medians (between-run noise, needs >= 2 runs), the standard error of the current and baseline
-   medians (within-run noise), and a floor (``noise_floor_percent``) for what a few runs cannot show.
+   medians (between-run noise; the case's own k - 1 dof moderated by the spread pooled over every
+   case of the sweep, weighted as ``pooled_noise_dof`` dof), the standard error of the current and
+   baseline medians (within-run noise), and a floor (``noise_floor_percent``).
 3. ``z = d / (sigma * sqrt(1 + 1/k))`` for ``k`` baseline runs; a two-sided normal p-value.
 4. Holm-Bonferroni over every test of the run keeps the chance of any false alarm in a whole
    sweep <= ``alpha``.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .metrics import HIGHER_IS_BETTER
@@ -53,6 +54,9 @@ class GateSettings:
     )
     noise_floor_percent: float = 2.0
     max_cv_percent: float = 10.0
+    # Weight (in degrees of freedom) of the sweep-wide between-run noise when judging one case: a
+    # case's own 2-5 baseline runs say little about its noise, the whole sweep's runs say more.
+    pooled_noise_dof: float = 4.0
     # metric -> (percent, bytes): the allowed growth is the larger of the two.
     memory_tolerance: Mapping[str, tuple[float, int]] = field(
         default_factory=lambda: {
@@ -105,10 +109,37 @@ class SpeedTest:
     baseline_runs: int
 
 
+@dataclass(frozen=True)
+class PooledNoise:
+    """The between-run variance of log run medians, pooled over the cases of a sweep, and its dof."""
+
+    variance: float
+    dof: float
+
+
+def pooled_between_run_noise(runs_by_case: Sequence[Sequence[Sequence[float]]]) -> PooledNoise | None:
+    """Pool ``var(ln median of run j)`` over cases with >= 2 runs, weighted by their k - 1; None if none has."""
+    total, dof = 0.0, 0
+    for runs in runs_by_case:
+        medians = [statistics.median([math.log(v) for v in run]) for run in runs if run]
+        if len(medians) >= 2:
+            total += statistics.variance(medians) * (len(medians) - 1)
+            dof += len(medians) - 1
+    return PooledNoise(total / dof, dof) if dof else None
+
+
 def speed_test(
-    current: Sequence[float], baseline_runs: Sequence[Sequence[float]], noise_floor_percent: float
+    current: Sequence[float],
+    baseline_runs: Sequence[Sequence[float]],
+    noise_floor_percent: float,
+    pooled: PooledNoise | None = None,
+    pooled_weight_dof: float = 4.0,
 ) -> SpeedTest:
-    """Compare the current run's samples with ``k >= 1`` baseline runs' samples (see module doc)."""
+    """Compare the current run's samples with ``k >= 1`` baseline runs' samples (see module doc).
+
+    The between-run variance is the case's own (k - 1 dof) moderated by the sweep's ``pooled`` one
+    (weighted as ``pooled_weight_dof`` dof), as in empirical-Bayes moderated t-tests.
+    """
     runs = [run for run in baseline_runs if run]
     if not current or not runs:
         raise ValueError("speed_test needs samples in the current run and in at least one baseline run")
@@ -119,8 +150,12 @@ def speed_test(
     d = statistics.median(log_current) - center
     candidates = [math.log1p(noise_floor_percent / 100.0), median_standard_error(log_current)]
     candidates += [median_standard_error(run) for run in log_runs]
-    if len(run_medians) >= 2:
-        candidates.append(statistics.stdev(run_medians))
+    own_dof = len(run_medians) - 1
+    own_variance = statistics.variance(run_medians) if own_dof else 0.0
+    prior_dof = min(pooled_weight_dof, pooled.dof) if pooled else 0.0
+    if own_dof or prior_dof:
+        prior_variance = pooled.variance if pooled else 0.0
+        candidates.append(math.sqrt((own_dof * own_variance + prior_dof * prior_variance) / (own_dof + prior_dof)))
     sigma = max(candidates)
     k = len(runs)
     z = d / (sigma * math.sqrt(1.0 + 1.0 / k))
@@ -151,6 +186,7 @@ def judge(
     settings = settings or GateSettings()
     findings: list[Finding] = []
     tests: list[tuple[str, str, SpeedTest]] = []
+    pooled = pooled_noise(baseline, settings)
     for case_id, measurement in current.items():
         runs = baseline.get(case_id, ())
         if not runs:
@@ -163,7 +199,13 @@ def judge(
                     (
                         case_id,
                         metric,
-                        speed_test(measurement.samples[metric], baseline_samples, settings.noise_floor_percent),
+                        speed_test(
+                            measurement.samples[metric],
+                            baseline_samples,
+                            settings.noise_floor_percent,
+                            pooled[metric],
+                            settings.pooled_noise_dof,
+                        ),
                     )
                 )
         findings.extend(_memory_findings(case_id, measurement, runs, settings))
@@ -171,6 +213,16 @@ def judge(
     for (case_id, metric, test), p_adjusted in zip(tests, adjusted, strict=True):
         findings.append(_speed_finding(case_id, metric, test, p_adjusted, len(tests), settings))
     return findings
+
+
+def pooled_noise(
+    baseline: Mapping[str, Sequence[CaseMeasurement]], settings: GateSettings
+) -> dict[str, PooledNoise | None]:
+    """Per gated metric, the between-run noise pooled over every case of the baseline."""
+    return {
+        metric: pooled_between_run_noise([[run.samples.get(metric, ()) for run in runs] for runs in baseline.values()])
+        for metric in settings.min_effect_percent
+    }
 
 
 def _speed_finding(
@@ -224,7 +276,12 @@ def _memory_findings(
 
 
 def confirm(
-    first: Finding, remeasured: CaseMeasurement, runs: Sequence[CaseMeasurement], family: int, settings: GateSettings
+    first: Finding,
+    remeasured: CaseMeasurement,
+    runs: Sequence[CaseMeasurement],
+    family: int,
+    settings: GateSettings,
+    pooled: PooledNoise | None = None,
 ) -> Finding:
     """Re-judge a suspect speed regression on a fresh measurement of the case.
 
@@ -232,7 +289,9 @@ def confirm(
     (Bonferroni over the original family, which is stricter than Holm's step for this test).
     """
     samples = [run.samples.get(first.metric, ()) for run in runs]
-    test = speed_test(remeasured.samples[first.metric], samples, settings.noise_floor_percent)
+    test = speed_test(
+        remeasured.samples[first.metric], samples, settings.noise_floor_percent, pooled, settings.pooled_noise_dof
+    )
     again = _speed_finding(first.case_id, first.metric, test, min(1.0, test.p_value * family), family, settings)
     if again.status == first.status:
         return Finding(
@@ -256,3 +315,27 @@ def confirm(
         f"re-measurement {again.change_percent:+.1f}%, p={test.p_value:.2g}",
         test.p_value,
     )
+
+
+def judge_confirmed(
+    current: Mapping[str, CaseMeasurement],
+    baseline: Mapping[str, Sequence[CaseMeasurement]],
+    settings: GateSettings,
+    remeasure: Callable[[str], CaseMeasurement] | None,
+) -> list[Finding]:
+    """``judge``, then each suspect speed regression re-judged on a fresh measurement of its case
+    (``remeasure(case_id)``, called once per case); without ``remeasure`` the first verdicts stand."""
+    findings = judge(current, baseline, settings)
+    if remeasure is None:
+        return findings
+    family = sum(1 for f in findings if f.metric in settings.min_effect_percent)
+    pooled = pooled_noise(baseline, settings)
+    fresh: dict[str, CaseMeasurement] = {}
+    for index, finding in enumerate(findings):
+        if finding.status == REGRESSION and finding.metric in settings.min_effect_percent:
+            if finding.case_id not in fresh:
+                fresh[finding.case_id] = remeasure(finding.case_id)
+            findings[index] = confirm(
+                finding, fresh[finding.case_id], baseline[finding.case_id], family, settings, pooled[finding.metric]
+            )
+    return findings

@@ -30,8 +30,7 @@ from .gate import (
     CaseMeasurement,
     Finding,
     GateSettings,
-    confirm,
-    judge,
+    judge_confirmed,
 )
 
 Remeasure = Callable[[str], Mapping[str, Any]]
@@ -112,14 +111,8 @@ def check_run(
         report.errors.append(str(error))
         return report
     current = {str(r["case_id"]): measurement_from_extra_info(r) for r in results}
-    findings = judge(current, reference, settings)
-    family = sum(1 for f in findings if f.metric in settings.min_effect_percent)
-    fresh: dict[str, CaseMeasurement] = {}
-    for index, finding in enumerate(findings):
-        if finding.status == REGRESSION and finding.metric in settings.min_effect_percent and remeasure is not None:
-            if finding.case_id not in fresh:
-                fresh[finding.case_id] = measurement_from_extra_info(remeasure(finding.case_id))
-            findings[index] = confirm(finding, fresh[finding.case_id], reference[finding.case_id], family, settings)
+    fresh = None if remeasure is None else (lambda case_id: measurement_from_extra_info(remeasure(case_id)))
+    findings = judge_confirmed(current, reference, settings, fresh)
     report.findings = findings
     return report
 
