@@ -15,15 +15,14 @@ A saved pytest-benchmark run (``.benchmarks/.../NNNN_*.json``) can stand in as a
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .files import write_atomic
 from .gate import CaseMeasurement
 
 FORMAT_VERSION = 2
@@ -164,21 +163,7 @@ def merge(
 
 def save_atomic(store: BaselineStore) -> None:
     """Write to a temporary file beside the target, fsync, then rename: a crash never leaves half a file."""
-    store.path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(store.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    fd, temporary = tempfile.mkstemp(prefix=f".{store.path.name}.", suffix=".tmp", dir=store.path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a committed baseline should be readable by all
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, store.path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(store.path, json.dumps(store.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def measurement_from_extra_info(extra_info: Mapping[str, Any]) -> CaseMeasurement:

@@ -6,15 +6,14 @@ Exit status: 0 when the comparison was written (whatever the verdicts), 2 for un
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from .baselines import BaselineError, load_saved_run
 from .compare import RENDERERS, CompareError, Comparison, SavedRun, compare, saved_run
 from .config import GATED_SPEED_METRICS
+from .files import write_atomic
 from .gate import GateSettings
 
 HELP = "compare saved runs: per case medians, ratios and verdicts (table, Markdown, CSV, JSON, plots)"
@@ -109,32 +108,6 @@ def read_run(path: Path) -> SavedRun:
     except BaselineError as error:
         raise CompareError(str(error)) from None
     return saved_run(path, fingerprint, by_case, facts)
-
-
-def write_atomic(path: Path, content: str | bytes) -> None:
-    """A temporary file beside the target, fsync, rename: readers never see half a file.
-
-    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def write_plots(comparison: Comparison, directory: Path, plot_case: str | None) -> list[Path]:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .files import write_atomic
 
 HELP = "combine the saved runs of several shards into one run"
 # Facts the shards must share for their numbers to belong in one run.
@@ -139,17 +139,7 @@ def _check_shard_coverage(runs: Sequence[tuple[Path, dict[str, Any]]]) -> None:
 
 
 def write_json_atomically(data: dict[str, Any], target: Path) -> None:
-    """Write ``data`` to ``target`` so that a reader sees the old file or the whole new one, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=4)
-            stream.write("\n")
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(target, json.dumps(data, indent=4) + "\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,7 +40,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
+
+from .files import write_atomic
 
 HELP = "run the suite under several Paddle versions in isolated environments and compare them"
 USAGE_ERROR = 2
@@ -270,21 +271,6 @@ def env_state(env: Path, spec: EnvSpec) -> tuple[str, str]:
 def write_marker(env: Path, spec: EnvSpec) -> None:
     """Last step of a build: a temporary file beside the marker, then a rename."""
     write_atomic(marker_path(env), json.dumps({**spec.as_marker(), "created": _now()}, indent=2) + "\n")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _now() -> str:
