@@ -228,3 +228,12 @@ def test_false_alarm_rate_of_the_rule_on_simulated_noise_is_below_alpha() -> Non
         if any(f.status == REGRESSION for f in judge(cases, base)):
             false_alarms += 1
     assert false_alarms / trials <= 0.01
+
+
+def test_a_change_measured_while_the_machine_was_busy_is_inconclusive() -> None:
+    slower = measurement(decode=60.0, seed=7)
+    busy = CaseMeasurement("c", slower.samples, {}, host_busy="machine busy: load average 2.4 on 2 cores (> 1.5)")
+    assert only(judge({"c": slower}, {"c": baseline_runs()}), "decode_tokens_per_s").status == REGRESSION
+    finding = only(judge({"c": busy}, {"c": baseline_runs()}), "decode_tokens_per_s")
+    assert finding.status == INCONCLUSIVE
+    assert finding.evidence.startswith("machine busy: load average 2.4")

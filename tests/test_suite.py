@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from paddle_llm_bench.config import Case, Sweep
 from paddle_llm_bench.device import Device
-from paddle_llm_bench.measure import CaseResult
+from paddle_llm_bench.measure import CaseResult, host_load
 from paddle_llm_bench.memory import MemoryPeaks
 from paddle_llm_bench.models import PRESETS
 from paddle_llm_bench.suite import Suite
@@ -48,3 +51,11 @@ def test_on_a_cpu_the_ceiling_is_absent_with_the_reason() -> None:
     info, error = suite_on(Device("cpu", 0, "AMD EPYC"))._bandwidth_ceiling(CASE, loaded_1_5b(), result_with([5.0]))  # type: ignore[arg-type]
     assert error is None
     assert "CPU" in info["bandwidth_ceiling_absent"]
+
+
+def test_host_load_names_a_busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.4, 1.0, 1.0))
+    assert host_load()["busy"] == "machine busy: load average 2.4 on 2 cores (> 1.5) while measuring"
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.1, 1.0, 1.0))
+    assert host_load() == {"load_average_1min": 1.1, "logical_cores": 2, "busy": ""}

@@ -168,7 +168,10 @@ def save_atomic(store: BaselineStore) -> None:
 
 def measurement_from_extra_info(extra_info: Mapping[str, Any]) -> CaseMeasurement:
     return CaseMeasurement(
-        str(extra_info["case_id"]), extra_info.get("samples", {}), extra_info.get("memory_bytes", {})
+        str(extra_info["case_id"]),
+        extra_info.get("samples", {}),
+        extra_info.get("memory_bytes", {}),
+        str(extra_info.get("host_load", {}).get("busy", "")),
     )
 
 

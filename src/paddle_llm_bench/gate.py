@@ -44,6 +44,7 @@ class CaseMeasurement:
     case_id: str
     samples: Mapping[str, Sequence[float]]
     memory_bytes: Mapping[str, int]
+    host_busy: str = ""  # why the machine was busy with other work while this was measured, if it was
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,9 @@ def judge(
         findings.extend(_memory_findings(case_id, measurement, runs, settings))
     adjusted = holm_adjust([test.p_value for _, _, test in tests])
     for (case_id, metric, test), p_adjusted in zip(tests, adjusted, strict=True):
-        findings.append(_speed_finding(case_id, metric, test, p_adjusted, len(tests), settings))
+        findings.append(
+            _speed_finding(case_id, metric, test, p_adjusted, len(tests), settings, current[case_id].host_busy)
+        )
     return findings
 
 
@@ -226,7 +229,13 @@ def pooled_noise(
 
 
 def _speed_finding(
-    case_id: str, metric: str, test: SpeedTest, p_adjusted: float, family: int, settings: GateSettings
+    case_id: str,
+    metric: str,
+    test: SpeedTest,
+    p_adjusted: float,
+    family: int,
+    settings: GateSettings,
+    host_busy: str = "",
 ) -> Finding:
     change_percent = math.expm1(test.log_ratio) * 100.0
     worse_percent = -change_percent if metric in HIGHER_IS_BETTER else change_percent
@@ -248,6 +257,9 @@ def _speed_finding(
         status = INCONCLUSIVE  # too noisy to call it unchanged
     else:
         status = UNCHANGED
+    if host_busy and status in (REGRESSION, IMPROVEMENT):
+        status = INCONCLUSIVE  # other work on the machine changes speed as much as code does
+        evidence = f"{host_busy}; " + evidence
     return Finding(case_id, metric, status, test.baseline, test.current, change_percent, evidence, test.p_value)
 
 
@@ -292,7 +304,9 @@ def confirm(
     test = speed_test(
         remeasured.samples[first.metric], samples, settings.noise_floor_percent, pooled, settings.pooled_noise_dof
     )
-    again = _speed_finding(first.case_id, first.metric, test, min(1.0, test.p_value * family), family, settings)
+    again = _speed_finding(
+        first.case_id, first.metric, test, min(1.0, test.p_value * family), family, settings, remeasured.host_busy
+    )
     if again.status == first.status:
         return Finding(
             first.case_id,

@@ -8,6 +8,7 @@ search). It synchronizes the device before reading the clock. Nothing here impor
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class CaseResult:
     operator_profile: dict[str, Any] | None = None
     bandwidth: dict[str, Any] = field(default_factory=dict)  # batch 1 on a GPU: share of the bandwidth ceiling
     measurement_error: str | None = None  # a figure that cannot be true (e.g. above the bandwidth ceiling)
+    host_load: dict[str, Any] = field(default_factory=dict)  # the machine's load while measuring
 
     def median(self, metric: str) -> float | None:
         values = self.samples.get(metric)
@@ -94,10 +96,26 @@ class CaseResult:
             "memory_bytes": self.memory.bytes_by_metric,
             "absent": {**self.absent, **self.memory.absent},
             "output_digest": self.output_digest,
+            "host_load": self.host_load,
             **self.bandwidth,
             **({"measurement_error": self.measurement_error} if self.measurement_error else {}),
             **({"operator_profile": self.operator_profile} if self.operator_profile else {}),
         }
+
+
+def host_load() -> dict[str, Any]:
+    """The 1-minute load average against the cores, and why it counts as busy if it does.
+
+    This process accounts for about 1; above max(1.5, 0.75 x cores) other work was running, which
+    moves speed as much as a code change does, so the gate will not call a change on it.
+    """
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    limit = max(1.5, 0.75 * cores)
+    busy = (
+        f"machine busy: load average {load:.1f} on {cores} cores (> {limit:g}) while measuring" if load > limit else ""
+    )
+    return {"load_average_1min": round(load, 2), "logical_cores": cores, "busy": busy}
 
 
 class CaseRunner:

@@ -34,6 +34,7 @@ from .gate import (
 )
 
 Remeasure = Callable[[str], Mapping[str, Any]]
+MAX_INCONCLUSIVE_LINES = 5
 
 
 @dataclass
@@ -59,8 +60,15 @@ class GateReport:
             f"{compared} case(s) compared: {counts[REGRESSION]} regression(s), {counts[IMPROVEMENT]} improvement(s), "
             f"{counts[INCONCLUSIVE]} inconclusive, {counts[NO_BASELINE]} without baseline"
         )
-        for status in (REGRESSION, INCONCLUSIVE, IMPROVEMENT):
+        for status in (REGRESSION, IMPROVEMENT):
             lines += [f"{status.upper()}: {f.message()}" for f in self.with_status(status)]
+        inconclusive = self.with_status(INCONCLUSIVE)
+        lines += [f"INCONCLUSIVE: {f.message()}" for f in inconclusive[:MAX_INCONCLUSIVE_LINES]]
+        if len(inconclusive) > MAX_INCONCLUSIVE_LINES:
+            lines.append(
+                f"... and {len(inconclusive) - MAX_INCONCLUSIVE_LINES} more inconclusive "
+                "(every verdict is in the saved run, under paddle_llm_bench_gate)"
+            )
         if counts[IMPROVEMENT]:
             lines.append("improvements found: record them with --llm-baseline-update so later runs are held to them")
         if counts[NO_BASELINE]:

@@ -15,7 +15,7 @@ from typing import Any
 from .bandwidth import batch1_decode_ceiling, ceiling_extra_info
 from .config import Case, Sweep
 from .device import Device, import_paddle
-from .measure import CaseResult, CaseRunner
+from .measure import CaseResult, CaseRunner, host_load
 from .memory import MemoryTracker
 from .models import LoadedModel, dtype_unsupported_reason, load_model
 from .operators import profile_operators
@@ -71,6 +71,7 @@ class Suite:
             tracker.reset()
             timed_rounds(runner.measured_round, tracker.sample, self.sweep.rounds)
             result = runner.result(tracker.read(), self.sweep.warmup_rounds)
+            result.host_load = host_load()
             if self.profile_operators:
                 result.operator_profile = profile_operators(runner.generate_once, self.device)
         except MemoryError as error:
