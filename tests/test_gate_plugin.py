@@ -32,6 +32,8 @@ def _slowed(*args, **kwargs):
     return loaded
 
 suite_module.load_model = _slowed
+# A busy test machine must not turn the injected slowdown inconclusive (that rule has its own tests).
+suite_module.host_load = lambda: {"busy": ""}
 """
 
 
