@@ -495,7 +495,7 @@ def test_cli_needs_two_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     [
         ("--alpha", "2", "must be within"),
         ("--min-effect", "bogus=5", "METRIC=PERCENT"),
-        ("--min-effect", "ttft_ms=x", "invalid value 'x' for --min-effect"),
+        ("--min-effect", "ttft_ms=x", "invalid value 'x' from --min-effect"),
     ],
 )
 def test_cli_rejects_bad_settings_naming_the_option(

@@ -157,7 +157,7 @@ def test_rounds_per_version_must_be_positive(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as stop:
         cli_main(["versions", "3.0.0", "3.3.1", "--rounds-per-version", "0"])
     assert stop.value.code == 2
-    assert "invalid value 0 for --rounds-per-version: must be >= 1" in capsys.readouterr().err
+    assert "invalid value 0 from --rounds-per-version: must be >= 1" in capsys.readouterr().err
 
 
 def test_builds_from_the_gpu_options() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .baselines import BaselineError, load_saved_run
 from .compare import RENDERERS, CompareError, Comparison, SavedRun, compare, saved_run
-from .config import GATED_SPEED_METRICS
+from .config import GATED_SPEED_METRICS, as_argparse_type, parse_float
 from .files import write_atomic
 from .gate import GateSettings
 
@@ -21,20 +21,7 @@ USAGE_ERROR = 2
 
 
 def _float_in(low: float, high: float, option: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"invalid value {text!r} for {option}: expected a number in [{low:g}, {high:g}]"
-            ) from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"invalid value {value:g} for {option}: must be within [{low:g}, {high:g}]"
-            )
-        return value
-
-    return parse
+    return as_argparse_type(lambda text, source: parse_float(text, source, low, high), option)
 
 
 def parse_min_effect(text: str) -> dict[str, float]:

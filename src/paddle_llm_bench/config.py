@@ -5,15 +5,18 @@ Nothing here imports Paddle: parsing and expanding a sweep is instant and pure.
 
 from __future__ import annotations
 
+import argparse
 import itertools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .gate import GateSettings
 
 # Weight-only quantized dtypes (PaddleNLP's weight_quantize_algo) and the dtype they compute in.
 QUANTIZED_DTYPES: dict[str, str] = {"weight_only_int8": "float16", "weight_only_int4": "float16"}
+T = TypeVar("T")
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", *QUANTIZED_DTYPES)
 
 
@@ -216,7 +219,7 @@ def make_sweep(chosen: dict[str, tuple[Any, ...]], device_kind: str, rounds: int
     return sweep
 
 
-def _parse_float(text: str, source: str, low: float, high: float) -> float:
+def parse_float(text: str, source: str, low: float, high: float) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -240,12 +243,24 @@ def gate_settings(
                     f"invalid value {item!r} from --llm-gate-min-effect: expected METRIC=PERCENT "
                     f"with METRIC one of {', '.join(GATED_SPEED_METRICS)}"
                 )
-            effects[metric] = _parse_float(percent, "--llm-gate-min-effect", 0.0, 1000.0)
+            effects[metric] = parse_float(percent, "--llm-gate-min-effect", 0.0, 1000.0)
     return GateSettings(
-        alpha=_parse_float(alpha, "--llm-gate-alpha", 1e-9, 0.5) if alpha else defaults.alpha,
+        alpha=parse_float(alpha, "--llm-gate-alpha", 1e-9, 0.5) if alpha else defaults.alpha,
         min_effect_percent=effects,
-        noise_floor_percent=_parse_float(noise_floor, "--llm-gate-noise-floor", 0.0, 100.0)
+        noise_floor_percent=parse_float(noise_floor, "--llm-gate-noise-floor", 0.0, 100.0)
         if noise_floor
         else defaults.noise_floor_percent,
-        max_cv_percent=_parse_float(max_cv, "--llm-gate-max-cv", 0.0, 1000.0) if max_cv else defaults.max_cv_percent,
+        max_cv_percent=parse_float(max_cv, "--llm-gate-max-cv", 0.0, 1000.0) if max_cv else defaults.max_cv_percent,
     )
+
+
+def as_argparse_type(parse: Callable[[str, str], T], source: str) -> Callable[[str], T]:
+    """One of this module's parsers as an argparse ``type=``: its ConfigError becomes argparse's error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text, source)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert

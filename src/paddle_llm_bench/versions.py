@@ -49,6 +49,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from .config import as_argparse_type, parse_positive_int
 from .files import write_atomic
 
 HELP = "run the suite under several Paddle versions in isolated environments and compare them"
@@ -805,7 +806,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rounds-per-version",
-        type=_positive_int,
+        type=as_argparse_type(parse_positive_int, "--rounds-per-version"),
         default=2,
         metavar="N",
         help="passes of the suite per version, alternating the versions (A B A B ...); default 2",
@@ -846,18 +847,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--show-output", action="store_true", help="print every line of the suite runs (default: progress lines)"
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r} for --rounds-per-version: expected an integer >= 1"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {value} for --rounds-per-version: must be >= 1")
-    return value
 
 
 @dataclass(frozen=True)
