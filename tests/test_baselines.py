@@ -67,8 +67,8 @@ def test_merge_save_load_round_trip_keeps_the_last_runs(tmp_path: Path) -> None:
 @given(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=12))
 def test_merge_keeps_at_most_the_last_runs_per_case(case_ids: list[str]) -> None:
     store = BaselineStore(Path("unused.json"), FINGERPRINT)
-    for case_id in case_ids:
-        merge(store, [extra_info(case_id)], FACTS)
+    for index, case_id in enumerate(case_ids):
+        merge(store, [extra_info(case_id, decode=100.0 + index)], FACTS)  # distinct runs: none is a repeat
     for case_id in set(case_ids):
         assert len(store.cases[case_id]["runs"]) == min(case_ids.count(case_id), MAX_RUNS_PER_CASE)
     assert list(store.cases) == sorted(store.cases)
@@ -110,7 +110,7 @@ def test_a_newer_format_is_refused_and_left_untouched(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{not json", "not valid JSON"), ('{"cases": {}}', "no format_version"), ('{"format_version": 2}', "malformed")],
+    [("{not json", "not valid JSON"), ('{"cases": {}}', "no format_version"), ('{"format_version": 2}', "field cases")],
 )
 def test_corrupt_baselines_fail_the_gate_with_the_file_and_the_fix(tmp_path: Path, content: str, message: str) -> None:
     path = baseline_path(tmp_path, FINGERPRINT)

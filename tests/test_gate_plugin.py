@@ -119,6 +119,7 @@ def test_a_corrupt_baseline_fails_with_the_fix_and_loses_nothing(pytester: pytes
 
 def test_required_baseline_fails_a_run_without_one(pytester: pytest.Pytester, cache_dir: Path) -> None:
     pytester.makepyfile(test_generation=BENCHMARK)
+    (pytester.path / "baselines").mkdir()  # an existing folder without this hardware's file
     result = run(pytester, cache_dir, "--llm-require-baseline")
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*1 without baseline*"])

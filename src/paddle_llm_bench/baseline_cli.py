@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.action == "check" and not args.baseline_dir.is_dir():
+        print(
+            f"error: --baseline-dir {args.baseline_dir} is not a folder: nothing could be compared. "
+            "Name the folder that holds the baseline files (default: baselines)"
+        )
+        return 2
     status = 0
     for path in args.runs:
         try:
@@ -32,8 +38,8 @@ def main(args: argparse.Namespace) -> int:
             if not fingerprint or not by_case:
                 raise BaselineError(f"{path} holds no paddle-llm-bench results (no machine_info.paddle_llm_bench)")
             if args.action == "update":
-                target = update_baselines(list(by_case.values()), facts, args.baseline_dir, facts.get("suite_commit"))
-                print(f"{path}: {len(by_case)} case(s) merged into {target}")
+                update = update_baselines(list(by_case.values()), facts, args.baseline_dir, facts.get("suite_commit"))
+                print(f"{path}: {update.message()}")
                 continue
             report = check_run(list(by_case.values()), fingerprint, args.baseline_dir, settings=GateSettings())
             report.require_baseline = args.require_baseline

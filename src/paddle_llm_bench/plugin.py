@@ -1,19 +1,27 @@
 """pytest glue: options, the ``llm_case`` parametrization, the measuring fixture, hooks.
 
 Each hook is a few lines that hand off to plain code in the other modules.
+
+The end of a run, in order (see docs/reliability.md):
+1. pytest-benchmark saves the run (its ``pytest_sessionfinish`` wrapper runs before any plain
+   implementation), through ``saving``'s atomic writers: the data is safe, or the error names where it went;
+2. ``pytest_sessionfinish`` here gates and updates baselines; any error there is reported and fails
+   the run, and the verdicts are added to the saved files afterwards;
+3. ``pytest_terminal_summary`` prints the tables, the verdicts and the storage errors.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pytest_benchmark.utils import get_commit_info
 
-from .baselines import BaselineError
+from .baselines import BaselineError, load_saved_run
 from .config import (
     DTYPES,
     MIN_ROUNDS,
@@ -31,6 +39,15 @@ from .gate import REGRESSION, GateSettings
 from .models import PRESETS, default_cache_dir
 from .regression import GateReport, check_run, update_baselines
 from .report import summary_table
+from .saving import (
+    SaveLog,
+    SignalHandler,
+    add_to_saved,
+    install,
+    keep_sigterm_handler,
+    restore_sigterm,
+    stop_on_sigterm,
+)
 from .shard import parse_shard, select_shard
 from .suite import CaseFailed, Suite
 
@@ -89,6 +106,13 @@ class LLMBenchState:
     facts: dict[str, Any] | None = None
     gate_report: GateReport | None = None
     self_check: DoctorReport | None = None
+    # Written into the saved run's machine_info and every baseline run: merging one run twice counts once.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    saves: SaveLog = field(default_factory=SaveLog)
+    interrupted_cases: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    previous_sigterm: SignalHandler = None
+    sigterm_installed: bool = False
 
 
 STATE = pytest.StashKey[LLMBenchState]()
@@ -106,6 +130,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), action="store_true", default=False, help=help_text)
     for suffix, help_text in GATE_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
+        parser.addini(_ini(suffix), help_text, default=None)
 
 
 def _dest(suffix: str) -> str:
@@ -141,14 +166,68 @@ def pytest_configure(config: pytest.Config) -> None:
                 settings[suffix] = text
                 _check_setting(suffix, text, source)
         gate = gate_settings(
-            alpha=config.getoption("llm_gate_alpha"),
-            min_effect=config.getoption("llm_gate_min_effect"),
-            noise_floor=config.getoption("llm_gate_noise_floor"),
-            max_cv=config.getoption("llm_gate_max_cv"),
+            alpha=_raw(config, "gate-alpha")[0],
+            min_effect=_raw(config, "gate-min-effect")[0],
+            noise_floor=_raw(config, "gate-noise-floor")[0],
+            max_cv=_raw(config, "gate-max-cv")[0],
         )
+        _check_reference_files(config)
     except ConfigError as error:
         raise pytest.UsageError(str(error)) from None
-    config.stash[STATE] = LLMBenchState(chosen, settings, gate)
+    state = config.stash[STATE] = LLMBenchState(chosen, settings, gate)
+    try:
+        state.previous_sigterm = stop_on_sigterm(state.saves)
+        state.sigterm_installed = True
+    except ValueError:  # not the main thread: pytest run inside another program, which owns its signals
+        state.sigterm_installed = False
+
+
+def _check_reference_files(config: pytest.Config) -> None:
+    """--llm-baseline-from and --llm-baseline-dir are checked before the sweep, not after it."""
+    reference, source = _raw(config, "baseline-from")
+    if reference is not None:
+        try:
+            fingerprint, by_case, _facts = load_saved_run(Path(reference))
+        except BaselineError as error:
+            raise ConfigError(f"invalid value {reference!r} from {source}: {error}") from None
+        if not fingerprint or not by_case:
+            raise ConfigError(
+                f"invalid value {reference!r} from {source}: it holds no paddle-llm-bench results "
+                "(no machine_info.paddle_llm_bench or no case): name a run saved by this suite"
+            )
+    directory, source = _raw(config, "baseline-dir")
+    if directory is not None and not Path(directory).is_dir() and not config.getoption("llm_baseline_update"):
+        raise ConfigError(
+            f"invalid value {directory!r} from {source}: no such folder, so nothing could be compared. "
+            "Name the folder holding the baseline files (only --llm-baseline-update creates a new one)"
+        )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """pytest-benchmark's saves become atomic and report their errors (``saving``)."""
+    state = session.config.stash.get(STATE, None)
+    bench_session = getattr(session.config, "_benchmarksession", None)
+    if state is not None and bench_session is not None:
+        install(bench_session, state.saves)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _keep_sigterm(item.config)
+
+
+def _keep_sigterm(config: pytest.Config) -> None:
+    """SIGTERM must still stop the run the way Ctrl-C does: importing Paddle installs its own handler and
+    importing PaddleNLP resets it to the default (die at once, nothing saved)."""
+    state = config.stash.get(STATE, None)
+    if state is not None and state.sigterm_installed:
+        keep_sigterm_handler(state.saves)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None and state.sigterm_installed:
+        restore_sigterm(state.previous_sigterm)
 
 
 def _check_setting(suffix: str, text: str, source: str) -> None:
@@ -246,12 +325,20 @@ def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any
         benchmark.group = f"{case.model}-{case.dtype}"
 
         def timed_rounds(one_round: Callable[[], None], after_each_round: Callable[[], None], rounds: int) -> None:
+            _keep_sigterm(request.config)  # the model's load may have imported code that replaced it
             benchmark.pedantic(one_round, teardown=after_each_round, rounds=rounds, warmup_rounds=0, iterations=1)
 
         try:
             result = suite.run(case, timed_rounds)
         except (CaseFailed, ConfigError) as error:
             pytest.fail(str(error), pytrace=False)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM mid-case: pytest-benchmark leaves a benchmark with an error out of the saved
+            # run, so a partial set of rounds is never saved as a result; machine_info names the case.
+            benchmark.has_error = True
+            request.config.stash[STATE].interrupted_cases.append(case.id)
+            raise
+        _keep_sigterm(request.config)
         benchmark.extra_info.update(result.as_extra_info())
         if result.measurement_error is not None:  # saved for inspection, kept out of the gate and baselines
             pytest.fail(f"{case.id}: {result.measurement_error}", pytrace=False)
@@ -262,7 +349,7 @@ def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any
 def machine_facts(state: LLMBenchState) -> dict[str, Any]:
     assert state.suite is not None
     if state.facts is None:
-        state.facts = collect_all(state.suite.device)
+        state.facts = {**collect_all(state.suite.device), "run_id": state.run_id}
     return state.facts
 
 
@@ -276,29 +363,51 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         if "shard" in state.settings:
             k, n = parse_shard(state.settings["shard"], "--llm-shard")
             facts["shard"] = f"{k}/{n}"  # merge checks that shards 1..N all arrived
+        if state.interrupted_cases:
+            facts["interrupted_cases"] = list(state.interrupted_cases)  # stopped mid-measurement, not saved
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
-    state = config.stash.get(STATE, None)
-    if state is not None and state.gate_report is not None:
-        output_json["paddle_llm_bench_gate"] = [asdict(finding) for finding in state.gate_report.findings]
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Any:
-    """Gate (and update baselines) before pytest-benchmark saves the run, so the verdicts are saved with it."""
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After the save: pytest-benchmark's hook wraps this one and saves before it runs, so the measured data is
+    on disk before the gate and the baseline update start, and nothing here can lose it."""
     state = session.config.stash.get(STATE, None)
-    if (
-        state is not None
-        and state.suite is not None
-        and state.suite.results
-        and exitstatus != pytest.ExitCode.INTERRUPTED
-    ):
-        _gate_and_update(session.config, state)
-        if state.gate_report is not None and state.gate_report.failed and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    return (yield)
+    if state is None:
+        return
+    failed = finish_run(session.config, state, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+    if failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def finish_run(config: pytest.Config, state: LLMBenchState, interrupted: bool) -> bool:
+    """Gate, update baselines and add the verdicts to the saved files; True if the run must fail.
+
+    An exception in any of it is reported as an error: the saved run stays as it is."""
+    suite = state.suite
+    if suite is not None and suite.results and not interrupted:
+        try:
+            _gate_and_update(config, state)
+        except Exception as error:  # noqa: BLE001 - reported and failing the run, never costing the saved data
+            report = state.gate_report = state.gate_report or GateReport()
+            report.errors.append(f"the gate or baseline update stopped: {type(error).__name__}: {error}")
+        if state.gate_report is not None:
+            add_to_saved(state.saves, "paddle_llm_bench_gate", [asdict(f) for f in state.gate_report.findings])
+    if interrupted and suite is not None and suite.results and config.getoption("llm_baseline_update"):
+        state.notes.append(_unfinished_update_hint(state))
+    gate_failed = state.gate_report is not None and state.gate_report.failed
+    return gate_failed or bool(state.saves.errors)
+
+
+def _unfinished_update_hint(state: LLMBenchState) -> str:
+    runs = [p for p in state.saves.saved if p.suffix == ".json"]
+    if runs:
+        return (
+            "interrupted: baselines were not updated. `paddle-llm-bench baseline update "
+            f"{runs[0]}` merges the completed cases into them"
+        )
+    return (
+        "interrupted: baselines were not updated, and no run was saved (add --benchmark-autosave to keep "
+        "completed cases, then `paddle-llm-bench baseline update RUN.json` merges them)"
+    )
 
 
 def _gate_and_update(config: pytest.Config, state: LLMBenchState) -> None:
@@ -327,8 +436,8 @@ def _gate_and_update(config: pytest.Config, state: LLMBenchState) -> None:
     if config.getoption("llm_baseline_update"):
         report = state.gate_report or GateReport()
         try:
-            path = update_baselines(results, facts, baseline_dir, commit=get_commit_info().get("id"))  # type: ignore[no-untyped-call]
-            report.notes.append(f"baseline updated: {path} now holds this run ({len(results)} case(s))")
+            update = update_baselines(results, facts, baseline_dir, commit=get_commit_info().get("id"))  # type: ignore[no-untyped-call]
+            report.notes.append(update.message())
             report.findings = [f for f in report.findings if f.status != REGRESSION] + [
                 replace(f, evidence=f.evidence + "; accepted by --llm-baseline-update")
                 for f in report.findings
@@ -341,18 +450,32 @@ def _gate_and_update(config: pytest.Config, state: LLMBenchState) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
-    if state is None or state.suite is None or not state.suite.results:
+    if state is None:
         return
-    terminalreporter.section("paddle-llm-bench: LLM generation (medians across rounds)")
-    for line in summary_table(state.suite.results):
-        terminalreporter.write_line(line)
-    terminalreporter.write_line(
-        "decode tok/s = B·(N-1)/(E2E-TTFT); TPOT = (E2E-TTFT)/(N-1); ITL over all steps of all rounds; "
-        "CV of decode tok/s across rounds. Raw per-round samples are in the saved run's extra_info."
-    )
+    if state.suite is not None and state.suite.results:
+        terminalreporter.section("paddle-llm-bench: LLM generation (medians across rounds)")
+        for line in summary_table(state.suite.results):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(
+            "decode tok/s = B·(N-1)/(E2E-TTFT); TPOT = (E2E-TTFT)/(N-1); ITL over all steps of all rounds; "
+            "CV of decode tok/s across rounds. Raw per-round samples are in the saved run's extra_info."
+        )
     if state.gate_report is not None:
         terminalreporter.section("paddle-llm-bench: regression gate")
         for line in state.gate_report.lines():
             terminalreporter.write_line(
                 line, red=line.startswith(("REGRESSION", "error")), bold=line.startswith("REGRESSION")
             )
+    _write_saved_data_section(terminalreporter, state)
+
+
+def _write_saved_data_section(terminalreporter: Any, state: LLMBenchState) -> None:
+    lines = state.saves.lines()
+    if state.interrupted_cases:
+        lines.append(f"stopped mid-measurement, not saved: {', '.join(state.interrupted_cases)}")
+    lines += [f"note: {n}" for n in state.notes]
+    if not lines:
+        return
+    terminalreporter.section("paddle-llm-bench: saved data")
+    for line in lines:
+        terminalreporter.write_line(line, red=line.startswith("error"), bold=line.startswith("error"))

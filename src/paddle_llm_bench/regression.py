@@ -22,6 +22,7 @@ from .baselines import (
     merge,
     save_atomic,
 )
+from .files import describe_os_error, locked_directory
 from .gate import (
     IMPROVEMENT,
     INCONCLUSIVE,
@@ -125,12 +126,46 @@ def check_run(
     return report
 
 
+@dataclass
+class BaselineUpdate:
+    """Where a run was merged, and which of its cases were added or were already there (the same run)."""
+
+    path: Path
+    added: list[str]
+    already_there: list[str]
+
+    def message(self) -> str:
+        text = f"baseline updated: {self.path} now holds this run ({len(self.added)} case(s) added"
+        if self.already_there:
+            text += f"; {len(self.already_there)} already held this run and were not added again"
+        return text + ")"
+
+
 def update_baselines(
     results: Sequence[Mapping[str, Any]], facts: Mapping[str, Any], baseline_dir: Path, commit: str | None
-) -> Path:
-    """Merge this run into this hardware's baseline file (created if missing); never overwrites a broken file."""
+) -> BaselineUpdate:
+    """Merge this run into this hardware's baseline file (created if missing).
+
+    Load, merge and write happen under an exclusive lock on ``baseline_dir``, so concurrent updates (shards
+    of one nightly) all land. A broken file, or one that says it is for other hardware, is never written
+    into; a failed write names its cause. All of these raise ``BaselineError``.
+    """
     fingerprint = str(facts["hardware_fingerprint"])
     path = baseline_path(baseline_dir, fingerprint)
-    store = load(path) if path.exists() else BaselineStore(path, fingerprint)
-    save_atomic(merge(store, results, facts, commit))
-    return path
+    try:
+        with locked_directory(baseline_dir):
+            store = load(path) if path.exists() else BaselineStore(path, fingerprint)
+            if store.hardware_fingerprint != fingerprint:
+                raise BaselineError(
+                    f"baseline {path} says it is for {store.hardware_fingerprint!r} but this run was measured on "
+                    f"{fingerprint!r}: not written into; rename or delete the file"
+                )
+            count = merge(store, results, facts, commit)
+            if count.added:
+                save_atomic(store)
+    except OSError as error:
+        raise BaselineError(
+            f"cannot write baseline {path}: {describe_os_error(error)}; the baseline is unchanged. Fix the folder, "
+            "then merge the saved run with `paddle-llm-bench baseline update RUN.json`"
+        ) from None
+    return BaselineUpdate(path, count.added, count.already_there)
