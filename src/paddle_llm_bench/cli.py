@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "baseline": "baseline_cli",
     "calibrate": "calibration",
     "overhead": "overhead",
+    "paired": "paired.command",
     "merge": "merge",
     "doctor": "doctor",
 }
@@ -27,6 +28,7 @@ HELPS: dict[str, str] = {
     "versions": "run the suite under several Paddle versions in isolated environments and compare them",
     "baseline": "merge a saved run into baselines/ (what --llm-baseline-update does at the end of a run)",
     "calibrate": "false-alarm and detection rates of the gate, from recorded runs of this machine",
+    "paired": "measure a sweep interleaved in two Pythons (A/B), with a paired interval per case",
     "overhead": "the suite's decode tok/s against a bare generate() loop in the same process",
     "merge": "combine the saved runs of several shards into one run",
     "doctor": "self-check of the measuring setup: synchronization, memory probes, GPU state",

@@ -1,0 +1,191 @@
+"""`paddle-llm-bench paired --reference PYTHON [--candidate PYTHON]`: a sweep measured interleaved in two Pythons.
+
+The candidate is this environment's Python unless ``--candidate`` names another. Both need Paddle,
+PaddleNLP and this project installed (``paddle-llm-bench versions`` builds such environments per
+Paddle version). ``--candidate`` equal to the reference is an A/A run: it shows how often the verdict
+cries wolf on this machine and whether the intervals cover 1; ``--inject-slowdown`` makes the
+candidate busy-wait a known share of every decoding step, to show what the comparison catches.
+
+Everything lands in ``--out-dir`` (default ``.benchmarks/paired/<UTC time>/``): ``paired.json`` (every
+pair, saved after every case of every block), and ``comparison.txt/.md/.csv/.json`` and
+``forest.png`` at the end. Exit status: 0 no regression; 1 the candidate is confirmed slower or
+bigger, or a case failed; 2 bad input (nothing measured); 130 interrupted (what was measured is saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..config import (
+    DECODINGS,
+    DTYPES,
+    Case,
+    ConfigError,
+    Sweep,
+    as_argparse_type,
+    parse_positive_int,
+    parse_sweep_dimension,
+)
+from ..device import DEVICE_CHOICES
+from ..files import write_atomic
+from ..models import PRESETS, default_cache_dir
+from .engine import run_paired
+from .options import add_engine_arguments, settings_from_args
+from .render import FORMATS, forest_plot, render
+from .results import PairedRun, PairedSettings, failures, judge, judge_memory
+from .sides import Side, SideError, python_side
+
+HELP = "measure a sweep interleaved in two Pythons (A/B), with a paired interval per case"
+USAGE_ERROR = 2
+INTERRUPTED = 130
+# The default sweep: small enough for a minute or two per case on a 2-core CPU.
+DEFAULT_SWEEP: dict[str, str] = {
+    "model": "tiny",
+    "dtype": "float32",
+    "decoding": "greedy",
+    "max-new-tokens": "32",
+    "batch-size": "1",
+    "prompt-tokens": "32",
+}
+SWEEP_FIELDS = {
+    "model": "models",
+    "dtype": "dtypes",
+    "decoding": "decodings",
+    "max-new-tokens": "max_new_tokens",
+    "batch-size": "batch_sizes",
+    "prompt-tokens": "prompt_tokens",
+}
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the sweep (comma-separated lists, as the --llm-* options of pytest)")
+    helps = {
+        "model": f"presets ({', '.join(PRESETS)}) or checkpoint directories",
+        "dtype": ", ".join(DTYPES),
+        "decoding": ", ".join(DECODINGS),
+        "max-new-tokens": "exact new tokens per sequence",
+        "batch-size": "sequences per generate() call",
+        "prompt-tokens": "prompt length in tokens",
+    }
+    for name, field_name in SWEEP_FIELDS.items():
+        group.add_argument(
+            f"--{name}",
+            type=as_argparse_type(functools.partial(_parse_dimension, field_name), f"--{name}"),
+            default=parse_sweep_dimension(field_name, DEFAULT_SWEEP[name], "default", tuple(PRESETS)),
+            metavar="LIST",
+            help=f"{helps[name]} (default {DEFAULT_SWEEP[name]})",
+        )
+    group.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where the workers generate")
+    group.add_argument(
+        "--max-positions",
+        type=as_argparse_type(lambda t, s: parse_positive_int(t, s, 0), "--max-positions"),
+        default=4096,
+        metavar="N",
+        help="cap on max_position_embeddings (0 keeps the model's; default 4096)",
+    )
+    group.add_argument(
+        "--cache-dir", type=Path, default=None, metavar="DIR", help="synthetic checkpoints (shared by both sides)"
+    )
+
+
+def _parse_dimension(field_name: str, text: str, source: str) -> tuple[object, ...]:
+    return parse_sweep_dimension(field_name, text, source, tuple(PRESETS))
+
+
+def sweep_from_args(args: argparse.Namespace) -> Sweep:
+    return Sweep(**{field: getattr(args, name.replace("-", "_")) for name, field in SWEEP_FIELDS.items()})
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out-dir", type=Path, metavar="DIR", help="where the run and the comparison go")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="what is printed (default table)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference", required=True, metavar="PYTHON", help="the reference side's Python interpreter")
+    parser.add_argument(
+        "--candidate", metavar="PYTHON", help="the candidate side's Python (default: this one, " + sys.executable + ")"
+    )
+    parser.add_argument(
+        "--inject-slowdown",
+        type=as_argparse_type(lambda t, s: parse_positive_int(t, s, 0), "--inject-slowdown"),
+        default=0,
+        metavar="PERCENT",
+        help="calibration: the candidate busy-waits this share of each decoding step (e.g. 5)",
+    )
+    add_sweep_arguments(parser)
+    add_engine_arguments(parser)
+    add_output_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args, args.device, args.max_positions or None)
+        reference = python_side(args.reference, "reference", "--reference")
+        candidate = (
+            python_side(args.candidate, "candidate", "--candidate")
+            if args.candidate
+            else Side("candidate", sys.executable)
+        )
+    except (ConfigError, SideError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    if args.inject_slowdown:
+        candidate = Side(candidate.name, candidate.python, candidate.env, args.inject_slowdown / 100.0)
+    out_dir = args.out_dir or Path(".benchmarks") / "paired" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return measure_and_report(
+        sweep_from_args(args).cases(), [reference, candidate], settings, args.cache_dir, out_dir, args.format
+    )
+
+
+def measure_and_report(
+    cases: Sequence[Case], sides: list[Side], settings: PairedSettings, cache_dir: Path | None, out_dir: Path, fmt: str
+) -> int:
+    """Run the engine, saving after every case; then write and print the comparison. Returns the exit status."""
+    run_path = out_dir / "paired.json"
+    say(f"{len(cases)} case(s): {', '.join(side.describe() for side in sides)}; saving to {run_path}")
+    try:
+        run = run_paired(
+            cases,
+            sides,
+            settings,
+            cache_dir or default_cache_dir(),
+            progress=say,
+            on_update=lambda current: current.save(run_path),
+        )
+    except SideError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    write_reports(run, out_dir)
+    print(render(run, fmt), end="")
+    return exit_status(run)
+
+
+def write_reports(run: PairedRun, out_dir: Path) -> None:
+    for fmt, suffix in (("table", "txt"), ("markdown", "md"), ("csv", "csv"), ("json", "json")):
+        write_atomic(out_dir / f"comparison.{suffix}", render(run, fmt))
+    if any(c.blocks for c in run.cases):
+        forest_plot(run, out_dir / "forest.png")
+    say(f"wrote {out_dir}/paired.json, comparison.txt/.md/.csv/.json, forest.png")
+
+
+def exit_status(run: PairedRun) -> int:
+    if run.interrupted:
+        say("interrupted: what was measured is saved")
+        return INTERRUPTED
+    found = failures(judge(run), judge_memory(run))
+    for line in found:
+        say(f"REGRESSION {line}")
+    failed = [c for c in run.cases if c.error]
+    for comparison in failed:
+        say(f"FAILED {comparison.case.id}: {comparison.error}")
+    return 1 if found or failed else 0
+
+
+def say(message: str) -> None:
+    print(f"[paired] {message}", file=sys.stderr, flush=True)

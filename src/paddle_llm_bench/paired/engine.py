@@ -1,0 +1,323 @@
+"""The coordinator of a paired comparison: blocks of fresh workers, randomized turns, adaptive length.
+
+For each block, one new worker process per side is started (so that process luck is sampled, not
+frozen into the result); each unfinished case is prepared on every side (load once per model and
+dtype, untimed warm-up), then ``pairs_per_block`` pairs are measured: one turn of each side in a
+random order, one side computing at a time while the other waits on a blocking read. After each
+block a case stops when its interval is precise enough (and it has ``min_blocks``), or when its
+budget of blocks or seconds is spent — never because a difference turned significant.
+
+Failures: a worker that dies or hangs fails the case it was measuring (with its stderr tail), the
+workers are restarted for the next case, and everything measured so far is kept. Ctrl-C ends the
+workers and returns what was measured, marked interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import select
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from ..config import Case
+from ..metrics import RoundTimes, round_metrics
+from .protocol import PROTOCOL_VERSION, WORKER_MODULE, ProtocolError, decode, encode
+from .results import PAIRED_METRICS, Block, CaseComparison, Pair, PairedRun, PairedSettings, SideInfo
+from .sides import Side, SideError, check_hello, hello_failure_hint
+
+HELLO_TIMEOUT_S = 300.0
+PREPARE_TIMEOUT_S = 1800.0  # the 1.5B architecture is built on a CPU in about a minute; a hub download is slower
+TURN_TIMEOUT_S = 900.0
+STDERR_TAIL_LINES = 15
+
+
+class WorkerFailed(Exception):
+    """A worker died, hung or broke the protocol; the message has its stderr tail."""
+
+
+class CaseError(Exception):
+    """A worker answered a request with an error (out of memory, a kernel error, a bad case)."""
+
+
+class WorkerProcess:
+    """One worker: a child process speaking the protocol, its stderr kept in a temporary file."""
+
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.hello: dict[str, Any] = {}
+        self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
+        try:
+            self.process = subprocess.Popen(
+                [side.python, "-m", WORKER_MODULE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                env={**os.environ, **side.env},
+                start_new_session=True,  # Ctrl-C reaches the coordinator, which ends its workers
+            )
+        except OSError as error:
+            raise SideError(f"cannot start {side.describe()}: {error}") from None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write(encode(message))
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerFailed(self._died(f"could not send {message.get('op')!r}")) from None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        if not ready:
+            self.kill()
+            raise WorkerFailed(self._died(f"no answer to {message.get('op')!r} within {timeout_s:g} s (hung)"))
+        line = self.process.stdout.readline()
+        if not line:
+            raise WorkerFailed(self._died(f"exited during {message.get('op')!r}"))
+        try:
+            reply = decode(line)
+        except ProtocolError as error:
+            self.kill()
+            raise WorkerFailed(self._died(str(error))) from None
+        if not reply.get("ok"):
+            raise CaseError(f"{self.side.name}: {reply.get('kind', 'error')}: {reply.get('error', '')}")
+        return reply
+
+    def _died(self, what: str) -> str:
+        code = self.process.poll()
+        status = f"exit status {code}" if code is not None else "still running, killed"
+        return (
+            f"{self.side.describe()} worker (pid {self.pid}) {what}; {status}; its stderr ends:\n{self.stderr_tail()}"
+        )
+
+    def stderr_tail(self, lines: int = STDERR_TAIL_LINES) -> str:
+        self.stderr.seek(0)
+        text = self.stderr.read().decode("utf-8", errors="replace")
+        return "\n".join("    " + line for line in text.splitlines()[-lines:]) or "    (empty)"
+
+    def close(self) -> None:
+        """Ask it to quit; kill it if it does not within a few seconds."""
+        if self.process.poll() is None:
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.write(encode({"op": "quit"}))
+                self.process.stdin.close()
+                self.process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.kill()
+        self.stderr.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_workers(sides: Sequence[Side]) -> list[WorkerProcess]:
+    """One worker per side, all starting at once (imports overlap), then each greeted and checked."""
+    workers = [WorkerProcess(side) for side in sides]
+    try:
+        for worker in workers:
+            try:
+                reply = worker.request({"op": "hello"}, HELLO_TIMEOUT_S)
+            except (WorkerFailed, CaseError) as error:
+                raise SideError(
+                    f"{worker.side.describe()} cannot run a worker: {hello_failure_hint(worker.side, str(error))}\n"
+                    f"{error}"
+                ) from None
+            check_hello(worker.side, reply, PROTOCOL_VERSION, "<this checkout>")
+            worker.hello = reply
+    except BaseException:
+        close_all(workers)
+        raise
+    return workers
+
+
+def close_all(workers: Sequence[WorkerProcess]) -> None:
+    for worker in workers:
+        worker.close()
+
+
+def turn_value(rounds: Sequence[RoundTimes], case: Case) -> dict[str, float]:
+    """Each metric's median over a turn's kept rounds."""
+    per_round = [round_metrics(times, case.batch_size, case.prompt_tokens) for times in rounds]
+    return {
+        metric: _median([values[metric] for values in per_round])
+        for metric in PAIRED_METRICS
+        if all(metric in values for values in per_round)
+    }
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2.0
+
+
+def round_times(fields: dict[str, Any]) -> RoundTimes:
+    return RoundTimes(**{**fields, "step_ns": tuple(fields["step_ns"])})
+
+
+def measure_block(
+    comparison: CaseComparison,
+    workers: Sequence[WorkerProcess],
+    block_index: int,
+    settings: PairedSettings,
+    cache_dir: Path,
+    rng: random.Random,
+) -> None:
+    """Prepare the case on every side, then measure ``pairs_per_block`` pairs in random order."""
+    case = comparison.case
+    for worker in workers:
+        worker.request(
+            {
+                "op": "prepare",
+                "case": case.as_dict(),
+                "warmup_rounds": settings.warmup_rounds,
+                "device": settings.device,
+                "cache_dir": str(cache_dir),
+                "max_positions": settings.max_positions,
+                "slowdown_fraction": worker.side.slowdown_fraction,
+            },
+            PREPARE_TIMEOUT_S,
+        )
+    block = Block(block_index, [worker.pid for worker in workers])
+    for _ in range(settings.pairs_per_block):
+        order = list(range(len(workers)))
+        rng.shuffle(order)
+        values: list[dict[str, float]] = [{} for _ in workers]
+        for side in order:
+            reply = workers[side].request({"op": "turn", "rounds": settings.rounds_per_turn}, TURN_TIMEOUT_S)
+            kept = [round_times(fields) for fields in reply["rounds"]][settings.dropped_per_turn :]
+            values[side] = turn_value(kept, case)
+        block.pairs.append(Pair(order, values))
+    for worker in workers:
+        memory = worker.request({"op": "memory"}, TURN_TIMEOUT_S)
+        block.memory_bytes.append(memory["bytes"])
+        block.memory_absent.append(memory["absent"])
+    comparison.blocks.append(block)
+
+
+def stop_reason(comparison: CaseComparison, settings: PairedSettings, sides: int) -> str:
+    """Why this case needs no more blocks, or "" if it does: precision reached, or a budget spent."""
+    blocks = len(comparison.blocks)
+    widths = [_half_width(comparison, side, settings) for side in range(1, sides)]
+    width = max(widths) if widths else math.inf
+    shown = f"{width:.2f} %" if math.isfinite(width) else "n/a"
+    if blocks >= settings.min_blocks and width <= settings.target_half_width_percent:
+        return f"precision: half-width {shown} <= {settings.target_half_width_percent:g} % after {blocks} blocks"
+    if blocks >= settings.max_blocks:
+        return f"block budget: {blocks} blocks measured, half-width {shown}"
+    if comparison.seconds >= settings.case_budget_s:
+        return f"time budget: {comparison.seconds:.0f} s >= {settings.case_budget_s:g} s, half-width {shown}"
+    return ""
+
+
+def _half_width(comparison: CaseComparison, side: int, settings: PairedSettings) -> float:
+    for metric in PAIRED_METRICS:  # the first metric the case has: decode tok/s, unless N = 1
+        estimate = comparison.estimate(side, metric, settings.confidence)
+        if estimate is not None:
+            return estimate.half_width_percent
+    return math.inf
+
+
+def run_paired(
+    cases: Sequence[Case],
+    sides: Sequence[Side],
+    settings: PairedSettings,
+    cache_dir: Path,
+    progress: Callable[[str], None] = print,
+    on_update: Callable[[PairedRun], None] = lambda _run: None,
+) -> PairedRun:
+    """Measure every case on every side, interleaved; ``sides[0]`` is the reference.
+
+    ``on_update`` is called with the whole run after every case of every block (save it there: a
+    crash or Ctrl-C then loses at most one block of one case). Raises SideError before anything is
+    measured if a side cannot run a worker.
+    """
+    if len(sides) < 2:
+        raise SideError("a paired comparison needs two sides at least")
+    rng = random.Random(settings.seed)
+    workers: list[WorkerProcess] = start_workers(sides)
+    run = PairedRun(
+        sides=[_side_info(worker) for worker in workers],
+        settings=settings,
+        cases=[CaseComparison(case) for case in cases],
+        started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        machine={"logical_cores": os.cpu_count(), "hostname": os.uname().nodename},
+    )
+    active = list(run.cases)
+    block_index = 0
+    try:
+        while active:
+            if not workers:
+                workers = start_workers(sides)
+            for comparison in list(active):
+                started = time.monotonic()
+                try:
+                    measure_block(comparison, workers, block_index, settings, cache_dir, rng)
+                except (WorkerFailed, CaseError) as error:
+                    comparison.error = str(error)
+                    comparison.stop_reason = "failed"
+                    close_all(workers)
+                    workers = start_workers(sides)
+                comparison.seconds += time.monotonic() - started
+                if not comparison.stop_reason:
+                    comparison.stop_reason = stop_reason(comparison, settings, len(sides))
+                if comparison.stop_reason:
+                    active.remove(comparison)
+                progress(_progress_line(comparison, block_index, settings, len(sides)))
+                on_update(run)
+            close_all(workers)
+            workers = []
+            block_index += 1
+    except KeyboardInterrupt:
+        run.interrupted = True
+        for comparison in active:
+            comparison.stop_reason = comparison.stop_reason or "interrupted (Ctrl-C)"
+        on_update(run)
+    finally:
+        for worker in workers:
+            worker.kill()
+        close_all(workers)
+    return run
+
+
+def _side_info(worker: WorkerProcess) -> SideInfo:
+    hello = worker.hello
+    return SideInfo(
+        name=worker.side.name,
+        python=worker.side.python,
+        paddle_version=str(hello.get("paddle_version", "")),
+        paddlenlp_version=str(hello.get("paddlenlp_version", "")),
+        package_version=str(hello.get("package_version", "")),
+        slowdown_fraction=worker.side.slowdown_fraction,
+    )
+
+
+def _progress_line(comparison: CaseComparison, block_index: int, settings: PairedSettings, sides: int) -> str:
+    if comparison.error:
+        return f"{comparison.case.id}: FAILED in block {block_index + 1}: {comparison.error.splitlines()[0]}"
+    parts = []
+    for side in range(1, sides):
+        estimate = comparison.estimate(side, PAIRED_METRICS[0], settings.confidence)
+        if estimate is not None:
+            parts.append(
+                f"ratio {estimate.ratio:.3f} [{estimate.ci_low:.3f}, {estimate.ci_high:.3f}] "
+                f"(±{estimate.half_width_percent:.1f} %)"
+            )
+    status = f"; done: {comparison.stop_reason}" if comparison.stop_reason else ""
+    pairs = sum(len(block.pairs) for block in comparison.blocks)
+    return (
+        f"{comparison.case.id}: block {block_index + 1}, {pairs} pairs, {comparison.seconds:.0f} s"
+        f"{'; ' + ', '.join(parts) if parts else ''}{status}"
+    )

@@ -1,0 +1,170 @@
+"""Rendering of a paired comparison: text table, Markdown, CSV, JSON, forest plot. Nothing is measured here."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..report import aligned_table
+from .results import CaseComparison, Judgement, MemoryJudgement, PairedRun, judge, judge_memory
+
+MIB = 1024 * 1024
+FORMATS = ("table", "markdown", "csv", "json")
+HEADER = [
+    "case",
+    "side",
+    "decode tok/s",
+    "decode ratio [95% CI]",
+    "verdict",
+    "TTFT ms",
+    "TTFT ratio [95% CI]",
+    "verdict",
+    "e2e ratio",
+    "blocks/pairs",
+    "peak alloc MiB",
+    "memory",
+]
+
+
+def rows(run: PairedRun) -> list[list[str]]:
+    """One row per case and side; the reference's row shows its medians only."""
+    judgements = {(j.case_id, j.side, j.metric): j for j in judge(run)}
+    memory = {(m.case_id, m.side, m.metric): m for m in judge_memory(run)}
+    table: list[list[str]] = []
+    for comparison in run.cases:
+        case_id = comparison.case.id
+        for side, info in enumerate(run.sides):
+            decode = comparison.median(side, "decode_tokens_per_s")
+            ttft = comparison.median(side, "ttft_ms")
+            alloc = comparison.memory(side, "peak_allocated_bytes")
+            row = [
+                case_id if side == 0 else "",
+                info.name,
+                _number(decode),
+                "reference" if side == 0 else judgements[(case_id, side, "decode_tokens_per_s")].ratio_text,
+                "" if side == 0 else _verdict(judgements[(case_id, side, "decode_tokens_per_s")]),
+                _number(ttft, 2),
+                "reference" if side == 0 else judgements[(case_id, side, "ttft_ms")].ratio_text,
+                "" if side == 0 else _verdict(judgements[(case_id, side, "ttft_ms")]),
+                "" if side == 0 else judgements[(case_id, side, "e2e_tokens_per_s")].ratio_text,
+                _blocks(comparison) if side else "",
+                "n/a" if alloc is None else f"{alloc / MIB:,.1f}",
+                "" if side == 0 else memory[(case_id, side, "peak_allocated_bytes")].verdict,
+            ]
+            table.append(row)
+        if comparison.error:
+            table.append([case_id, "FAILED", comparison.error.splitlines()[0][:100], *[""] * (len(HEADER) - 3)])
+    return table
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _verdict(judgement: Judgement) -> str:
+    return f"**{judgement.verdict}**" if judgement.regression else judgement.verdict
+
+
+def _blocks(comparison: CaseComparison) -> str:
+    pairs = sum(len(block.pairs) for block in comparison.blocks)
+    return f"{len(comparison.blocks)}/{pairs}"
+
+
+def render(run: PairedRun, output_format: str) -> str:
+    """The comparison in ``output_format`` (one of FORMATS)."""
+    if output_format == "json":
+        return json.dumps(as_json(run), indent=1) + "\n"
+    table = rows(run)
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow([cell.replace(" ", "_") for cell in HEADER])
+        writer.writerows([[cell.replace("**", "") for cell in row] for row in table])
+        return buffer.getvalue()
+    if output_format == "markdown":
+        lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in table]
+        return "\n".join([*lines, "", *footnotes(run)]) + "\n"
+    plain = [[cell.replace("**", "") for cell in row] for row in table]
+    return "\n".join([*aligned_table(HEADER, plain), "", *footnotes(run)]) + "\n"
+
+
+def footnotes(run: PairedRun) -> list[str]:
+    s = run.settings
+    lines = [
+        f"Ratios are side ÷ reference ({run.sides[0].name}), measured interleaved: blocks of fresh worker processes, "
+        f"{s.pairs_per_block} pairs per block, turns of {s.rounds_per_turn} round(s) ({s.dropped_per_turn} dropped) "
+        f"in random order; {100 * s.confidence:g} % Student-t interval over the blocks' Hodges-Lehmann estimates.",
+        f"Verdicts: faster/slower when the interval excludes 1 and the change is at least the minimum effect "
+        f"({', '.join(f'{m} {p:g} %' for m, p in s.min_effect_percent.items())}); same when the interval is within "
+        "it; bold: a regression after Holm over the sweep "
+        f"(alpha {s.alpha:g}).",
+    ]
+    lines += [f"{c.case.id}: stopped on {c.stop_reason}" for c in run.cases if c.stop_reason and not c.error]
+    if run.interrupted:
+        lines.append("INTERRUPTED: cases not finished show what was measured before Ctrl-C.")
+    return lines
+
+
+def as_json(run: PairedRun) -> dict[str, Any]:
+    return {
+        "sides": [info.__dict__ for info in run.sides],
+        "interrupted": run.interrupted,
+        "judgements": [_judgement_json(j, run) for j in judge(run)],
+        "memory": [m.__dict__ for m in judge_memory(run)],
+        "cases": [
+            {"case_id": c.case.id, "stop_reason": c.stop_reason, "error": c.error, "seconds": round(c.seconds, 1)}
+            for c in run.cases
+        ],
+    }
+
+
+def _judgement_json(judgement: Judgement, run: PairedRun) -> dict[str, Any]:
+    return {
+        "case_id": judgement.case_id,
+        "side": run.sides[judgement.side].name,
+        "metric": judgement.metric,
+        "verdict": judgement.verdict,
+        "regression": judgement.regression,
+        **(judgement.estimate.as_dict() if judgement.estimate is not None else {"absent": "fewer than 2 blocks"}),
+    }
+
+
+def memory_lines(found: Sequence[MemoryJudgement]) -> list[str]:
+    return [f"{m.case_id}: {m.metric} {m.verdict}" for m in found if m.verdict in ("bigger", "smaller")]
+
+
+def forest_plot(run: PairedRun, path: Path, metric: str = "decode_tokens_per_s") -> Path:
+    """Ratios with their intervals, one line per case and side, around a line at 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = [j for j in judge(run) if j.metric == metric and j.estimate is not None]
+    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.45 * max(1, len(found))))
+    for position, judgement in enumerate(reversed(found)):
+        estimate = judgement.estimate
+        assert estimate is not None
+        color = {"slower": "tab:red", "faster": "tab:green", "same": "tab:blue"}.get(judgement.verdict, "tab:gray")
+        axes.errorbar(
+            [estimate.ratio],
+            [position],
+            xerr=[[estimate.ratio - estimate.ci_low], [estimate.ci_high - estimate.ratio]],
+            fmt="o",
+            color=color,
+            capsize=4,
+        )
+    axes.set_yticks(range(len(found)))
+    axes.set_yticklabels([f"{j.case_id} · {run.sides[j.side].name}" for j in reversed(found)], fontsize=8)
+    axes.axvline(1.0, color="black", linewidth=0.8)
+    axes.set_xlabel(f"{metric}: side ÷ {run.sides[0].name} ({100 * run.settings.confidence:g} % interval)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
