@@ -186,3 +186,73 @@ def test_remeasurement_decides_a_suspect_regression(tmp_path: Path) -> None:
         [extra_info(decode=70.0)], FINGERPRINT, tmp_path, remeasure=lambda c: extra_info(c, decode=71.0)
     )
     assert confirmed.failed
+
+
+def baseline_with_run(run: dict[str, Any], version: Any = FORMAT_VERSION) -> str:
+    return json.dumps(
+        {"format_version": version, "hardware_fingerprint": FINGERPRINT, "cases": {"tiny-a": {"runs": [run]}}}
+    )
+
+
+GOOD_RUN = {"samples": {"decode_tokens_per_s": [100.0, 101.0]}, "memory_bytes": {"peak_allocated_bytes": 10}}
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (baseline_with_run({"samples": {"decode_tokens_per_s": [1.0, float("nan")]}}), "decode_tokens_per_s[1] is nan"),
+        (baseline_with_run({"samples": {"decode_tokens_per_s": [0.0, 1.0]}}), "decode_tokens_per_s[0] is 0.0"),
+        (baseline_with_run({"samples": {"ttft_ms": [1.0, "2.0"]}}), "ttft_ms[1] is '2.0'"),
+        (baseline_with_run({"samples": {"ttft_ms": [float("inf")]}}), "ttft_ms[0] is inf"),
+        (baseline_with_run({"samples": {"ttft_ms": 5.0}}), "samples.ttft_ms is 5.0"),
+        (baseline_with_run({**GOOD_RUN, "memory_bytes": {"peak_allocated_bytes": -1}}), "peak_allocated_bytes is -1"),
+        (baseline_with_run(GOOD_RUN, version=0), "format_version 0"),
+        (baseline_with_run(GOOD_RUN, version=-1), "format_version -1"),
+        (baseline_with_run(GOOD_RUN, version=True), "format_version True"),
+        (baseline_with_run(GOOD_RUN, version="2"), "format_version '2'"),
+        (json.dumps({"format_version": 2, "hardware_fingerprint": "", "cases": {}}), "hardware_fingerprint is ''"),
+        (json.dumps({"format_version": 2, "hardware_fingerprint": FINGERPRINT, "cases": []}), "field cases"),
+    ],
+    ids=["nan", "zero", "string", "inf", "not-a-list", "negative-memory", "v0", "v-1", "v-true", "v-string",
+         "no-fingerprint", "cases-list"],
+)  # fmt: skip
+def test_every_bad_field_is_named_with_the_file_and_the_fix(tmp_path: Path, content: str, field: str) -> None:
+    path = baseline_path(tmp_path, FINGERPRINT)
+    path.write_text(content)
+    with pytest.raises(BaselineError) as raised:
+        load(path)
+    message = str(raised.value)
+    assert str(path) in message and field in message and "git checkout" in message, message
+    report = check_run([extra_info()], FINGERPRINT, tmp_path)  # the gate fails with it; nothing vanishes
+    assert report.failed and field in report.errors[0]
+    with pytest.raises(BaselineError):
+        update_baselines([extra_info()], FACTS, tmp_path, commit=None)
+    assert path.read_text() == content  # never overwritten
+
+
+def test_a_good_baseline_still_loads(tmp_path: Path) -> None:
+    path = baseline_path(tmp_path, FINGERPRINT)
+    path.write_text(baseline_with_run(GOOD_RUN))
+    assert load(path).cases["tiny-a"]["runs"] == [GOOD_RUN]
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ({"benchmarks": "oops"}, "field benchmarks is 'oops'"),
+        ({"benchmarks": ["x"]}, "field benchmarks[0] is not a benchmark"),
+        ({"benchmarks": [{"extra_info": {"case_id": "a", "samples": {"ttft_ms": [float("nan")]}}}]},
+         "benchmarks[0].extra_info.samples.ttft_ms[0] is nan"),
+        ({"benchmarks": [{"extra_info": {"case_id": "a"}}]}, "benchmarks[0].extra_info.samples is NoneType"),
+        ({"benchmarks": [], "machine_info": {"paddle_llm_bench": "x"}}, "machine_info.paddle_llm_bench"),
+    ],
+    ids=["benchmarks-string", "benchmark-string", "nan-sample", "no-samples", "facts-string"],
+)  # fmt: skip
+def test_a_bad_saved_run_is_named_with_the_field(tmp_path: Path, content: dict[str, Any], field: str) -> None:
+    path = tmp_path / "0001_run.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(BaselineError) as raised:
+        load_saved_run(path)
+    assert str(path) in str(raised.value) and field in str(raised.value), str(raised.value)
+    report = check_run([extra_info()], FINGERPRINT, tmp_path, reference_run=path)
+    assert report.failed and field in report.errors[0]
