@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .bandwidth import batch1_decode_ceiling, ceiling_extra_info
-from .config import Case, Sweep
+from .checkpoints import CheckpointError, check_checkpoint_files
+from .config import HUB_PREFIX, Case, ConfigError, Sweep
 from .device import Device, import_paddle
 from .measure import CaseResult, CaseRunner, host_load
 from .memory import MemoryTracker
-from .models import LoadedModel, dtype_unsupported_reason, load_model
+from .models import PRESETS, LoadedModel, dtype_unsupported_reason, load_model
 from .operators import profile_operators
 
 # timed_rounds(one_round, after_each_round, rounds): runs and times `rounds` calls of one_round.
@@ -46,20 +47,54 @@ class Suite:
     # From the session-start self-check (SKU table, else NVML's memory bus); None: the SKU table by name.
     memory_bandwidth_bytes_per_s: float | None = None
     _loaded: LoadedModel | None = None
+    # Why a model (or a model in one dtype) could not be loaded: its later cases fail at once, no reload.
+    _load_failures: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def unsupported_reason(self, case: Case) -> str | None:
         return dtype_unsupported_reason(self.device, case.dtype, self.cache_dir)
 
     def model_for(self, case: Case) -> LoadedModel:
-        """The case's model, loaded once and kept while consecutive cases share (model, dtype)."""
+        """The case's model, loaded once and kept while consecutive cases share (model, dtype).
+
+        A local checkpoint's files are checked first (``checkpoints``); a model that failed to load fails
+        its later cases with the same message, without being loaded again."""
         loaded = self._loaded
         if loaded is not None and (loaded.name, loaded.dtype) == (case.model, case.dtype):
             return loaded
+        for key in ((case.model, ""), (case.model, case.dtype)):
+            if key in self._load_failures:
+                raise CaseFailed(self._load_failures[key])
         self._loaded = None
         del loaded
         self._free_memory()
-        self._loaded = load_model(case.model, case.dtype, self.cache_dir, self.max_positions, self.progress)
+        self._check_files(case)
+        try:
+            self._loaded = load_model(case.model, case.dtype, self.cache_dir, self.max_positions, self.progress)
+        except (ConfigError, MemoryError):
+            raise
+        except Exception as error:
+            if "out of memory" in str(error).lower():
+                raise
+            first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            message = (
+                f"model {case.model!r} could not be loaded as {case.dtype} ({type(error).__name__}: "
+                f"{first.strip()[:300]}); its other cases in {case.dtype} are skipped without reloading"
+            )
+            self._load_failures[(case.model, case.dtype)] = message
+            raise CaseFailed(message) from error
         return self._loaded
+
+    def _check_files(self, case: Case) -> None:
+        """A local checkpoint directory's files, before Paddle reads them."""
+        directory = Path(case.model).expanduser()
+        if case.model in PRESETS or case.model.startswith(HUB_PREFIX) or not directory.is_dir():
+            return
+        try:
+            check_checkpoint_files(directory)
+        except CheckpointError as error:
+            message = f"model {case.model!r} cannot be loaded: {error}"
+            self._load_failures[(case.model, "")] = message
+            raise CaseFailed(message) from None
 
     def run(self, case: Case, timed_rounds: TimedRounds = run_rounds_plainly, record: bool = True) -> CaseResult:
         """Warm up, reset the memory peaks, time the rounds, and keep the result (unless ``record`` is False)."""
