@@ -293,3 +293,15 @@ def test_cases_properties(
     assert len(cases) == math.prod(sizes)
     groups = [key for key, _ in itertools.groupby(cases, key=lambda c: (c.model, c.dtype))]
     assert groups == list(itertools.product(models, dtypes))  # each (model, dtype) once: one load each
+
+
+@pytest.mark.parametrize("text", ["1,,2", ",1", "1, ,2", "1,2,,"])
+def test_an_empty_item_is_an_error_naming_the_text_and_source(text: str) -> None:
+    with pytest.raises(ConfigError, match=rf"empty item in {text!r} from --llm-batch-size"):
+        parse_positive_ints(text, "--llm-batch-size")
+    with pytest.raises(ConfigError, match="empty item"):
+        parse_choices(text.replace("1", "float32").replace("2", "float16"), DTYPES, "--llm-dtype")
+
+
+def test_one_trailing_comma_is_allowed() -> None:
+    assert parse_positive_ints("1,2,", "--llm-batch-size") == (1, 2)

@@ -176,3 +176,10 @@ def test_recorded_shards_must_cover_one_split(shard_runs: list[Path], tmp_path: 
         merge_runs([first_of_three, two])
     with pytest.raises(MergeError, match=r"shard 2/2 is both"):
         merge_runs([two, write_with_shard(shard_runs[0], tmp_path / "again.json", "2/2")])
+
+
+def test_the_output_may_not_be_one_of_the_inputs(shard_runs: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    before = shard_runs[0].read_bytes()
+    assert cli.main(["merge", *map(str, shard_runs), "-o", str(shard_runs[0])]) == 1
+    assert "is also one of the inputs" in capsys.readouterr().err
+    assert shard_runs[0].read_bytes() == before

@@ -186,3 +186,15 @@ def test_paddlenlp_home_stays_in_the_cache_dir(pytester: pytest.Pytester, monkey
     home = Path(pytester.path)  # pytester sets HOME to its directory
     assert not (home / ".paddlenlp").exists(), "PaddleNLP wrote into the user's home"
     assert (cache_dir / "paddlenlp-home").is_dir()
+
+
+def test_pyproject_lists_and_gate_options_are_read(pytester: pytest.Pytester) -> None:
+    """A TOML list is a list option's value, and the gate's options may live in pyproject.toml too."""
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nllm_dtype = ["float32", "float8"]\nllm_gate_alpha = "0.9"\n')
+    result = run_benchmarks(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    result.stderr.fnmatch_lines(["ERROR: invalid value 'float8' from ini option llm_dtype: *"])
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nllm_dtype = ["float32"]\nllm_gate_alpha = "0.9"\n')
+    result = run_benchmarks(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    result.stderr.fnmatch_lines(["ERROR: invalid value 0.9 from --llm-gate-alpha*"])

@@ -134,13 +134,24 @@ DEFAULT_SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {
 }
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def _split(text: str, source: str = "") -> list[str]:
+    """Comma-separated items, stripped. An empty item between commas (``1,,2``, ``,1``) is an error, not
+    silently dropped: it is usually a value lost in editing. One trailing comma is allowed."""
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        return []
+    if not parts[-1]:
+        parts.pop()
+    if not all(parts):
+        raise ConfigError(
+            f"empty item in {text!r} from {source or 'a list'}: remove the extra comma or put the value in"
+        )
+    return parts
 
 
 def parse_choices(text: str, allowed: tuple[str, ...] | list[str], source: str) -> tuple[str, ...]:
     """Parse ``"a,b"`` into values that must all be in ``allowed``."""
-    values = _split(text)
+    values = _split(text, source)
     if not values:
         raise ConfigError(f"empty value from {source}: give one or more of {', '.join(allowed)}")
     for value in values:
@@ -151,7 +162,7 @@ def parse_choices(text: str, allowed: tuple[str, ...] | list[str], source: str) 
 
 def parse_positive_ints(text: str, source: str, minimum: int = 1) -> tuple[int, ...]:
     """Parse ``"32,128"`` into integers >= ``minimum``."""
-    values = _split(text)
+    values = _split(text, source)
     if not values:
         raise ConfigError(f"empty value from {source}: give one or more integers >= {minimum}")
     parsed = []
@@ -168,7 +179,7 @@ def parse_positive_ints(text: str, source: str, minimum: int = 1) -> tuple[int, 
 
 def parse_models(text: str, presets: tuple[str, ...], source: str) -> tuple[str, ...]:
     """Presets by name, or local checkpoint directories (checked when loaded)."""
-    values = _split(text)
+    values = _split(text, source)
     if not values:
         raise ConfigError(f"empty value from {source}: give a preset ({', '.join(presets)}) or a directory")
     for value in values:
@@ -236,7 +247,7 @@ def gate_settings(
     defaults = GateSettings()
     effects = dict(defaults.min_effect_percent)
     if min_effect:
-        for item in _split(min_effect):
+        for item in _split(min_effect, "--llm-gate-min-effect"):
             metric, _, percent = item.partition("=")
             if metric not in GATED_SPEED_METRICS or not percent:
                 raise ConfigError(

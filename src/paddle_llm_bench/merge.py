@@ -151,6 +151,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
+        overwritten = [path for path in args.runs if path.resolve() == args.output.resolve()]
+        if overwritten:
+            raise MergeError(
+                f"-o {args.output} is also one of the inputs: writing it would replace a shard's only copy; "
+                "name a new file"
+            )
         result = merge_runs(args.runs)
         write_json_atomically(result.run, args.output)
     except (MergeError, OSError) as error:

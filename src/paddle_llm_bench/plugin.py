@@ -122,7 +122,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("paddle-llm-bench", "LLM generation benchmarks (paddle-llm-bench)")
     for suffix, _field, help_text in SWEEP_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, metavar="LIST", help=help_text + LIST_HELP)
-        parser.addini(_ini(suffix), help_text + LIST_HELP, default=None)
+        # "linelist": a TOML list (pyproject.toml) or comma-separated text over one or more lines.
+        parser.addini(_ini(suffix), help_text + LIST_HELP, type="linelist", default=[])
     for suffix, help_text in SETTING_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
         parser.addini(_ini(suffix), help_text, default=None)
@@ -146,6 +147,8 @@ def _raw(config: pytest.Config, suffix: str) -> tuple[str | None, str]:
     if value is not None:
         return str(value), f"--llm-{suffix}"
     ini_value = config.getini(_ini(suffix))
+    if isinstance(ini_value, list):  # a list option: TOML list items or ini lines, each may hold commas
+        ini_value = ",".join(str(item).strip().rstrip(",") for item in ini_value)
     if ini_value:
         return str(ini_value), f"ini option {_ini(suffix)}"
     return None, ""
