@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
+import pynvml
 import pytest
+from fake_nvml import GIB, FakeMig, FakeNvml, FakeProcess, gpus, install, mig_uuid_of, uuid_of
 
 from paddle_llm_bench import cli
 from paddle_llm_bench.doctor import (
     FAIL,
-    GIB,
     MIB,
     OK,
     SKIP,
     WARN,
+    Check,
+    DoctorReport,
     NvmlUnavailable,
     decode_throttle_reasons,
     judge_bandwidth,
@@ -24,6 +28,8 @@ from paddle_llm_bench.doctor import (
     judge_peak_rss_reset,
     judge_synchronization,
     judge_throttle,
+    nvml_checks,
+    nvml_process_reading,
     nvml_report,
     other_processes,
 )
@@ -155,3 +161,97 @@ def test_the_nvml_side_runs_without_paddle() -> None:
     assert lines[0].startswith("FAIL: paddle: cannot import paddle")
     assert "skip: synchronization: needs Paddle" in lines
     assert any(line.startswith("skip: nvml: needs a GPU and its driver") for line in lines)
+
+
+# The GPU path through the fake NVML (tests/fake_nvml.py): what would break on real runners.
+
+
+def nvml_checks_of(index: int = 0) -> DoctorReport:
+    report = DoctorReport()
+    nvml_checks(report, index, paddle_runs_on_gpu=True)
+    return report
+
+
+def status_of(report: DoctorReport, name: str) -> Check:
+    (check,) = [check for check in report.checks if check.name == name]
+    return check
+
+
+def one_mig_gpu() -> FakeNvml:
+    (gpu,) = gpus(1)
+    gpu.migs = [FakeMig(mig_uuid_of(1), "NVIDIA H100 80GB HBM3 MIG 1g.10gb", int(9.75 * GIB))]
+    return FakeNvml([gpu])
+
+
+@pytest.mark.parametrize(
+    ("fake", "error"),
+    [
+        (one_mig_gpu, None),  # a whole MIG-enabled GPU in a non-root container: NO_PERMISSION
+        (lambda: FakeNvml(gpus(1)), pynvml.NVMLError_NotSupported),
+    ],
+    ids=["no-permission-on-a-mig-parent", "not-supported"],
+)
+def test_a_process_query_nvml_refuses_is_a_warning_not_a_failure(
+    monkeypatch: pytest.MonkeyPatch, fake: Callable[[], FakeNvml], error: type[Exception] | None
+) -> None:
+    installed = install(monkeypatch, fake())
+    if error is not None:
+        installed.fail("nvmlDeviceGetComputeRunningProcesses", error)
+    report = nvml_checks_of()
+    assert not report.failed
+    check = status_of(report, "other processes")
+    assert check.status == WARN and "cannot list the GPU's processes" in check.message
+    # the session-start memory probe reads the same list: a reason, not an exception that FAILs the check
+    used, why = nvml_process_reading(0)
+    assert used is None and why is not None and "cannot list the GPU's processes" in why
+    probe = judge_memory_probes(300 * MIB, 300 * MIB, used, nvml_absent_reason=why)
+    assert probe.status == WARN and why in probe.message
+
+
+def test_the_nvml_facts_come_from_the_gpu_cuda_visible_devices_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, FakeNvml(gpus(3)), cuda_visible_devices=uuid_of(2))
+    fake.gpus[2].name = "NVIDIA H200"
+    facts = nvml_report(0)
+    assert facts["nvml_index"] == 2 and facts["gpu_uuid"] == uuid_of(2) and facts["gpu_nvml_name"] == "NVIDIA H200"
+    assert facts["nvml_device_found_by"] == f"UUID {uuid_of(2)} from CUDA_VISIBLE_DEVICES"
+    assert facts["gpu_memory_bandwidth_bytes_per_s"] == 4800e9
+
+
+def test_throttle_reasons_fall_back_to_the_older_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    (gpu,) = gpus(1, clock_event_mask=0x4)
+    fake = install(monkeypatch, FakeNvml([gpu]))
+    fake.fail("nvmlDeviceGetCurrentClocksEventReasons", pynvml.NVMLError_FunctionNotFound)
+    report = nvml_checks_of()
+    assert report.facts["gpu_throttle_reasons"] == ["sw_power_cap"]
+    check = status_of(report, "throttle reasons")
+    assert check.status == WARN and "sw_power_cap" in check.message and "unreadable" not in check.message
+
+
+def test_a_mig_slice_gets_its_share_of_the_bandwidth_and_no_energy(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, one_mig_gpu(), cuda_visible_devices=mig_uuid_of(1))
+    report = nvml_checks_of()
+    assert not report.failed
+    assert report.facts["gpu_mig"] is True and report.facts["gpu_mig_memory_share"] == 1 / 8
+    assert report.facts["gpu_memory_bandwidth_bytes_per_s"] == pytest.approx(3350e9 / 8)
+    bandwidth = status_of(report, "memory bandwidth")
+    assert bandwidth.status == OK and "MIG slice with 1/8 of the memory" in bandwidth.message
+    assert status_of(report, "energy counter").status == WARN
+    assert status_of(report, "other processes").status == OK  # the slice's own list answers
+    assert "MIG slice NVIDIA H100 80GB HBM3 MIG 1g.10gb of NVIDIA H100 80GB HBM3" in status_of(report, "nvml").message
+
+
+def test_a_whole_gpu_reports_its_energy_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, FakeNvml(gpus(1)))
+    assert status_of(nvml_checks_of(), "energy counter").status == OK
+    fake.fail("nvmlDeviceGetTotalEnergyConsumption", pynvml.NVMLError_NotSupported)
+    check = status_of(nvml_checks_of(), "energy counter")
+    assert check.status == WARN and "NVMLError_NotSupported" in check.message
+
+
+def test_an_early_r535_driver_warns_that_process_entries_are_garbled(monkeypatch: pytest.MonkeyPatch) -> None:
+    (gpu,) = gpus(1)
+    gpu.processes = [FakeProcess(10, GIB), FakeProcess(11, GIB)]
+    install(monkeypatch, FakeNvml([gpu], driver_version="535.54.03"))
+    report = nvml_checks_of()
+    check = status_of(report, "other processes")
+    assert not report.failed and check.status == WARN and "garbled" in check.message

@@ -22,6 +22,7 @@ GPU machine without Paddle. Every check is a ``Check(status, name, message)``; `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -30,7 +31,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bandwidth import GB, bandwidth_from_memory_bus, lookup_bandwidth
+from .bandwidth import GB, bandwidth_from_memory_bus, lookup_bandwidth, mig_memory_share
+from .nvml import (
+    NvmlDevice,
+    NvmlUnavailable,
+    ProcessesUnreadable,
+    clock_event_mask,
+    compute_processes,
+    driver_version,
+    explain,
+    garbled_process_entries,
+    open_device,
+    process_used_bytes,
+)
 
 HELP = "self-check of the measuring setup: synchronization, memory probes, GPU state"
 
@@ -77,7 +90,16 @@ GPU_ONLY_CHECKS: tuple[tuple[str, str], ...] = (
     ("synchronization", "Paddle's CPU kernels run synchronously: there is no queue to wait for"),
     ("memory probes", "Paddle's GPU allocator against NVML's per-process figure"),
 )
-NVML_CHECKS = ("nvml", "clocks", "power limit", "persistence mode", "ecc", "throttle reasons", "other processes")
+NVML_CHECKS = (
+    "nvml",
+    "clocks",
+    "power limit",
+    "persistence mode",
+    "ecc",
+    "throttle reasons",
+    "energy counter",
+    "other processes",
+)
 
 
 @dataclass(frozen=True)
@@ -115,10 +137,6 @@ class DoctorReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"failed": self.failed, "checks": [asdict(check) for check in self.checks], "facts": self.facts}
-
-
-class NvmlUnavailable(Exception):
-    """NVML cannot be used here (no driver, no GPU); the message says why."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,8 +194,12 @@ def judge_memory_probes(
     nvml_process_bytes: int | None,
     block_bytes: int = MEMORY_PROBE_BLOCK_BYTES,
     margin_bytes: int = MEMORY_MARGIN_BYTES,
+    nvml_absent_reason: str | None = None,
 ) -> Check:
-    """Paddle's allocator and NVML after allocating ``block_bytes``: non-zero and consistent."""
+    """Paddle's allocator and NVML after allocating ``block_bytes``: non-zero and consistent.
+
+    ``nvml_absent_reason``: why NVML gave no figure (its process list unreadable), when it gave none.
+    """
     numbers = (
         f"allocated {allocated_bytes / MIB:.0f} MiB, reserved {reserved_bytes / MIB:.0f} MiB, "
         + ("NVML absent" if nvml_process_bytes is None else f"NVML {nvml_process_bytes / MIB:.0f} MiB")
@@ -188,12 +210,10 @@ def judge_memory_probes(
     if reserved_bytes < allocated_bytes:
         return Check(FAIL, "memory probes", f"reserved is below allocated: {numbers}")
     if nvml_process_bytes is None:
-        return Check(
-            WARN,
-            "memory probes",
-            f"NVML lists no memory for this process (pid {os.getpid()}; in a container NVML may show host pids), "
-            f"so the allocator cannot be cross-checked: {numbers}",
+        why = nvml_absent_reason or (
+            f"NVML lists no memory for this process (pid {os.getpid()}; in a container NVML may show host pids)"
         )
+        return Check(WARN, "memory probes", f"{why}, so the allocator cannot be cross-checked: {numbers}")
     if nvml_process_bytes < reserved_bytes:
         return Check(FAIL, "memory probes", f"NVML sees less than Paddle reserved: {numbers}")
     if nvml_process_bytes - reserved_bytes >= margin_bytes:
@@ -224,8 +244,21 @@ def judge_peak_rss_reset(before_bytes: int, peak_bytes: int, after_reset_bytes: 
     return Check(OK, "peak RSS", f"reset through /proc/self/clear_refs works: {numbers}")
 
 
-def judge_bandwidth(device_name: str, bus_bandwidth_bytes_per_s: float | None) -> tuple[Check, float | None]:
-    """The memory bandwidth to use for ceilings: the SKU table's, cross-checked against NVML's memory bus."""
+def judge_bandwidth(
+    device_name: str, bus_bandwidth_bytes_per_s: float | None, mig_share: float | None = None
+) -> tuple[Check, float | None]:
+    """The memory bandwidth to use for ceilings: the SKU table's, cross-checked against NVML's memory bus.
+
+    ``mig_share``: on a MIG slice, its share of the GPU's memory slices; the GPU's bandwidth is scaled by it.
+    """
+    check, bandwidth = _judge_gpu_bandwidth(device_name, bus_bandwidth_bytes_per_s)
+    if mig_share is None or bandwidth is None:
+        return check, bandwidth
+    message = f"MIG slice with {mig_share * 8:.0f}/8 of the memory: {mig_share:.3g} x the GPU's ({check.message})"
+    return Check(check.status, check.name, message), bandwidth * mig_share
+
+
+def _judge_gpu_bandwidth(device_name: str, bus_bandwidth_bytes_per_s: float | None) -> tuple[Check, float | None]:
     lookup = lookup_bandwidth(device_name)
     table = lookup.memory_bandwidth_bytes_per_s
     bus = (
@@ -257,111 +290,156 @@ def judge_other_processes(processes: list[dict[str, Any]]) -> Check:
 # NVML: pynvml only, no Paddle.
 
 
-def _nvml_device(index: int) -> Any:
-    """pynvml and a handle for GPU ``index`` (NVML's numbering), or NvmlUnavailable with the reason."""
-    try:
-        import pynvml
-    except ImportError as error:
-        raise NvmlUnavailable(f"pynvml is not installed ({error}); pip install nvidia-ml-py") from None
-    try:
-        pynvml.nvmlInit()
-        return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
-    except pynvml.NVMLError as error:
-        raise NvmlUnavailable(f"NVML unavailable: {type(error).__name__}: {error}") from None
-
-
-def nvml_report(index: int) -> dict[str, Any]:
-    """NVML facts of GPU ``index`` as a flat dict for ``machine_info``; never raises.
+def nvml_report(index: int, device: NvmlDevice | None = None) -> dict[str, Any]:
+    """NVML facts of CUDA device ``index`` (found by UUID, see ``nvml``) as a flat dict for
+    ``machine_info``; never raises. ``device``: an already opened one.
 
     A fact NVML cannot give is ``"<key>_absent": reason``; without NVML at all, ``nvml_absent``.
+    GPU-wide facts (clocks, power, energy, clock events) come from the physical GPU, also on a MIG slice.
     """
     try:
-        pynvml, handle = _nvml_device(index)
+        device = device or open_device(index)
     except NvmlUnavailable as error:
         return {"nvml_absent": str(error)}
-    facts: dict[str, Any] = {"nvml_index": index}
+    pynvml, gpu = device.pynvml, device.gpu_handle
+    facts: dict[str, Any] = {"nvml_device_found_by": device.found_by, "gpu_mig": device.mig}
 
     def read(key: str, query: Callable[[], Any]) -> None:
         try:
             facts[key] = query()
-        except pynvml.NVMLError as error:
-            facts[f"{key}_absent"] = f"{type(error).__name__}: {error}"
+        except device.errors as error:
+            facts[f"{key}_absent"] = explain(error)
 
-    read("gpu_nvml_name", lambda: str(pynvml.nvmlDeviceGetName(handle)))
-    read("gpu_driver_version", lambda: str(pynvml.nvmlSystemGetDriverVersion()))
-    read("gpu_sm_clock_mhz", lambda: int(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)))
-    read("gpu_sm_clock_max_mhz", lambda: int(pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)))
-    read("gpu_memory_clock_mhz", lambda: int(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM)))
-    read("gpu_memory_clock_max_mhz", lambda: int(pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM)))
-    read("gpu_memory_bus_width_bits", lambda: int(pynvml.nvmlDeviceGetMemoryBusWidth(handle)))
-    read("gpu_power_limit_w", lambda: pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000)
-    read("gpu_power_default_limit_w", lambda: pynvml.nvmlDeviceGetPowerManagementDefaultLimit(handle) / 1000)
-    read("gpu_power_draw_w", lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000)
-    read("gpu_temperature_c", lambda: int(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)))
-    read("gpu_performance_state", lambda: f"P{int(pynvml.nvmlDeviceGetPerformanceState(handle))}")
-    read("gpu_persistence_mode", lambda: bool(pynvml.nvmlDeviceGetPersistenceMode(handle)))
-    read("gpu_ecc_enabled", lambda: bool(pynvml.nvmlDeviceGetEccMode(handle)[0]))
-    read("gpu_memory_total_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).total))
-    read("gpu_memory_used_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used))
-    # NVML 12.5 renamed "throttle reasons" to "clock event reasons"; older bindings have only the old name.
-    reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
-    if reasons is None:
-        reasons = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
-    read("gpu_throttle_reasons_mask", lambda: int(reasons(handle)))
+    read("nvml_index", lambda: int(pynvml.nvmlDeviceGetIndex(gpu)))
+    read("gpu_nvml_name", lambda: _text(pynvml.nvmlDeviceGetName(gpu)))
+    read("gpu_uuid", lambda: _text(pynvml.nvmlDeviceGetUUID(device.handle)))
+    read("gpu_driver_version", lambda: _text(pynvml.nvmlSystemGetDriverVersion()))
+    read("gpu_sm_clock_mhz", lambda: int(pynvml.nvmlDeviceGetClockInfo(gpu, pynvml.NVML_CLOCK_SM)))
+    read("gpu_sm_clock_max_mhz", lambda: int(pynvml.nvmlDeviceGetMaxClockInfo(gpu, pynvml.NVML_CLOCK_SM)))
+    read("gpu_memory_clock_mhz", lambda: int(pynvml.nvmlDeviceGetClockInfo(gpu, pynvml.NVML_CLOCK_MEM)))
+    read("gpu_memory_clock_max_mhz", lambda: int(pynvml.nvmlDeviceGetMaxClockInfo(gpu, pynvml.NVML_CLOCK_MEM)))
+    read("gpu_memory_bus_width_bits", lambda: int(pynvml.nvmlDeviceGetMemoryBusWidth(gpu)))
+    read("gpu_power_limit_w", lambda: pynvml.nvmlDeviceGetEnforcedPowerLimit(gpu) / 1000)
+    read("gpu_power_default_limit_w", lambda: pynvml.nvmlDeviceGetPowerManagementDefaultLimit(gpu) / 1000)
+    read("gpu_power_draw_w", lambda: pynvml.nvmlDeviceGetPowerUsage(gpu) / 1000)
+    read("gpu_total_energy_mj", lambda: int(pynvml.nvmlDeviceGetTotalEnergyConsumption(gpu)))
+    read("gpu_temperature_c", lambda: int(pynvml.nvmlDeviceGetTemperature(gpu, pynvml.NVML_TEMPERATURE_GPU)))
+    read("gpu_performance_state", lambda: f"P{int(pynvml.nvmlDeviceGetPerformanceState(gpu))}")
+    read("gpu_persistence_mode", lambda: bool(pynvml.nvmlDeviceGetPersistenceMode(gpu)))
+    read("gpu_ecc_enabled", lambda: bool(pynvml.nvmlDeviceGetEccMode(gpu)[0]))
+    read("gpu_memory_total_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(gpu).total))
+    read("gpu_memory_used_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(gpu).used))
+    read("gpu_throttle_reasons_mask", lambda: clock_event_mask(pynvml, gpu))
     if "gpu_throttle_reasons_mask" in facts:
         facts["gpu_throttle_reasons"] = decode_throttle_reasons(facts["gpu_throttle_reasons_mask"])
+    if device.mig:
+        read("gpu_mig_name", lambda: _text(pynvml.nvmlDeviceGetName(device.handle)))
+        read("gpu_mig_memory_total_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(device.handle).total))
+        if "gpu_mig_memory_total_bytes" in facts and "gpu_memory_total_bytes" in facts:
+            facts["gpu_mig_memory_share"] = mig_memory_share(
+                facts["gpu_mig_memory_total_bytes"], facts["gpu_memory_total_bytes"]
+            )
+    _bandwidth_facts(facts)
+    return facts
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bandwidth_facts(facts: dict[str, Any]) -> None:
+    """The bandwidth for ceilings: the SKU table's, scaled to a MIG slice's share of the memory.
+    ``gpu_memory_bus_bandwidth_bytes_per_s`` stays the whole GPU's (a cross-check of the table)."""
     if "gpu_memory_bus_width_bits" in facts and "gpu_memory_clock_max_mhz" in facts:
         facts["gpu_memory_bus_bandwidth_bytes_per_s"] = bandwidth_from_memory_bus(
             facts["gpu_memory_bus_width_bits"], facts["gpu_memory_clock_max_mhz"]
         )
+    if facts.get("gpu_mig") and "gpu_mig_memory_share" not in facts:
+        facts["gpu_memory_bandwidth_bytes_per_s_absent"] = "a MIG slice whose share of the GPU's memory is unknown"
+        return
+    share = float(facts.get("gpu_mig_memory_share", 1.0))
     if "gpu_nvml_name" in facts:
         lookup = lookup_bandwidth(facts["gpu_nvml_name"])
         if lookup.memory_bandwidth_bytes_per_s is not None:
-            facts["gpu_memory_bandwidth_bytes_per_s"] = lookup.memory_bandwidth_bytes_per_s
+            facts["gpu_memory_bandwidth_bytes_per_s"] = share * lookup.memory_bandwidth_bytes_per_s
         else:
             facts["gpu_memory_bandwidth_bytes_per_s_absent"] = lookup.reason
-    return facts
 
 
-def other_processes(index: int, own_pid: int) -> list[dict[str, Any]]:
-    """Compute and graphics processes on GPU ``index`` other than ``own_pid``: pid, kind, used bytes.
+def other_processes(index: int, own_pid: int, device: NvmlDevice | None = None) -> list[dict[str, Any]]:
+    """Compute and graphics processes on CUDA device ``index`` (its MIG slice on MIG) other than
+    ``own_pid``: pid, kind, used bytes.
 
-    Raises NvmlUnavailable (with the reason) where NVML cannot be used.
+    Raises NvmlUnavailable (with the reason) where NVML cannot be used, and ProcessesUnreadable
+    where the compute process list cannot be read (NO_PERMISSION on a MIG-enabled GPU in a
+    container) or trusted (an early R535 driver). The graphics list is optional: many data-center
+    GPUs answer NOT_SUPPORTED.
     """
-    pynvml, handle = _nvml_device(index)
+    device = device or open_device(index)
+    pynvml = device.pynvml
+    try:
+        listed = [("compute", p) for p in compute_processes(pynvml, device.handle)]
+        garbled = garbled_process_entries(driver_version(pynvml)) if len(listed) > 1 else None
+    except device.errors as error:
+        raise ProcessesUnreadable(f"cannot list the GPU's processes: {explain(error)}") from None
+    if garbled is not None:
+        raise ProcessesUnreadable(garbled)
+    with contextlib.suppress(*device.errors):
+        listed += [("graphics", p) for p in pynvml.nvmlDeviceGetGraphicsRunningProcesses(device.handle)]
     found: dict[int, dict[str, Any]] = {}
-    for kind, query in (
-        ("compute", pynvml.nvmlDeviceGetComputeRunningProcesses),
-        ("graphics", pynvml.nvmlDeviceGetGraphicsRunningProcesses),
-    ):
-        try:
-            processes = query(handle)
-        except pynvml.NVMLError:
+    for kind, process in listed:
+        if process.pid == own_pid or process.pid in found:
             continue
-        for process in processes:
-            if process.pid == own_pid or process.pid in found:
-                continue
-            used = getattr(process, "usedGpuMemory", None)
-            found[process.pid] = {
-                "pid": int(process.pid),
-                "kind": kind,
-                "used_bytes": None if used is None else int(used),
-            }
+        used = getattr(process, "usedGpuMemory", None)
+        found[process.pid] = {"pid": int(process.pid), "kind": kind, "used_bytes": None if used is None else int(used)}
     return list(found.values())
 
 
 def nvml_checks(report: DoctorReport, index: int, paddle_runs_on_gpu: bool) -> None:
-    """Add the NVML checks for GPU ``index`` to ``report`` (skips with the reason where NVML is absent)."""
-    facts = nvml_report(index)
+    """Add the NVML checks for CUDA device ``index`` to ``report`` (skips with the reason where NVML is absent).
+
+    Nothing NVML refuses here is a FAIL: an unreadable fact is a warning that names what goes missing.
+    """
+    facts: dict[str, Any]
+    try:
+        device: NvmlDevice | None = open_device(index)
+    except NvmlUnavailable as error:
+        device, facts = None, {"nvml_absent": str(error)}
+    if device is not None:
+        facts = nvml_report(index, device)
     report.facts.update(facts)
-    if "nvml_absent" in facts:
+    if device is None:
         also = ", ".join(name for name in NVML_CHECKS[1:])
         report.add(SKIP, "nvml", f"needs a GPU and its driver ({also}, memory bandwidth): {facts['nvml_absent']}")
         return
     name = facts.get("gpu_nvml_name", f"GPU {index}")
-    report.add(OK, "nvml", f"GPU {index}: {name}, driver {facts.get('gpu_driver_version', '?')}")
+    where = f"MIG slice {facts.get('gpu_mig_name', '?')} of " if device.mig else ""
+    report.add(
+        OK,
+        "nvml",
+        f"CUDA device {index}: {where}{name}, driver {facts.get('gpu_driver_version', '?')}; "
+        f"found by {device.found_by}",
+    )
     if not paddle_runs_on_gpu:
         report.add(WARN, "device", f"{name} is present but Paddle runs on the CPU (the CPU build of Paddle?)")
+    _state_checks(report, facts)
+    report.checks.append(judge_throttle_facts(facts))
+    report.checks.append(judge_energy_counter(facts))
+    report.checks.append(_other_processes_check(report, index, device))
+    if device.mig and "gpu_mig_memory_share" not in facts:
+        why = facts.get("gpu_mig_memory_total_bytes_absent") or facts.get("gpu_memory_total_bytes_absent")
+        report.add(WARN, "memory bandwidth", f"a MIG slice whose share of the GPU's memory is unknown ({why})")
+        return
+    check, bandwidth = judge_bandwidth(
+        str(name), facts.get("gpu_memory_bus_bandwidth_bytes_per_s"), facts.get("gpu_mig_memory_share")
+    )
+    report.checks.append(check)
+    if bandwidth is not None:
+        report.facts["gpu_memory_bandwidth_bytes_per_s"] = bandwidth
+
+
+def _state_checks(report: DoctorReport, facts: dict[str, Any]) -> None:
+    """Clocks, power limit, persistence mode and ECC, from the facts."""
     report.add(
         OK,
         "clocks",
@@ -385,20 +463,36 @@ def nvml_checks(report: DoctorReport, index: int, paddle_runs_on_gpu: bool) -> N
     ecc = facts.get("gpu_ecc_enabled")
     ecc_text = "unknown" if ecc is None else ("enabled" if ecc else "disabled")
     report.add(OK, "ecc", ecc_text if ecc is not None else f"{ecc_text} ({facts.get('gpu_ecc_enabled_absent')})")
+
+
+def judge_throttle_facts(facts: dict[str, Any]) -> Check:
+    """At idle, before any load; the measured rounds read them again (``gpu_clock_events`` per case)."""
     if "gpu_throttle_reasons_mask" in facts:
-        report.checks.append(judge_throttle(facts["gpu_throttle_reasons_mask"]))
-    else:
-        report.add(WARN, "throttle reasons", f"unreadable: {facts.get('gpu_throttle_reasons_mask_absent')}")
+        return judge_throttle(facts["gpu_throttle_reasons_mask"])
+    return Check(WARN, "throttle reasons", f"unreadable: {facts.get('gpu_throttle_reasons_mask_absent')}")
+
+
+def judge_energy_counter(facts: dict[str, Any]) -> Check:
+    if facts.get("gpu_mig"):
+        return Check(
+            WARN,
+            "energy counter",
+            "on a MIG slice the GPU's energy counter includes the other slices: energy per token is absent",
+        )
+    if "gpu_total_energy_mj" in facts:
+        return Check(OK, "energy counter", f"readable ({facts['gpu_total_energy_mj'] / 1000:,.0f} J since driver load)")
+    return Check(
+        WARN, "energy counter", f"unreadable, so energy per token is absent: {facts.get('gpu_total_energy_mj_absent')}"
+    )
+
+
+def _other_processes_check(report: DoctorReport, index: int, device: NvmlDevice) -> Check:
     try:
-        processes = other_processes(index, os.getpid())
-        report.facts["gpu_other_processes"] = processes
-        report.checks.append(judge_other_processes(processes))
-    except NvmlUnavailable as error:
-        report.add(WARN, "other processes", str(error))
-    check, bandwidth = judge_bandwidth(str(name), facts.get("gpu_memory_bus_bandwidth_bytes_per_s"))
-    report.checks.append(check)
-    if bandwidth is not None:
-        report.facts["gpu_memory_bandwidth_bytes_per_s"] = bandwidth
+        processes = other_processes(index, os.getpid(), device)
+    except (NvmlUnavailable, ProcessesUnreadable) as error:
+        return Check(WARN, "other processes", f"{error}; peak_nvml_process_bytes may be absent")
+    report.facts["gpu_other_processes"] = processes
+    return judge_other_processes(processes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,20 +515,24 @@ def measure_synchronization(paddle: Any, place: str, size: int = 4096, repeats: 
     return judge_synchronization(enqueue_s, synchronized_s, readback_s)
 
 
-def measure_memory_probes(paddle: Any, device_index: int, nvml_device_index: int) -> Check:
-    from .memory import nvml_process_used_bytes
-
+def measure_memory_probes(paddle: Any, device_index: int) -> Check:
     block = paddle.zeros([MEMORY_PROBE_BLOCK_BYTES // 4], dtype="float32")
     paddle.device.synchronize(f"gpu:{device_index}")
     allocated = int(paddle.device.cuda.memory_allocated(device_index))
     reserved = int(paddle.device.cuda.memory_reserved(device_index))
-    try:
-        _pynvml, handle = _nvml_device(nvml_device_index)
-        nvml_bytes = nvml_process_used_bytes(handle, os.getpid())
-    except NvmlUnavailable:
-        nvml_bytes = None
+    nvml_bytes, why = nvml_process_reading(device_index)
     del block
-    return judge_memory_probes(allocated, reserved, nvml_bytes)
+    return judge_memory_probes(allocated, reserved, nvml_bytes, nvml_absent_reason=why)
+
+
+def nvml_process_reading(device_index: int, pid: int | None = None) -> tuple[int | None, str | None]:
+    """NVML's figure for this process on CUDA device ``device_index``, or None and why; never raises."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        used = process_used_bytes(open_device(device_index), pid)
+    except (NvmlUnavailable, ProcessesUnreadable) as error:
+        return None, str(error)
+    return used, None
 
 
 def _vm_hwm_bytes() -> int:
@@ -485,16 +583,14 @@ def measure_host_allocator(paddle: Any) -> Check:
 def self_check(device: Any) -> DoctorReport:
     """The checks for a ``device.Device`` Paddle already runs on: what the session start runs on a GPU."""
     from .device import import_paddle
-    from .memory import nvml_index
 
     paddle = import_paddle()
     report = DoctorReport()
     report.checks.append(measure_peak_rss_reset())
     if device.kind == "gpu":
         report.checks.append(_guarded("synchronization", lambda: measure_synchronization(paddle, device.place)))
-        index = nvml_index(device.index)
-        report.checks.append(_guarded("memory probes", lambda: measure_memory_probes(paddle, device.index, index)))
-        nvml_checks(report, index, paddle_runs_on_gpu=True)
+        report.checks.append(_guarded("memory probes", lambda: measure_memory_probes(paddle, device.index)))
+        nvml_checks(report, device.index, paddle_runs_on_gpu=True)
         paddle.device.cuda.empty_cache()  # the probes' blocks leave Paddle's pool before anything is measured
     else:
         report.checks.append(measure_host_allocator(paddle))

@@ -59,16 +59,15 @@ def collect_gpu(device: Device) -> dict[str, Any]:
         "gpu_compute_capability": f"{properties.major}.{properties.minor}",
     }
     try:
-        import pynvml
+        from .nvml import open_device
 
-        from .memory import nvml_index
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(nvml_index(device.index))
+        nvml = open_device(device.index)  # by UUID or PCI bus id, not by CUDA's index (docs/gpu-path.md)
+        pynvml = nvml.pynvml
         facts["gpu_driver_version"] = pynvml.nvmlSystemGetDriverVersion()
-        facts["gpu_nvml_name"] = pynvml.nvmlDeviceGetName(handle)
-        facts["gpu_uuid"] = pynvml.nvmlDeviceGetUUID(handle)
-    except Exception as error:  # noqa: BLE001
+        facts["gpu_nvml_name"] = pynvml.nvmlDeviceGetName(nvml.handle)
+        facts["gpu_uuid"] = pynvml.nvmlDeviceGetUUID(nvml.handle)
+        facts["gpu_mig"] = nvml.mig
+    except Exception as error:  # noqa: BLE001 - machine facts must never fail a run
         facts["gpu_driver_version_absent"] = f"NVML unavailable: {type(error).__name__}: {error}"
     return facts
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .device import Device, import_paddle
+from .nvml import NvmlDevice, NvmlUnavailable, ProcessesUnreadable, open_device, process_used_bytes
 
 MEMORY_METRICS = ("peak_allocated_bytes", "peak_reserved_bytes", "peak_nvml_process_bytes", "peak_rss_bytes")
 
@@ -35,31 +35,63 @@ def read_vm_hwm_bytes(status_path: Path = Path("/proc/self/status")) -> int:
     raise OSError(f"no VmHWM line in {status_path}")
 
 
+class NvmlProcessMemory:
+    """This process's GPU memory as NVML sees it, sampled after each round; the peak, or why not.
+
+    An NVML error while sampling (a driver hiccup, a permission NVML withdraws) makes the metric
+    absent with the reason and stops the sampling; it never fails the case.
+    """
+
+    def __init__(self, device: NvmlDevice | None, absent_reason: str | None = None) -> None:
+        self.device = device
+        self.absent_reason = absent_reason
+        self.peak_bytes = 0
+        self.samples = 0
+
+    def sample(self) -> None:
+        if self.device is None or self.absent_reason is not None:
+            return
+        self.samples += 1
+        try:
+            used = process_used_bytes(self.device, os.getpid())
+        except ProcessesUnreadable as error:
+            self.absent_reason = f"NVML failed at sample {self.samples}: {error}"
+            return
+        if used is None:
+            self.absent_reason = (
+                f"NVML lists no GPU memory for this process (pid {os.getpid()}); in a container NVML may see other PIDs"
+            )
+        else:
+            self.peak_bytes = max(self.peak_bytes, used)
+
+    def peak(self) -> tuple[int | None, str]:
+        """The peak, or None and why there is none."""
+        if self.absent_reason is not None:
+            return None, self.absent_reason
+        if not self.peak_bytes:
+            return None, "not sampled (no measured round completed)"
+        return self.peak_bytes, ""
+
+
+def open_nvml_process_memory(device: Device) -> NvmlProcessMemory:
+    if device.kind != "gpu":
+        return NvmlProcessMemory(None, "no GPU: NVML reports GPU memory only")
+    try:
+        return NvmlProcessMemory(open_device(device.index))
+    except NvmlUnavailable as error:
+        return NvmlProcessMemory(None, str(error))
+
+
 class MemoryTracker:
     """``reset()`` before the measured rounds, ``sample()`` after each, ``read()`` at the end."""
 
     def __init__(self, device: Device) -> None:
         self.device = device
-        self._nvml_peak_bytes = 0
         self._absent: dict[str, str] = {}
-        self._nvml_handle: Any = None
-        if device.kind == "gpu":
-            self._nvml_handle = self._open_nvml()
-        else:
-            self._absent["peak_nvml_process_bytes"] = "no GPU: NVML reports GPU memory only"
-
-    def _open_nvml(self) -> Any:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            return pynvml.nvmlDeviceGetHandleByIndex(nvml_index(self.device.index))
-        except Exception as error:  # noqa: BLE001 - any NVML failure makes this one metric absent
-            self._absent["peak_nvml_process_bytes"] = f"NVML unavailable: {type(error).__name__}: {error}"
-            return None
+        self._nvml = open_nvml_process_memory(device)
 
     def reset(self) -> None:
-        self._nvml_peak_bytes = 0
+        self._nvml.peak_bytes = 0
         paddle = import_paddle()
         if self.device.kind == "gpu":
             paddle.device.cuda.reset_max_memory_allocated(self.device.index)
@@ -76,15 +108,11 @@ class MemoryTracker:
             self._absent["peak_rss_bytes"] = f"cannot reset the peak RSS (/proc/self/clear_refs): {error}"
 
     def sample(self) -> None:
-        if self._nvml_handle is None:
-            return
-        used = nvml_process_used_bytes(self._nvml_handle, os.getpid())
-        if used is None:
-            self._absent["peak_nvml_process_bytes"] = (
-                f"NVML lists no GPU memory for this process (pid {os.getpid()}); in a container NVML may see other PIDs"
-            )
-        else:
-            self._nvml_peak_bytes = max(self._nvml_peak_bytes, used)
+        self._nvml.sample()
+
+    def nvml_peak(self) -> tuple[int | None, str]:
+        """NVML's peak for this process so far, or None and why there is none (GPU only)."""
+        return self._nvml.peak()
 
     def read(self) -> MemoryPeaks:
         paddle = import_paddle()
@@ -97,8 +125,11 @@ class MemoryTracker:
 
             values["peak_allocated_bytes"] = int(core.host_memory_stat_peak_value("Allocated", 0))
             values["peak_reserved_bytes"] = int(core.host_memory_stat_peak_value("Reserved", 0))
-        if self._nvml_peak_bytes and "peak_nvml_process_bytes" not in self._absent:
-            values["peak_nvml_process_bytes"] = self._nvml_peak_bytes
+        nvml_peak, why = self.nvml_peak()
+        if nvml_peak is not None:
+            values["peak_nvml_process_bytes"] = nvml_peak
+        else:
+            self._absent["peak_nvml_process_bytes"] = why
         if "peak_rss_bytes" not in self._absent:
             try:
                 values["peak_rss_bytes"] = read_vm_hwm_bytes()
@@ -109,21 +140,3 @@ class MemoryTracker:
             if metric not in values and metric not in absent:
                 absent[metric] = "not sampled (no measured round completed)"
         return MemoryPeaks(values, absent)
-
-
-def nvml_index(paddle_index: int) -> int:
-    """NVML numbers GPUs physically; CUDA_VISIBLE_DEVICES may renumber them for Paddle."""
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if paddle_index < len(visible) and visible[paddle_index].isdigit():
-        return int(visible[paddle_index])
-    return paddle_index
-
-
-def nvml_process_used_bytes(handle: Any, pid: int) -> int | None:
-    """GPU memory NVML attributes to ``pid`` on ``handle``'s device, or None if it lists none."""
-    import pynvml
-
-    for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-        if process.pid == pid and process.usedGpuMemory is not None:
-            return int(process.usedGpuMemory)
-    return None
