@@ -38,6 +38,7 @@ from paddle_llm_bench.compare import (
     token_latency_ms,
 )
 from paddle_llm_bench.gate import CaseMeasurement, GateSettings, judge
+from paddle_llm_bench.plots import render_plots
 
 MIB = 1024 * 1024
 FINGERPRINT = "cpu:Test CPU:2cores"
@@ -514,3 +515,49 @@ def test_cli_min_effect_is_used(tmp_path: Path, capsys: pytest.CaptureFixture[st
     document = json.loads(capsys.readouterr().out)
     assert document["settings"]["min_effect_percent"] == {"decode_tokens_per_s": 30.0, "ttft_ms": 10.0}
     assert document["rows"][1]["decode_verdict"] == SAME_WITHIN_NOISE
+
+
+def with_host_and_energy(info: dict[str, Any], host_ms: float | None, tokens_per_j: float | None) -> dict[str, Any]:
+    """``info`` with per-round host overhead and energy samples, or their absent reasons."""
+    samples, absent = dict(info["samples"]), dict(info["absent"])
+    for metric, value in (("host_cpu_ms_per_token", host_ms), ("tokens_per_j", tokens_per_j)):
+        if value is None:
+            absent[metric] = "no energy counter on this CPU (no RAPL package domain under /sys/class/powercap)"
+        else:
+            samples[metric] = noisy(value, seed=7)
+    return {**info, "samples": samples, "absent": absent}
+
+
+def test_host_overhead_and_energy_are_compared_with_their_ratio() -> None:
+    reference = run("a", with_host_and_energy(case_info(), 2.0, 40.0))
+    later = run("b", with_host_and_energy(case_info(seed=3), 3.0, 30.0))
+    comparison = compare([reference, later])
+    row = comparison.rows_for(CASE)[1]
+    assert row.host_cpu_ms_per_token.ratio == pytest.approx(1.5, rel=0.03)
+    assert row.tokens_per_j.ratio == pytest.approx(0.75, rel=0.03)
+    flat = row.as_dict()
+    assert flat["host_cpu_ms_per_token"] == pytest.approx(3.0, rel=0.03) and flat["tokens_per_j_ratio"] is not None
+    table = render_table(comparison)
+    assert "host ms/tok" in table and "tok/J" in table and "1.50x" in table
+
+
+def test_an_absent_energy_figure_is_one_note_for_every_case_never_zero() -> None:
+    cases = [with_host_and_energy(case_info(case_id=f"case-{i}"), 2.0, None) for i in range(3)]
+    comparison = compare([run("a", *cases), run("b", *cases)])
+    notes = [note for note in comparison.notes if note.startswith("tok/J")]
+    assert notes == [
+        "tok/J n/a for 3 cases in every run: no energy counter on this CPU (no RAPL package domain under "
+        "/sys/class/powercap)"
+    ]
+    assert all(row.tokens_per_j.value is None for row in comparison.rows)
+    csv_rows = list(csv.DictReader(io.StringIO(render_csv(comparison))))
+    assert all(r["tokens_per_j"] == "" and "tokens_per_j: no energy counter" in r["not_available"] for r in csv_rows)
+
+
+def test_plots_include_host_overhead_and_energy_where_a_run_has_them() -> None:
+    reference = run("a", with_host_and_energy(case_info(), 2.0, 40.0))
+    later = run("b", with_host_and_energy(case_info(seed=3), 3.0, None))
+    names = sorted(render_plots(compare([reference, later])))
+    assert "host_cpu_ms_per_token.png" in names and "tokens_per_j.png" in names
+    without = sorted(render_plots(compare([run("a", case_info()), run("b", case_info(seed=3))])))
+    assert "host_cpu_ms_per_token.png" not in without and "tokens_per_j.png" not in without

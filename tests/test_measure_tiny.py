@@ -7,7 +7,9 @@ short generations (16 new tokens, 16-token prompts, 5 rounds after 1 warm-up).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import re
 import statistics
 import time
@@ -17,13 +19,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fake_nvml import FakeNvml
+from fake_nvml import gpus as fake_gpus
+from fake_nvml import install as install_fake_nvml
 
 from paddle_llm_bench.config import Case, Sweep
 from paddle_llm_bench.device import Device, detect_device
+from paddle_llm_bench.energy import NvmlEnergyCounter
 from paddle_llm_bench.measure import CaseResult, CaseRunner, TokenCountError
 from paddle_llm_bench.memory import MEMORY_METRICS, MemoryPeaks
-from paddle_llm_bench.metrics import METRIC_UNITS
+from paddle_llm_bench.metrics import ENERGY_METRICS, METRIC_UNITS, RoundTimes
 from paddle_llm_bench.models import LoadedModel
+from paddle_llm_bench.nvml import ClockEvents, open_device
+from paddle_llm_bench.report import summary_table
 from paddle_llm_bench.suite import Suite
 
 NEW_TOKENS = 16
@@ -170,7 +178,7 @@ def test_wrong_token_count_raises(loaded: LoadedModel, cpu: Device) -> None:
 def test_result_has_every_round(greedy_result: CaseResult) -> None:
     assert len(greedy_result.rounds) == ROUNDS
     assert greedy_result.warmup_rounds == WARMUP_ROUNDS
-    assert set(greedy_result.samples) == set(METRIC_UNITS)
+    assert set(greedy_result.samples) == set(METRIC_UNITS) - set(ENERGY_METRICS)  # no energy counter here
     assert all(len(values) == ROUNDS for values in greedy_result.samples.values())
     assert all(len(times.step_ns) == NEW_TOKENS for times in greedy_result.rounds)
     itl = greedy_result.inter_token_latency_ms()
@@ -197,6 +205,9 @@ def test_extra_info_is_json_and_consistent(greedy_result: CaseResult) -> None:
     assert info["rounds"] == ROUNDS
     assert info["device"].startswith("cpu")
     for name, unit in METRIC_UNITS.items():
+        if name in ENERGY_METRICS:
+            assert info["absent"][name] and name not in info["metrics"]
+            continue
         summary = info["metrics"][name]
         assert summary["unit"] == unit
         assert summary["n"] == ROUNDS
@@ -204,6 +215,75 @@ def test_extra_info_is_json_and_consistent(greedy_result: CaseResult) -> None:
         assert summary["min"] <= summary["median"] <= summary["max"]
     assert len(info["inter_token_ms_by_round"]) == ROUNDS
     assert all(len(gaps) == NEW_TOKENS - 1 for gaps in info["inter_token_ms_by_round"])
+
+
+# --- host overhead and energy ---------------------------------------------------------------------
+
+
+def test_host_overhead_per_token_on_the_tiny_model(greedy_result: CaseResult) -> None:
+    for times, per_token_ms, percent in zip(
+        greedy_result.rounds,
+        greedy_result.samples["host_cpu_ms_per_token"],
+        greedy_result.samples["host_cpu_percent_of_wall"],
+        strict=True,
+    ):
+        assert times.decode_cpu_ns is not None and times.decode_cpu_ns > 0
+        assert per_token_ms * (NEW_TOKENS - 1) == pytest.approx(times.decode_cpu_ns / 1e6)
+        assert 0 < percent <= 100 * (os.cpu_count() or 1) * 1.05  # CPU time of every thread over the wall time
+        assert RoundTimes(**dataclasses.asdict(times)) == times  # the worker's serialization keeps it
+
+
+def test_the_summary_shows_host_overhead_and_absent_energy_as_n_a(greedy_result: CaseResult) -> None:
+    lines = summary_table([greedy_result])
+    header = next(line for line in lines if line.startswith("case") and "host CPU ms/token" in line)
+    assert header.split("  ")[-1].strip() == "avg W"
+    row = lines[lines.index(header) + 2]
+    cells = row.split()
+    assert cells[0] == greedy_result.case.id and float(cells[1]) > 0 and cells[-2:] == ["n/a", "n/a"]
+
+
+def test_energy_and_clock_events_are_absent_with_the_reason_on_this_cpu(greedy_result: CaseResult) -> None:
+    absent = greedy_result.as_extra_info()["absent"]
+    for name in ENERGY_METRICS:
+        assert "no energy counter on this CPU" in absent[name]
+    assert "on a CPU" in absent["gpu_clock_events"]
+    assert all(times.energy_uj is None and times.clock_event_mask is None for times in greedy_result.rounds)
+
+
+def test_energy_and_clock_events_are_read_around_each_measured_round(
+    loaded: LoadedModel, cpu: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real tiny model generates; NVML's energy counter and clock events come from the fake NVML.
+    (gpu,) = fake_gpus(1, energy_step_mj=700)
+    install_fake_nvml(monkeypatch, FakeNvml([gpu]))
+    runner = CaseRunner(loaded, tiny_case("greedy", batch_size=3), cpu)
+    runner.energy, runner.clock_events = NvmlEnergyCounter(open_device(0)), ClockEvents(open_device(0))
+    runner.measured_round()
+    gpu.clock_event_mask = 0x4  # the power cap holds the clocks back from the second round on
+    runner.measured_round()
+    runner.measured_round()
+    result = runner.result(MemoryPeaks())
+    assert [times.energy_uj for times in result.rounds] == [700_000] * 3  # one counter step from start to end
+    assert result.samples["round_energy_j"] == pytest.approx([0.7] * 3)
+    assert result.samples["tokens_per_j"] == pytest.approx([3 * NEW_TOKENS / 0.7] * 3)
+    e2e_s = [(t.end_ns - t.start_ns) / 1e9 for t in result.rounds]
+    assert result.samples["average_power_w"] == pytest.approx([0.7 / s for s in e2e_s])
+    events = result.as_extra_info()["gpu_clock_events"]
+    assert events["masks"] == [0x1, 0x4, 0x4] and events["slowdowns"] == ["sw_power_cap"]
+    assert "after 2 of 3 measured rounds" in events["warning"]
+
+
+def test_an_energy_counter_that_does_not_advance_is_absent_not_zero(
+    loaded: LoadedModel, cpu: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_nvml(monkeypatch, FakeNvml(fake_gpus(1, energy_step_mj=0)))
+    runner = CaseRunner(loaded, tiny_case("greedy"), cpu)
+    runner.energy = NvmlEnergyCounter(open_device(0))
+    runner.measured_round()
+    runner.measured_round()
+    result = runner.result(MemoryPeaks())
+    assert "tokens_per_j" not in result.samples
+    assert "did not advance in 2 of 2 rounds" in result.absent["tokens_per_j"]
 
 
 # --- output fingerprint ------------------------------------------------------------------------------

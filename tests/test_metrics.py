@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -63,13 +65,58 @@ def test_one_token_leaves_out_tpot_and_decode_rate() -> None:
     assert inter_token_ms(times) == []
 
 
+UNIT_BY_SUFFIX = {"_per_s": "tokens/s", "_ms": "ms", "_per_token": "ms", "_of_wall": "%", "_j": "J", "_w": "W"}
+
+
 def test_every_metric_has_a_unit() -> None:
-    metrics = round_metrics(ms_round(0, [1, 2], 3), 1, 1)
+    times = RoundTimes(0, (1 * MS, 2 * MS), 3 * MS, decode_cpu_ns=MS, energy_uj=500)
+    metrics = round_metrics(times, 1, 1)
     assert set(metrics) == set(METRIC_UNITS)
     assert set(HIGHER_IS_BETTER) <= set(METRIC_UNITS)
     for name, unit in METRIC_UNITS.items():
-        assert unit == ("tokens/s" if name.endswith("_per_s") else "ms"), name
+        if name == "tokens_per_j":
+            assert unit == "tokens/J" and name in HIGHER_IS_BETTER
+            continue
+        suffix = next(suffix for suffix in UNIT_BY_SUFFIX if name.endswith(suffix))
+        assert unit == UNIT_BY_SUFFIX[suffix], name
         assert (name in HIGHER_IS_BETTER) == name.endswith("_per_s"), name
+
+
+def test_host_overhead_per_token_and_share_of_the_decode_window() -> None:
+    # first token at 10 ms, end at 17 ms: a 7 ms decode window for N - 1 = 3 steps of batch 2; 3.5 ms of CPU.
+    times = RoundTimes(0, (10 * MS, 12 * MS, 14 * MS, 16 * MS), 17 * MS, decode_cpu_ns=int(3.5 * MS))
+    metrics = round_metrics(times, batch_size=2, prompt_tokens=5)
+    assert metrics["host_cpu_ms_per_token"] == pytest.approx(3.5 / 6)
+    assert metrics["host_cpu_percent_of_wall"] == pytest.approx(50.0)
+    busy = RoundTimes(0, (10 * MS, 17 * MS), 17 * MS, decode_cpu_ns=14 * MS)  # two busy threads
+    assert round_metrics(busy, 1, 1)["host_cpu_percent_of_wall"] == pytest.approx(200.0)
+
+
+def test_energy_per_round_tokens_per_joule_and_average_power() -> None:
+    times = RoundTimes(0, (100 * MS, 200 * MS, 300 * MS, 400 * MS), 500 * MS, energy_uj=2_000_000)  # 2 J in 0.5 s
+    metrics = round_metrics(times, batch_size=3, prompt_tokens=5)
+    assert metrics["round_energy_j"] == pytest.approx(2.0)
+    assert metrics["tokens_per_j"] == pytest.approx(3 * 4 / 2.0)
+    assert metrics["average_power_w"] == pytest.approx(4.0)
+
+
+def test_missing_or_stalled_readings_leave_the_figures_out_never_zero() -> None:
+    plain = round_metrics(ms_round(0, [10, 12], 17), 1, 1)
+    assert not {"host_cpu_ms_per_token", "round_energy_j", "tokens_per_j", "average_power_w"} & set(plain)
+    stalled = round_metrics(RoundTimes(0, (MS, 2 * MS), 3 * MS, energy_uj=0), 1, 1)
+    assert "tokens_per_j" not in stalled and "round_energy_j" not in stalled
+    one_token = round_metrics(RoundTimes(0, (MS,), 3 * MS, decode_cpu_ns=MS), 1, 1)
+    assert "host_cpu_ms_per_token" not in one_token
+
+
+def test_optional_readings_must_not_be_negative_and_survive_asdict() -> None:
+    with pytest.raises(ValueError, match="invalid decode_cpu_ns -1"):
+        RoundTimes(0, (1,), 2, decode_cpu_ns=-1)
+    with pytest.raises(ValueError, match="invalid energy_uj -5"):
+        RoundTimes(0, (1,), 2, energy_uj=-5)
+    times = RoundTimes(0, (1, 2), 3, decode_cpu_ns=1, energy_uj=7, clock_event_mask=0x4)
+    assert RoundTimes(**dataclasses.asdict(times)) == times
+    assert RoundTimes(**{"start_ns": 0, "step_ns": (1,), "end_ns": 2}).energy_uj is None  # older records
 
 
 def test_zero_duration_gives_infinite_rate_not_a_crash() -> None:

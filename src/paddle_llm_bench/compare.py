@@ -61,12 +61,19 @@ DECODE = "decode_tokens_per_s"
 TTFT = "ttft_ms"
 ITL_P99 = "itl_p99_ms"
 PEAK_ALLOCATED = "peak_allocated_bytes"
+HOST_CPU = "host_cpu_ms_per_token"
+TOKENS_PER_J = "tokens_per_j"
 LABELS = {
     DECODE: "decode tok/s",
     TTFT: "TTFT ms",
     ITL_P99: "ITL p99 ms",
     PEAK_ALLOCATED: "peak alloc MiB",
+    HOST_CPU: "host ms/tok",
+    TOKENS_PER_J: "tok/J",
 }
+# Shown with their ratio, without a verdict: the gate does not judge them. Their n/a notes are
+# grouped by reason across cases (energy is absent for every case of a CPU run).
+UNJUDGED = (HOST_CPU, TOKENS_PER_J)
 TOP_OPERATORS = 5
 
 
@@ -137,6 +144,8 @@ class Row:
     memory_verdict: str
     evidence: Mapping[str, str] = field(default_factory=dict)
     p_values: Mapping[str, float] = field(default_factory=dict)
+    host_cpu_ms_per_token: Value = Value(None, reason=NOT_IN_RUN)
+    tokens_per_j: Value = Value(None, reason=NOT_IN_RUN)
 
     def values(self) -> dict[str, Value]:
         return {
@@ -144,6 +153,8 @@ class Row:
             TTFT: self.ttft_ms,
             ITL_P99: self.itl_p99_ms,
             PEAK_ALLOCATED: self.peak_allocated_bytes,
+            HOST_CPU: self.host_cpu_ms_per_token,
+            TOKENS_PER_J: self.tokens_per_j,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -172,6 +183,10 @@ class Row:
             "peak_allocated_bytes": None if peak is None else round(peak),
             "peak_allocated_bytes_ratio": values[PEAK_ALLOCATED].ratio,
             "memory_verdict": self.memory_verdict,
+            "host_cpu_ms_per_token": values[HOST_CPU].value,
+            "host_cpu_ms_per_token_ratio": values[HOST_CPU].ratio,
+            "tokens_per_j": values[TOKENS_PER_J].value,
+            "tokens_per_j_ratio": values[TOKENS_PER_J].ratio,
             "not_available": not_available,
             "evidence": "; ".join(f"{m}: {text}" for m, text in self.evidence.items()),
         }
@@ -325,6 +340,9 @@ def _raw_values(extra_info: Mapping[str, Any]) -> tuple[dict[str, Value], float 
             reason="" if memory is not None else _missing_reason(extra_info, PEAK_ALLOCATED),
         ),
     }
+    for metric in UNJUDGED:
+        median, _, reason = _median(extra_info, metric)
+        values[metric] = Value(median, reason=reason)
     return values, decode_std
 
 
@@ -370,6 +388,8 @@ def _row(case_id: str, run: SavedRun, reference: SavedRun, findings: Mapping[tup
         memory_verdict=verdicts[PEAK_ALLOCATED],
         evidence={f.metric: f.evidence for f in used},
         p_values={f.metric: f.p_value for f in used if f.p_value is not None},
+        host_cpu_ms_per_token=values[HOST_CPU],
+        tokens_per_j=values[TOKENS_PER_J],
     )
 
 
@@ -412,18 +432,33 @@ def _hardware_warnings(runs: Sequence[SavedRun]) -> list[str]:
 
 
 def _not_available_notes(rows: Sequence[Row], run_count: int) -> list[str]:
-    """One note per (case, metric, reason) saying which runs lack the figure."""
+    """One note per (case, metric, reason) saying which runs lack the figure; for the unjudged
+    metrics one note per (metric, reason, runs), counting the cases."""
     grouped: dict[tuple[str, str, str], list[str]] = {}
+    unjudged: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
     for row in rows:
         if not row.present:
             continue
         for metric, value in row.values().items():
-            if value.value is None:
+            if value.value is None and metric not in UNJUDGED:
                 grouped.setdefault((row.case_id, metric, value.reason), []).append(row.run)
+    for case_id in dict.fromkeys(row.case_id for row in rows):
+        for metric in UNJUDGED:
+            by_reason: dict[str, list[str]] = {}
+            for row in rows:
+                value = row.values()[metric]
+                if row.case_id == case_id and row.present and value.value is None:
+                    by_reason.setdefault(value.reason, []).append(row.run)
+            for reason, runs in by_reason.items():
+                unjudged.setdefault((metric, reason, tuple(runs)), []).append(case_id)
     notes = []
     for (case_id, metric, reason), runs in grouped.items():
         where = "every run" if len(runs) == run_count else ", ".join(runs)
         notes.append(f"{LABELS[metric]} n/a for {case_id} in {where}: {reason}")
+    for (metric, reason, lacking), case_ids in unjudged.items():
+        where = "every run" if len(lacking) == run_count else ", ".join(lacking)
+        which = case_ids[0] if len(case_ids) == 1 else f"{len(case_ids)} cases"
+        notes.append(f"{LABELS[metric]} n/a for {which} in {where}: {reason}")
     return notes
 
 
@@ -503,7 +538,7 @@ def _ratio_text(value: Value) -> str:
     return "" if value.ratio is None else f"{value.ratio:.2f}x"
 
 
-DIGITS = {DECODE: 1, TTFT: 2, ITL_P99: 3}
+DIGITS = {DECODE: 1, TTFT: 2, ITL_P99: 3, HOST_CPU: 3, TOKENS_PER_J: 2}
 
 
 def _value_text(metric: str, value: Value, present: bool) -> str:
@@ -526,6 +561,10 @@ TABLE_HEADER = [
     "peak alloc MiB",
     "ratio",
     "verdict",
+    "host ms/tok",
+    "ratio",
+    "tok/J",
+    "ratio",
 ]
 
 
@@ -539,6 +578,8 @@ def _cells(row: Row) -> list[str]:
     peak = values[PEAK_ALLOCATED]
     cells += [_value_text(PEAK_ALLOCATED, peak, row.present), _ratio_text(peak)]
     cells.append(row.memory_verdict if row.present else "")
+    for metric in UNJUDGED:
+        cells += [_value_text(metric, values[metric], row.present), _ratio_text(values[metric])]
     if not row.present:
         cells[2] = NOT_IN_RUN
     return cells
@@ -551,7 +592,9 @@ def legend(comparison: Comparison) -> list[str]:
     return [
         f"reference: {comparison.reference.name} ({comparison.reference.path}); ratio = run / reference",
         "decode tok/s and TTFT ms: medians across rounds; ITL p99 ms: 99th percentile of the gaps between "
-        "consecutive tokens over all rounds (the per-token latency tail); peak alloc MiB: Paddle allocator peak",
+        "consecutive tokens over all rounds (the per-token latency tail); peak alloc MiB: Paddle allocator peak; "
+        "host ms/tok: process CPU time per generated token while decoding; tok/J: tokens per joule of the "
+        "device's energy counter (both medians, not judged)",
         "verdicts: the gate's test per run against the reference "
         f"(Holm over that run's tests, alpha {settings.alpha:g}; min effect {effects}; "
         f"CV > {settings.max_cv_percent:g}% is inconclusive); "

@@ -3,6 +3,10 @@
 Per-step timestamps come from a stopping criterion that ``generate()`` calls once per decoding
 step, after the step's tokens exist, for every decode strategy (a streamer would not work for beam
 search). It synchronizes the device before reading the clock. Nothing here imports pytest or prints.
+
+Each round also reads, outside its timed span: the process CPU time at the first token and at the
+end (host overhead), the device energy counter at the start and end (energy per round), and on a
+GPU the clock event ("throttle") reasons after the end (``metrics`` and docs/gpu-path.md).
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import numpy as np
 
 from .config import DECODINGS, Case
 from .device import Device, import_paddle
+from .doctor import SLOWDOWN_REASONS, decode_throttle_reasons
+from .energy import EnergyCounter, NoEnergyCounter, NvmlEnergyCounter, RaplEnergyCounter
 from .memory import MemoryPeaks
-from .metrics import METRIC_UNITS, RoundTimes, inter_token_ms, round_metrics
+from .metrics import ENERGY_METRICS, HOST_METRICS, METRIC_UNITS, RoundTimes, inter_token_ms, round_metrics
 from .models import LoadedModel
+from .nvml import ClockEvents, NvmlUnavailable, open_device
 from .stats import percentile, summarize
 
 RESULT_FORMAT = 1
@@ -39,6 +46,7 @@ class StepClock:
     def __init__(self, synchronize: Callable[[], None]) -> None:
         self.synchronize = synchronize
         self.step_ns: list[int] = []
+        self.first_step_cpu_ns: int | None = None  # process CPU time when the first token existed
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StepClock:
         return self
@@ -46,6 +54,8 @@ class StepClock:
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
         self.synchronize()
         self.step_ns.append(time.perf_counter_ns())
+        if self.first_step_cpu_ns is None:
+            self.first_step_cpu_ns = time.process_time_ns()
         return False
 
 
@@ -66,6 +76,7 @@ class CaseResult:
     bandwidth: dict[str, Any] = field(default_factory=dict)  # batch 1 on a GPU: share of the bandwidth ceiling
     measurement_error: str | None = None  # a figure that cannot be true (e.g. above the bandwidth ceiling)
     host_load: dict[str, Any] = field(default_factory=dict)  # the machine's load while measuring
+    gpu_clock_events: dict[str, Any] = field(default_factory=dict)  # GPU: throttle reasons after each round
 
     def median(self, metric: str) -> float | None:
         values = self.samples.get(metric)
@@ -97,6 +108,7 @@ class CaseResult:
             "absent": {**self.absent, **self.memory.absent},
             "output_digest": self.output_digest,
             "host_load": self.host_load,
+            **({"gpu_clock_events": self.gpu_clock_events} if self.gpu_clock_events else {}),
             **self.bandwidth,
             **({"measurement_error": self.measurement_error} if self.measurement_error else {}),
             **({"operator_profile": self.operator_profile} if self.operator_profile else {}),
@@ -138,6 +150,7 @@ class CaseRunner:
         }
         self.rounds: list[RoundTimes] = []
         self.digests: set[str] = set()
+        self.energy, self.clock_events = round_probes(device)
 
     def generate_once(self) -> RoundTimes:
         """One generation: synchronized start, per-step stamps, synchronized end, exact count checked."""
@@ -147,6 +160,7 @@ class CaseRunner:
         clock = StepClock(self.device.synchronize)
         criteria = StoppingCriteriaList([clock])
         self.device.synchronize()
+        energy_start = self.energy.read()
         start_ns = time.perf_counter_ns()
         with paddle.no_grad():
             output_ids, _scores = self.loaded.model.generate(
@@ -157,6 +171,9 @@ class CaseRunner:
             )
         self.device.synchronize()
         end_ns = time.perf_counter_ns()
+        end_cpu_ns = time.process_time_ns()
+        energy_end = self.energy.read()
+        clock_event_mask = self.clock_events.read()
         expected = [self.case.batch_size, self.case.max_new_tokens]
         shape = list(output_ids.shape)
         if shape != expected or len(clock.step_ns) != self.case.max_new_tokens:
@@ -172,7 +189,19 @@ class CaseRunner:
             )
         if DECODINGS[self.case.decoding].deterministic:
             self.digests.add(_digest(ids))
-        return RoundTimes(start_ns, tuple(clock.step_ns), end_ns)
+        return RoundTimes(
+            start_ns,
+            tuple(clock.step_ns),
+            end_ns,
+            decode_cpu_ns=None if clock.first_step_cpu_ns is None else end_cpu_ns - clock.first_step_cpu_ns,
+            energy_uj=None
+            if energy_start is None or energy_end is None
+            else self.energy.delta_uj(energy_start, energy_end),
+            clock_event_mask=clock_event_mask,
+        )
+
+    def _energy_uj(self, start: Any, end: Any) -> int | None:
+        return None if start is None or end is None else self.energy.delta_uj(start, end)
 
     def warmup(self, rounds: int) -> None:
         for _ in range(rounds):
@@ -183,11 +212,18 @@ class CaseRunner:
 
     def result(self, memory: MemoryPeaks, warmup_rounds: int = 0) -> CaseResult:
         per_round = [round_metrics(t, self.case.batch_size, self.case.prompt_tokens) for t in self.rounds]
-        samples = {name: [m[name] for m in per_round] for name in METRIC_UNITS if per_round and name in per_round[0]}
+        samples = {
+            name: [m[name] for m in per_round]
+            for name in METRIC_UNITS
+            if per_round and all(name in m for m in per_round)
+        }
         absent: dict[str, str] = {}
         if self.case.max_new_tokens < 2:
             for name in ("tpot_ms", "decode_tokens_per_s"):
                 absent[name] = "needs max_new_tokens >= 2 (decode time is E2E - TTFT over N - 1 tokens)"
+        if per_round:
+            absent.update({name: self._host_absent_reason() for name in HOST_METRICS if name not in samples})
+            absent.update({name: self._energy_absent_reason() for name in ENERGY_METRICS if name not in samples})
         digest = None
         if not DECODINGS[self.case.decoding].deterministic:
             absent["output_digest"] = "sampling draws random tokens: no stable output to fingerprint"
@@ -195,6 +231,9 @@ class CaseRunner:
             digest = next(iter(self.digests))
         elif self.digests:
             absent["output_digest"] = f"{len(self.digests)} different outputs across rounds of a deterministic decoding"
+        clock_events = clock_events_summary([t.clock_event_mask for t in self.rounds])
+        if not clock_events and self.rounds:
+            absent["gpu_clock_events"] = self.clock_events.absent_reason or "not read in every round"
         return CaseResult(
             case=self.case,
             device=self.device.describe(),
@@ -205,7 +244,61 @@ class CaseRunner:
             absent=absent,
             model_source=self.loaded.source,
             warmup_rounds=warmup_rounds,
+            gpu_clock_events=clock_events,
         )
+
+    def _host_absent_reason(self) -> str:
+        if self.case.max_new_tokens < 2:
+            return "needs max_new_tokens >= 2 (the decode window runs from the first token to the end)"
+        if any(t.decode_cpu_ns is None for t in self.rounds):
+            return "the process CPU time was not read in every round"
+        return "a round's decode window had zero length"
+
+    def _energy_absent_reason(self) -> str:
+        if self.energy.absent_reason is not None:
+            return self.energy.absent_reason
+        stalled = sum(1 for t in self.rounds if t.energy_uj == 0)
+        if stalled:
+            return (
+                f"the energy counter did not advance in {stalled} of {len(self.rounds)} rounds: they are shorter "
+                "than its update interval (more new tokens make longer rounds)"
+            )
+        return "the energy counter was not read in every round"
+
+
+def round_probes(device: Device) -> tuple[EnergyCounter, ClockEvents]:
+    """The energy counter and the clock-event reader for ``device``; each says why where it has none."""
+    if device.kind != "gpu":
+        return RaplEnergyCounter(), ClockEvents(None, "on a CPU: clock event reasons are a GPU reading (NVML)")
+    try:
+        nvml = open_device(device.index)
+    except NvmlUnavailable as error:
+        return NoEnergyCounter(str(error)), ClockEvents(None, str(error))
+    return NvmlEnergyCounter(nvml), ClockEvents(nvml)
+
+
+def clock_events_summary(masks: list[int | None]) -> dict[str, Any]:
+    """The reasons seen after the measured rounds, and those that slow the GPU; {} unless every round was read."""
+    if not masks or any(mask is None for mask in masks):
+        return {}
+    read = [int(mask) for mask in masks if mask is not None]
+    combined = 0
+    for mask in read:
+        combined |= mask
+    slowed = [mask for mask in read if set(decode_throttle_reasons(mask)) & SLOWDOWN_REASONS]
+    slowdowns = [reason for reason in decode_throttle_reasons(combined) if reason in SLOWDOWN_REASONS]
+    summary: dict[str, Any] = {
+        "masks": read,
+        "reasons": decode_throttle_reasons(combined),
+        "slowdowns": slowdowns,
+        "rounds_slowed": len(slowed),
+    }
+    if slowdowns:
+        summary["warning"] = (
+            f"clocks held back by {', '.join(slowdowns)} after {len(slowed)} of {len(read)} measured rounds: "
+            "these figures are slower than the GPU runs unthrottled"
+        )
+    return summary
 
 
 def _digest(ids: np.ndarray[Any, Any]) -> str:

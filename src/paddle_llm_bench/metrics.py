@@ -3,7 +3,14 @@
 A round is one ``generate()`` call producing exactly ``N`` new tokens for each of ``B`` sequences.
 Timestamps are ``perf_counter_ns`` values taken after a device synchronization: ``start`` just
 before submitting, one per decoding step when that step's tokens exist, and ``end`` after
-``generate()`` returned.
+``generate()`` returned. Optional per-round readings (absent: None) give two more families:
+
+- host overhead: the process's CPU time (all threads) from the first token to the end, per
+  generated token and as a share of that decode window's wall time. On a GPU a share near 100 %
+  means decoding waits on the host (kernel launches, Python), not on the GPU; on a CPU a share well
+  under 100 % (with one thread) means the process was waiting for cores other tenants held.
+- energy: the device energy counter's increase from start to end: joules per round, tokens per
+  joule (all B·N new tokens of the round) and the average power.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from dataclasses import dataclass
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
+UJ_PER_J = 1_000_000
 
 # Every per-round metric, its unit and which direction is better.
 METRIC_UNITS: dict[str, str] = {
@@ -22,15 +30,27 @@ METRIC_UNITS: dict[str, str] = {
     "e2e_ms": "ms",
     "e2e_tokens_per_s": "tokens/s",
     "input_output_tokens_per_s": "tokens/s",
+    "host_cpu_ms_per_token": "ms",
+    "host_cpu_percent_of_wall": "%",
+    "round_energy_j": "J",
+    "tokens_per_j": "tokens/J",
+    "average_power_w": "W",
 }
-HIGHER_IS_BETTER = frozenset({"decode_tokens_per_s", "e2e_tokens_per_s", "input_output_tokens_per_s"})
+HIGHER_IS_BETTER = frozenset({"decode_tokens_per_s", "e2e_tokens_per_s", "input_output_tokens_per_s", "tokens_per_j"})
+HOST_METRICS = ("host_cpu_ms_per_token", "host_cpu_percent_of_wall")
+ENERGY_METRICS = ("round_energy_j", "tokens_per_j", "average_power_w")
 
 
 @dataclass(frozen=True)
 class RoundTimes:
+    """One round's clock readings. The optional fields are None where not read (and in older records)."""
+
     start_ns: int
     step_ns: tuple[int, ...]
     end_ns: int
+    decode_cpu_ns: int | None = None  # process CPU time, all threads, from the first token to the end
+    energy_uj: int | None = None  # the device energy counter's increase from start to end, microjoules
+    clock_event_mask: int | None = None  # NVML clock event ("throttle") reasons read right after the round
 
     def __post_init__(self) -> None:
         stamps = (self.start_ns, *self.step_ns, self.end_ns)
@@ -38,6 +58,10 @@ class RoundTimes:
             raise ValueError("round timestamps must not decrease")
         if not self.step_ns:
             raise ValueError("a round needs at least one decoding step")
+        for name in ("decode_cpu_ns", "energy_uj", "clock_event_mask"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"invalid {name} {value}: must be >= 0 or None")
 
 
 def round_metrics(times: RoundTimes, batch_size: int, prompt_tokens: int) -> dict[str, float]:
@@ -64,7 +88,37 @@ def round_metrics(times: RoundTimes, batch_size: int, prompt_tokens: int) -> dic
         decode_ns = e2e_ns - ttft_ns
         metrics["tpot_ms"] = decode_ns / NS_PER_MS / (new_tokens - 1)
         metrics["decode_tokens_per_s"] = _rate(batch_size * (new_tokens - 1), decode_ns / NS_PER_S)
+    metrics.update(host_metrics(times, batch_size))
+    metrics.update(energy_metrics(times, batch_size))
     return metrics
+
+
+def host_metrics(times: RoundTimes, batch_size: int) -> dict[str, float]:
+    """host_cpu_ms_per_token: decode-window CPU time / (B·(N-1)); host_cpu_percent_of_wall: that CPU
+    time over the window's wall time (E2E - TTFT), in percent (above 100 with several busy threads).
+    Empty without a CPU reading, for N = 1, or for a zero-length window."""
+    new_tokens = len(times.step_ns)
+    decode_ns = times.end_ns - times.step_ns[0]
+    if times.decode_cpu_ns is None or new_tokens < 2 or decode_ns <= 0:
+        return {}
+    return {
+        "host_cpu_ms_per_token": times.decode_cpu_ns / NS_PER_MS / (batch_size * (new_tokens - 1)),
+        "host_cpu_percent_of_wall": 100.0 * times.decode_cpu_ns / decode_ns,
+    }
+
+
+def energy_metrics(times: RoundTimes, batch_size: int) -> dict[str, float]:
+    """round_energy_j, tokens_per_j (B·N / J) and average_power_w (J / E2E). Empty without an energy
+    reading, or when the counter did not advance (a round shorter than its update interval is not 0 J)."""
+    e2e_ns = times.end_ns - times.start_ns
+    if not times.energy_uj or e2e_ns <= 0:
+        return {}
+    joules = times.energy_uj / UJ_PER_J
+    return {
+        "round_energy_j": joules,
+        "tokens_per_j": batch_size * len(times.step_ns) / joules,
+        "average_power_w": joules / (e2e_ns / NS_PER_S),
+    }
 
 
 def inter_token_ms(times: RoundTimes) -> list[float]:

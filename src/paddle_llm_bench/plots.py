@@ -6,6 +6,10 @@ Import this module only when plots are asked for: it imports matplotlib.
 - ``token_latency_<case>.png``: the gap before each new token along the token position for one case,
   median across rounds, one line per run.
 - ``peak_memory.png``: Paddle allocator peak per case, one bar per run.
+- ``host_cpu_ms_per_token.png``: host CPU time per generated token per case, one bar per run
+  (left out when no run has the figure: runs saved before it existed).
+- ``tokens_per_j.png``: tokens per joule per case, one bar per run (left out when no run has an
+  energy counter, as on a CPU without readable RAPL).
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from .compare import MIB, CompareError, Comparison, Row
 
 DECODE_PLOT = "decode_tokens_per_s.png"
 MEMORY_PLOT = "peak_memory.png"
+HOST_CPU_PLOT = "host_cpu_ms_per_token.png"
+ENERGY_PLOT = "tokens_per_j.png"
 DPI = 120
 
 
 def render_plots(comparison: Comparison, plot_case: str | None = None) -> dict[str, bytes]:
-    """The three plots as PNG bytes by file name (the caller writes them).
+    """The plots as PNG bytes by file name (the caller writes them).
 
     The per-token latency plot is left out when no run of any case has per-round token gaps.
     """
@@ -37,6 +43,10 @@ def render_plots(comparison: Comparison, plot_case: str | None = None) -> dict[s
     if case_id is not None:
         figures[f"token_latency_{slug(case_id)}.png"] = token_latency_figure(comparison, case_id)
     figures[MEMORY_PLOT] = memory_figure(comparison)
+    if any(row.host_cpu_ms_per_token.value is not None for row in comparison.rows):
+        figures[HOST_CPU_PLOT] = host_cpu_figure(comparison)
+    if any(row.tokens_per_j.value is not None for row in comparison.rows):
+        figures[ENERGY_PLOT] = energy_figure(comparison)
     return {name: _png(figure) for name, figure in figures.items()}
 
 
@@ -128,6 +138,26 @@ def memory_figure(comparison: Comparison) -> Figure:
         None,
         "peak allocated MiB (lower is better)",
         "Peak memory per case (Paddle allocator peak)",
+    )
+
+
+def host_cpu_figure(comparison: Comparison) -> Figure:
+    return _grouped_bars(
+        comparison,
+        _per_run(comparison, lambda row: row.host_cpu_ms_per_token.value),
+        None,
+        "host CPU ms per generated token (lower is better)",
+        "Host overhead per case: process CPU time while decoding, per token (median across rounds)",
+    )
+
+
+def energy_figure(comparison: Comparison) -> Figure:
+    return _grouped_bars(
+        comparison,
+        _per_run(comparison, lambda row: row.tokens_per_j.value),
+        None,
+        "tokens per joule (higher is better)",
+        "Energy per case: tokens per joule of the device's energy counter (median across rounds)",
     )
 
 

@@ -62,4 +62,35 @@ def summary_table(results: Sequence[CaseResult]) -> list[str]:
                 _number(summarize(decode).cv_percent if decode else None),
             ]
         )
-    return aligned_table(header, rows)
+    return [*aligned_table(header, rows), "", *host_and_energy_table(results), *clock_event_notes(results)]
+
+
+def host_and_energy_table(results: Sequence[CaseResult]) -> list[str]:
+    """Host overhead and energy per case (medians across rounds); n/a where absent (reasons in extra_info)."""
+    header = ["case", "host CPU ms/token", "host CPU % of wall", "TPOT ms", "tokens/J", "avg W"]
+    rows = [
+        [
+            result.case.id,
+            _number(result.median("host_cpu_ms_per_token"), 3),
+            _number(result.median("host_cpu_percent_of_wall")),
+            _number(result.median("tpot_ms"), 3),
+            _number(result.median("tokens_per_j"), 2),
+            _number(result.median("average_power_w")),
+        ]
+        for result in results
+    ]
+    legend = (
+        "host CPU: the process's CPU time (all threads) from the first token to the end, per generated token "
+        "and as a share of that window's wall time (near 100 % on a GPU: launch-bound; well under 100 % with "
+        "one CPU thread: waiting for cores); tokens/J and avg W from the device energy counter over each round"
+    )
+    return [*aligned_table(header, rows), legend]
+
+
+def clock_event_notes(results: Sequence[CaseResult]) -> list[str]:
+    """One line per case whose GPU clocks were held back (power, thermal) after its measured rounds."""
+    return [
+        f"WARNING: {result.case.id}: {result.gpu_clock_events['warning']}"
+        for result in results
+        if result.gpu_clock_events.get("warning")
+    ]

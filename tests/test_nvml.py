@@ -1,0 +1,246 @@
+"""NVML on the GPU path, through the fake NVML (tests/fake_nvml.py): finding the right GPU, MIG,
+errors that become reasons, the process list, energy counters and clock events; the nvidia-ml-py pin."""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import version
+from pathlib import Path
+
+import pynvml as real_pynvml
+import pytest
+import tomllib
+from fake_nvml import GIB, FakeMig, FakeNvml, FakeProcess, gpus, install, mig_uuid_of, uuid_of
+from packaging.requirements import Requirement
+
+from paddle_llm_bench.device import Device
+from paddle_llm_bench.energy import NvmlEnergyCounter, RaplEnergyCounter
+from paddle_llm_bench.measure import clock_events_summary, round_probes
+from paddle_llm_bench.memory import MemoryTracker
+from paddle_llm_bench.nvml import (
+    ClockEvents,
+    CudaIdentity,
+    NvmlUnavailable,
+    ProcessesUnreadable,
+    clock_event_mask,
+    garbled_process_entries,
+    open_device,
+    process_used_bytes,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU = Device("gpu", 0, "NVIDIA H100 80GB HBM3")
+
+
+def mig_gpu(processes: list[FakeProcess] | None = None) -> FakeNvml:
+    """One H100 with MIG on: a 1g.10gb slice (this process on it) and a 3g.40gb slice."""
+    (gpu,) = gpus(1)
+    gpu.migs = [
+        FakeMig(mig_uuid_of(1), "NVIDIA H100 80GB HBM3 MIG 1g.10gb", int(9.75 * GIB), processes or []),
+        FakeMig(mig_uuid_of(2), "NVIDIA H100 80GB HBM3 MIG 3g.40gb", int(39.5 * GIB)),
+    ]
+    return FakeNvml([gpu])
+
+
+def test_the_fake_uses_only_names_the_real_pynvml_has() -> None:
+    module = FakeNvml(gpus(1)).module()
+    names = [name for name in vars(module) if not name.startswith("__")]
+    assert names and all(hasattr(real_pynvml, name) for name in names), [
+        name for name in names if not hasattr(real_pynvml, name)
+    ]
+    assert module.NVMLError_NoPermission is real_pynvml.NVMLError_NoPermission
+
+
+# Item 3: the right GPU, by UUID or PCI bus id, not by CUDA's index.
+
+
+@pytest.mark.parametrize("entry", [uuid_of(2), uuid_of(2)[:12]])
+def test_a_uuid_in_cuda_visible_devices_picks_that_gpu_not_gpu_0(monkeypatch: pytest.MonkeyPatch, entry: str) -> None:
+    fake = install(monkeypatch, FakeNvml(gpus(3)), cuda_visible_devices=f"{entry},{uuid_of(0)}")
+    device = open_device(0)
+    assert device.handle.gpu is fake.gpus[2] and not device.mig
+    assert f"UUID {entry} from CUDA_VISIBLE_DEVICES" == device.found_by
+    assert open_device(1).handle.gpu is fake.gpus[0]
+
+
+def test_a_mig_uuid_picks_the_slice_and_its_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, mig_gpu(), cuda_visible_devices=mig_uuid_of(2))
+    device = open_device(0)
+    assert device.mig and device.handle.mig is fake.gpus[0].migs[1]
+    assert device.gpu_handle.mig is None and device.gpu_handle.gpu is fake.gpus[0]
+
+
+def test_a_uuid_nvml_does_not_know_is_an_error_not_gpu_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, FakeNvml(gpus(2)), cuda_visible_devices="GPU-deadbeef-0000-0000-0000-000000000000")
+    with pytest.raises(NvmlUnavailable, match="no GPU or MIG device NVML knows has the UUID 'GPU-deadbeef"):
+        open_device(0)
+
+
+def test_cudas_fastest_first_order_is_mapped_by_the_drivers_uuid_or_pci_bus_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CUDA's device 0 is NVML's GPU 1 (CUDA_DEVICE_ORDER=FASTEST_FIRST on a host with two different GPUs).
+    fake = install(monkeypatch, FakeNvml(gpus(2)))
+    by_uuid = open_device(0, identity_of=lambda ordinal: CudaIdentity(uuid_of(1).removeprefix("GPU-"), None))
+    assert by_uuid.handle.gpu is fake.gpus[1] and "from the CUDA driver" in by_uuid.found_by
+    by_bus = open_device(0, identity_of=lambda ordinal: CudaIdentity(None, "0000:3B:00.0"))
+    assert by_bus.handle.gpu is fake.gpus[1] and by_bus.found_by == "PCI bus id 0000:3B:00.0"
+
+
+def test_an_index_is_the_last_resort_and_says_what_it_assumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, FakeNvml(gpus(2)), cuda_visible_devices="1")
+    device = open_device(0)
+    assert device.handle.gpu is fake.gpus[1]
+    assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in device.found_by and "right only if" in device.found_by
+
+
+# Item 2: one NVML error while sampling makes the metric absent; it never fails the case.
+
+
+def test_an_nvml_error_while_sampling_process_memory_is_a_reason_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    (gpu,) = gpus(1)
+    gpu.processes = [FakeProcess(os.getpid(), 3 * GIB)]
+    fake = install(monkeypatch, FakeNvml([gpu]))
+    fake.fail("nvmlDeviceGetComputeRunningProcesses", real_pynvml.NVMLError_GpuIsLost, after_calls=1)
+    tracker = MemoryTracker(GPU)  # reset() and read() need Paddle on a GPU; sample() is NVML only
+    tracker.sample()
+    assert tracker.nvml_peak() == (3 * GIB, "")
+    tracker.sample()  # raised NVMLError_GpuIsLost before
+    tracker.sample()
+    peak, why = tracker.nvml_peak()
+    assert peak is None and "NVML failed at sample 2" in why and "NVMLError_GpuIsLost" in why
+    assert fake.calls["nvmlDeviceGetComputeRunningProcesses"] == 2  # sampling stopped after the error
+
+
+def test_process_memory_on_a_mig_slice_is_read_from_the_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    pid = os.getpid()
+    install(monkeypatch, mig_gpu([FakeProcess(pid, 2 * GIB)]), cuda_visible_devices=mig_uuid_of(1))
+    tracker = MemoryTracker(GPU)
+    tracker.sample()
+    assert tracker.nvml_peak() == (2 * GIB, "")
+
+
+def test_no_permission_on_a_whole_mig_gpu_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, mig_gpu())
+    with pytest.raises(ProcessesUnreadable, match=r"NVMLError_NoPermission.*need root"):
+        process_used_bytes(open_device(0), 1)
+
+
+# Item 8: process entries an early R535 driver garbles; a driver without the _v3 query.
+
+
+def test_early_r535_drivers_garble_process_entries_after_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert garbled_process_entries("535.54.03") is not None and garbled_process_entries("535.43.02") is not None
+    assert garbled_process_entries("535.98") is None and garbled_process_entries("550.54.15") is None
+    assert garbled_process_entries("530.30.02") is None and garbled_process_entries(None) is None
+    (gpu,) = gpus(1)
+    gpu.processes = [FakeProcess(10, GIB), FakeProcess(11, GIB)]
+    install(monkeypatch, FakeNvml([gpu], driver_version="535.54.03"))
+    with pytest.raises(ProcessesUnreadable, match=r"driver 535\.54\.03 .* garbled"):
+        process_used_bytes(open_device(0), 11)
+    gpu.processes = gpu.processes[:1]  # the first entry is read right
+    assert process_used_bytes(open_device(0), 10) == GIB
+
+
+def test_a_driver_without_the_v3_process_query_is_asked_with_v2(monkeypatch: pytest.MonkeyPatch) -> None:
+    (gpu,) = gpus(1)
+    gpu.processes = [FakeProcess(10, GIB)]
+    install(monkeypatch, FakeNvml([gpu], driver_version="470.223.02", has_v3_processes=False))
+    assert process_used_bytes(open_device(0), 10) == GIB
+
+
+def test_nvidia_ml_py_is_pinned_to_the_tested_range_and_the_installed_one_is_in_it() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (spec,) = [Requirement(r) for r in project["dependencies"] if r.startswith("nvidia-ml-py")]
+    assert str(spec.specifier) == "<14,>=12.535.108"
+    assert version("nvidia-ml-py") in spec.specifier
+    assert "12.535.77" not in spec.specifier  # reads a larger process record: garbled on every other driver
+
+
+# Item 5: the clock event reasons fall back to the older call; read around the rounds.
+
+
+def test_clock_events_fall_back_when_the_driver_lacks_the_newer_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    (gpu,) = gpus(1, clock_event_mask=0x4)
+    fake = install(monkeypatch, FakeNvml([gpu]))
+    fake.fail("nvmlDeviceGetCurrentClocksEventReasons", real_pynvml.NVMLError_FunctionNotFound)
+    device = open_device(0)
+    assert clock_event_mask(device.pynvml, device.gpu_handle) == 0x4
+    assert fake.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 1
+
+
+def test_clock_events_summary_warns_about_slowdowns_during_the_rounds() -> None:
+    assert clock_events_summary([0x1, 0x1]) == {
+        "masks": [1, 1],
+        "reasons": ["gpu_idle"],
+        "slowdowns": [],
+        "rounds_slowed": 0,
+    }
+    summary = clock_events_summary([0x1, 0x4, 0x44])
+    assert summary["slowdowns"] == ["sw_power_cap", "hw_thermal_slowdown"] and summary["rounds_slowed"] == 2
+    assert "after 2 of 3 measured rounds" in summary["warning"]
+    assert clock_events_summary([0x1, None]) == {} and clock_events_summary([]) == {}
+
+
+def test_a_clock_event_reader_that_fails_stops_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, FakeNvml(gpus(1)))
+    fake.fail("nvmlDeviceGetCurrentClocksThrottleReasons", real_pynvml.NVMLError_NotSupported)
+    fake.fail("nvmlDeviceGetCurrentClocksEventReasons", real_pynvml.NVMLError_NotSupported)
+    reader = ClockEvents(open_device(0))
+    assert reader.read() is None and reader.read() is None
+    assert reader.absent_reason is not None and "NVMLError_NotSupported" in reader.absent_reason
+
+
+# Energy counters.
+
+
+def test_the_gpu_energy_counter_gives_microjoules_between_readings(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, FakeNvml(gpus(1)))
+    energy, clock_events = round_probes(GPU)
+    assert isinstance(energy, NvmlEnergyCounter) and clock_events.read() == 0x1
+    start, end = energy.read(), energy.read()
+    assert energy.delta_uj(start, end) == 700_000 and energy.absent_reason is None
+
+
+def test_energy_is_absent_with_the_reason_on_a_mig_slice_or_an_old_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, mig_gpu(), cuda_visible_devices=mig_uuid_of(1))
+    on_mig = NvmlEnergyCounter(open_device(0))
+    assert on_mig.read() is None and "MIG slice" in str(on_mig.absent_reason)
+    fake = install(monkeypatch, FakeNvml(gpus(1)))
+    fake.fail("nvmlDeviceGetTotalEnergyConsumption", real_pynvml.NVMLError_NotSupported)
+    old = NvmlEnergyCounter(open_device(0))
+    assert old.read() is None and "NVMLError_NotSupported" in str(old.absent_reason)
+
+
+def test_without_nvml_the_gpu_probes_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    energy, clock_events = round_probes(GPU)  # the real pynvml: no driver on this machine
+    assert energy.read() is None and "NVMLError_LibraryNotFound" in str(energy.absent_reason)
+    assert clock_events.read() is None and "NVMLError_LibraryNotFound" in str(clock_events.absent_reason)
+
+
+def write_rapl(root: Path, energy_uj: int, max_range_uj: int = 262_143_328_850) -> None:
+    package = root / "intel-rapl:0"
+    (package / "intel-rapl:0:0").mkdir(parents=True, exist_ok=True)  # a sub-domain (core): not counted
+    (package / "energy_uj").write_text(f"{energy_uj}\n")
+    (package / "max_energy_range_uj").write_text(f"{max_range_uj}\n")
+
+
+def test_rapl_counts_package_energy_across_a_wrap_around(tmp_path: Path) -> None:
+    write_rapl(tmp_path, 1_000)
+    counter = RaplEnergyCounter(tmp_path)
+    start = counter.read()
+    write_rapl(tmp_path, 5_000)
+    assert counter.delta_uj(start, counter.read()) == 4_000
+    write_rapl(tmp_path, 262_143_328_000)
+    before = counter.read()
+    write_rapl(tmp_path, 150)
+    assert counter.delta_uj(before, counter.read()) == 850 + 150
+
+
+def test_no_rapl_or_an_unreadable_one_is_a_reason(tmp_path: Path) -> None:
+    missing = RaplEnergyCounter(tmp_path / "nothing")
+    assert missing.read() is None and "no RAPL package domain" in str(missing.absent_reason)
+    write_rapl(tmp_path, 1)
+    (tmp_path / "intel-rapl:0" / "energy_uj").write_text("not a number")
+    unreadable = RaplEnergyCounter(tmp_path)
+    assert unreadable.read() is None and "unreadable" in str(unreadable.absent_reason)
