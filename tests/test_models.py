@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from paddle_llm_bench import models
 from paddle_llm_bench.config import Case, ConfigError
 from paddle_llm_bench.device import detect_device, import_paddle
 from paddle_llm_bench.measure import CaseRunner
@@ -121,3 +123,33 @@ def test_the_1_5b_preset_builds_loads_and_generates_on_cpu(tmp_path: Path) -> No
     times = CaseRunner(loaded, case, detect_device("cpu")).generate_once()
     assert len(times.step_ns) == 2
     assert loaded.eos_token_id == 151643 and loaded.vocab_size == 151936
+
+
+def test_the_dtype_probe_reaches_the_gemm_path_batch_above_1_and_8_prompt_tokens(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Weight-only matmuls use a GEMV kernel for m <= 3 rows: a 3-token, batch-1 probe never ran the
+    # GEMM kernel every prefill and batch-8 step needs. The real probe model generates; we record its inputs.
+    seen: list[list[int]] = []
+    real_from_pretrained = models._from_pretrained
+
+    def recording(directory: Any, dtype: str, overrides: dict[str, Any]) -> Any:
+        model = real_from_pretrained(directory, dtype, overrides)
+        generate = model.generate
+
+        def spy(**kwargs: Any) -> Any:
+            seen.append(list(kwargs["input_ids"].shape))
+            return generate(**kwargs)
+
+        model.generate = spy
+        return model
+
+    monkeypatch.setattr(models, "_from_pretrained", recording)
+    cpu = detect_device("cpu")
+    assert models.dtype_unsupported_reason.__wrapped__(cpu, "float32", cache_dir) is None
+    (shape,) = seen
+    batch, prompt_tokens = shape
+    assert batch > 1 and prompt_tokens >= 8 and batch * prompt_tokens > 3
+    assert shape == [models.PROBE_BATCH_SIZE, models.PROBE_PROMPT_TOKENS]
+    ids = np.asarray(models.probe_prompt_ids())
+    assert (ids[0] != ids[1]).any() and ids.min() >= 3 and ids.max() < models.PROBE_ARCHITECTURE["vocab_size"]

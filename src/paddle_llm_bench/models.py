@@ -80,6 +80,12 @@ PROBE_ARCHITECTURE: dict[str, Any] = {
     "eos_token_id": 2,
 }
 
+# The dtype probe's generation: weight-only matmuls take a GEMV kernel for m <= 3 rows and a GEMM
+# kernel above; every prefill and every batch-8 step uses the GEMM one, so the probe must reach it.
+PROBE_BATCH_SIZE = 2
+PROBE_PROMPT_TOKENS = 8
+PROBE_NEW_TOKENS = 2
+
 # Bump when the way synthetic checkpoints are written changes: old cache entries are then rebuilt.
 SYNTHETIC_FORMAT = 1
 WEIGHT_SCALE = 0.02
@@ -268,21 +274,33 @@ def _from_pretrained(name_or_directory: str | Path, dtype: str, overrides: dict[
 def dtype_unsupported_reason(device: Device, dtype: str, cache_dir: Path) -> str | None:
     """None if generation in ``dtype`` works on ``device``, else the real error, found by loading a
     micro model of the family in that dtype through the usual loading path and generating 2 tokens
-    (a fraction of a second, once per session). Nothing here is a fixed table: a Paddle that gains
-    the missing kernels gets measured."""
+    for a batch of 2 prompts of 8 tokens, so that both the GEMV (decode) and GEMM (prefill, 16
+    rows) paths of weight-only matmuls run (a fraction of a second, once per session). Nothing here
+    is a fixed table: a Paddle that gains the missing kernels gets measured."""
     paddle = import_paddle(cache_dir)
     directory = _synthetic_checkpoint("probe", PROBE_ARCHITECTURE, cache_dir, 0, progress=lambda _: None)
     try:
         model = _from_pretrained(directory, dtype, {})
-        ids = paddle.to_tensor([[3, 4, 5]], dtype="int64")
+        ids = paddle.to_tensor(probe_prompt_ids(), dtype="int64")
         model.generate(
-            input_ids=ids, attention_mask=paddle.ones_like(ids), max_new_tokens=2, min_new_tokens=2, eos_token_id=2
+            input_ids=ids,
+            attention_mask=paddle.ones_like(ids),
+            max_new_tokens=PROBE_NEW_TOKENS,
+            min_new_tokens=PROBE_NEW_TOKENS,
+            eos_token_id=2,
         )
         device.synchronize()
     except Exception as error:  # noqa: BLE001 - any failure means "cannot run here"; we report its text
         where = f"{device.describe()} with Paddle {paddle.__version__}"
         return f"{dtype} generation does not run on {where}: {first_line(error)}"
     return None
+
+
+def probe_prompt_ids() -> list[list[int]]:
+    """``PROBE_BATCH_SIZE`` different prompts of ``PROBE_PROMPT_TOKENS`` ids inside the probe's vocabulary, no EOS."""
+    vocab = int(PROBE_ARCHITECTURE["vocab_size"])
+    rows = range(PROBE_BATCH_SIZE)
+    return [[3 + (row * 7 + col) % (vocab - 3) for col in range(PROBE_PROMPT_TOKENS)] for row in rows]
 
 
 def _report_prompt_ids(name_or_directory: str) -> list[int] | None:
