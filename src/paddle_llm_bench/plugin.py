@@ -331,16 +331,19 @@ def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any
             _keep_sigterm(request.config)  # the model's load may have imported code that replaced it
             benchmark.pedantic(one_round, teardown=after_each_round, rounds=rounds, warmup_rounds=0, iterations=1)
 
+        failure: str | None = None
         try:
             result = suite.run(case, timed_rounds)
         except (CaseFailed, ConfigError) as error:
-            pytest.fail(str(error), pytrace=False)
+            failure = str(error)  # failed below, outside the handler: one message, no chained traceback
         except KeyboardInterrupt:
             # Ctrl-C or SIGTERM mid-case: pytest-benchmark leaves a benchmark with an error out of the saved
             # run, so a partial set of rounds is never saved as a result; machine_info names the case.
             benchmark.has_error = True
             request.config.stash[STATE].interrupted_cases.append(case.id)
             raise
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
         _keep_sigterm(request.config)
         benchmark.extra_info.update(result.as_extra_info())
         if result.measurement_error is not None:  # saved for inspection, kept out of the gate and baselines
