@@ -134,7 +134,7 @@ def test_memory_verdicts_use_the_larger_tolerance() -> None:
     assert memory_verdict(100 * mib, 30 * mib, 2.0, 64 * mib) == "smaller"
 
 
-def _run(block_ratios: list[list[float]], cases: int = 1) -> PairedRun:
+def _run(block_ratios: list[list[float]], cases: int = 1, pooled_spread_dof: float = 4.0) -> PairedRun:
     """A synthetic run: per block the candidate/reference decode ratios of its pairs."""
     comparisons = []
     for index in range(cases):
@@ -153,7 +153,8 @@ def _run(block_ratios: list[list[float]], cases: int = 1) -> PairedRun:
             for b, ratios in enumerate(block_ratios)
         ]
         comparisons.append(CaseComparison(case, blocks, "precision"))
-    return PairedRun([SideInfo("A", "a"), SideInfo("B", "b")], PairedSettings(), comparisons)
+    settings = PairedSettings(pooled_spread_dof=pooled_spread_dof)
+    return PairedRun([SideInfo("A", "a"), SideInfo("B", "b")], settings, comparisons)
 
 
 def test_a_clear_slowdown_is_a_regression_and_a_small_one_is_not() -> None:
@@ -168,11 +169,22 @@ def test_a_clear_slowdown_is_a_regression_and_a_small_one_is_not() -> None:
 def test_holm_over_the_sweep_spares_a_marginal_case_among_many() -> None:
     # a 4 % drop with a p-value near 0.01: a regression alone, not among 20 cases (Holm: p <= 0.01/20)
     blocks = [[0.95], [0.97], [0.96], [0.955]]
-    alone = [j for j in judge(_run(blocks)) if j.metric == "decode_tokens_per_s"]
+    alone = [j for j in judge(_run(blocks, pooled_spread_dof=0)) if j.metric == "decode_tokens_per_s"]
     assert alone[0].estimate is not None and alone[0].estimate.p_value < 0.01
     assert alone[0].regression
-    many = [j for j in judge(_run(blocks, cases=20)) if j.metric == "decode_tokens_per_s"]
+    many = [j for j in judge(_run(blocks, 20, pooled_spread_dof=0)) if j.metric == "decode_tokens_per_s"]
     assert all(j.verdict == SLOWER for j in many) and not any(j.regression for j in many)
+
+
+def test_the_sweep_lends_each_case_its_evidence_about_the_noise() -> None:
+    # 3 blocks alone: 2 degrees of freedom, a wide interval; 10 cases with the same spread: 2 + 4
+    blocks = [[0.90], [0.93], [0.87]]
+    alone = next(j for j in judge(_run(blocks)) if j.metric == "decode_tokens_per_s")
+    pooled = next(j for j in judge(_run(blocks, cases=10)) if j.metric == "decode_tokens_per_s")
+    assert alone.estimate is not None and pooled.estimate is not None
+    assert alone.estimate.ratio == pytest.approx(pooled.estimate.ratio)
+    assert pooled.estimate.half_width_percent < 0.6 * alone.estimate.half_width_percent
+    assert pooled.estimate.p_value < alone.estimate.p_value
 
 
 def test_a_metric_only_one_side_has_gives_no_estimate() -> None:

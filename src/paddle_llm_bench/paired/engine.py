@@ -36,6 +36,7 @@ HELLO_TIMEOUT_S = 300.0
 PREPARE_TIMEOUT_S = 1800.0  # the 1.5B architecture is built on a CPU in about a minute; a hub download is slower
 TURN_TIMEOUT_S = 900.0
 STDERR_TAIL_LINES = 15
+LIVE_WORKERS: list[WorkerProcess] = []  # started and not yet closed, in the order they started
 
 
 class WorkerFailed(Exception):
@@ -64,6 +65,7 @@ class WorkerProcess:
             )
         except OSError as error:
             raise SideError(f"cannot start {side.describe()}: {error}") from None
+        LIVE_WORKERS.append(self)
 
     @property
     def pid(self) -> int:
@@ -106,6 +108,8 @@ class WorkerProcess:
 
     def close(self) -> None:
         """Ask it to quit; kill it if it does not within a few seconds."""
+        if self in LIVE_WORKERS:
+            LIVE_WORKERS.remove(self)
         if self.process.poll() is None:
             try:
                 assert self.process.stdin is not None
@@ -134,7 +138,7 @@ def start_workers(sides: Sequence[Side]) -> list[WorkerProcess]:
                     f"{worker.side.describe()} cannot run a worker: {hello_failure_hint(worker.side, str(error))}\n"
                     f"{error}"
                 ) from None
-            check_hello(worker.side, reply, PROTOCOL_VERSION, "<this checkout>")
+            check_hello(worker.side, reply, PROTOCOL_VERSION)
             worker.hello = reply
     except BaseException:
         close_all(workers)
@@ -164,7 +168,13 @@ def _median(values: list[float]) -> float:
 
 
 def round_times(fields: dict[str, Any]) -> RoundTimes:
-    return RoundTimes(**{**fields, "step_ns": tuple(fields["step_ns"])})
+    """A round as the worker sent it; a worker of another code version fails here, clearly."""
+    try:
+        return RoundTimes(**{**fields, "step_ns": tuple(fields["step_ns"])})
+    except (KeyError, TypeError, ValueError) as error:
+        raise ProtocolError(
+            f"a round this version cannot read ({error}): is the worker's paddle-llm-bench the same?"
+        ) from None
 
 
 def measure_block(
@@ -197,7 +207,10 @@ def measure_block(
         values: list[dict[str, float]] = [{} for _ in workers]
         for side in order:
             reply = workers[side].request({"op": "turn", "rounds": settings.rounds_per_turn}, TURN_TIMEOUT_S)
-            kept = [round_times(fields) for fields in reply["rounds"]][settings.dropped_per_turn :]
+            try:
+                kept = [round_times(fields) for fields in reply["rounds"]][settings.dropped_per_turn :]
+            except ProtocolError as error:
+                raise WorkerFailed(f"{workers[side].side.describe()}: {error}") from None
             values[side] = turn_value(kept, case)
         block.pairs.append(Pair(order, values))
     for worker in workers:
@@ -266,7 +279,7 @@ def run_paired(
                 try:
                     measure_block(comparison, workers, block_index, settings, cache_dir, rng)
                 except (WorkerFailed, CaseError) as error:
-                    comparison.error = str(error)
+                    comparison.error = str(error) + _memory_hint(str(error), len(sides))
                     comparison.stop_reason = "failed"
                     close_all(workers)
                     workers = start_workers(sides)
@@ -290,6 +303,15 @@ def run_paired(
             worker.kill()
         close_all(workers)
     return run
+
+
+def _memory_hint(error: str, sides: int) -> str:
+    if "out of memory" not in error.lower() and "resourceexhausted" not in error.lower():
+        return ""
+    return (
+        f"\n(all {sides} sides hold the case's model at once: if one fits alone, compare fewer sides at a time, "
+        "or a smaller --batch-size / --prompt-tokens / --max-new-tokens)"
+    )
 
 
 def _side_info(worker: WorkerProcess) -> SideInfo:

@@ -21,7 +21,15 @@ from ..files import write_atomic
 from ..gate import GateSettings
 from ..metrics import HIGHER_IS_BETTER
 from ..stats import holm_adjust
-from .stats import SLOWER, PairedEstimate, memory_verdict, paired_estimate, speed_verdict
+from .stats import (
+    SLOWER,
+    PairedEstimate,
+    block_estimates,
+    memory_verdict,
+    paired_estimate,
+    prior_spreads,
+    speed_verdict,
+)
 
 FORMAT = "paddle-llm-bench-paired"
 FORMAT_VERSION = 1
@@ -52,6 +60,9 @@ class PairedSettings:
         default_factory=lambda: {"decode_tokens_per_s": 3.0, "ttft_ms": 10.0, "e2e_tokens_per_s": 3.0}
     )
     gated_metrics: tuple[str, ...] = ("decode_tokens_per_s", "ttft_ms")
+    # Weight, in degrees of freedom, of the spread pooled over the sweep's other comparisons when judging one
+    # (as the stored-baseline gate's pooled noise): a case's own 4-10 blocks say little about its noise.
+    pooled_spread_dof: float = 4.0
     device: str = "auto"
     max_positions: int | None = 4096
     seed: int = 0
@@ -216,17 +227,24 @@ class MemoryJudgement:
 
 
 def judge(run: PairedRun) -> list[Judgement]:
-    """Every (case, side, metric) estimate with its verdict; Holm over the gated ones marks regressions."""
+    """Every (case, side, metric) estimate with its verdict; Holm over the gated ones marks regressions.
+
+    Each estimate's noise is moderated by the spread of the sweep's other comparisons of the same metric.
+    """
     settings = run.settings
+    keys = [(c, side) for c in run.cases for side in range(1, len(run.sides))]
+    estimates: dict[tuple[int, int, str], PairedEstimate | None] = {}
+    for metric in PAIRED_METRICS:
+        blocks = [comparison.log_ratios(side, metric) for comparison, side in keys]
+        priors = prior_spreads([block_estimates(b) for b in blocks], settings.pooled_spread_dof)
+        for (comparison, side), block, prior in zip(keys, blocks, priors, strict=True):
+            estimates[(id(comparison), side, metric)] = paired_estimate(block, settings.confidence, prior)
     judgements: list[Judgement] = []
-    for comparison in run.cases:
-        for side in range(1, len(run.sides)):
-            for metric in PAIRED_METRICS:
-                estimate = comparison.estimate(side, metric, settings.confidence)
-                verdict = speed_verdict(
-                    estimate, settings.min_effect_percent.get(metric, 0.0), metric in HIGHER_IS_BETTER
-                )
-                judgements.append(Judgement(comparison.case.id, side, metric, estimate, verdict))
+    for comparison, side in keys:
+        for metric in PAIRED_METRICS:
+            estimate = estimates[(id(comparison), side, metric)]
+            verdict = speed_verdict(estimate, settings.min_effect_percent.get(metric, 0.0), metric in HIGHER_IS_BETTER)
+            judgements.append(Judgement(comparison.case.id, side, metric, estimate, verdict))
     gated = [j for j in judgements if j.metric in settings.gated_metrics and j.estimate is not None]
     adjusted = holm_adjust([j.estimate.p_value for j in gated if j.estimate is not None])
     flagged = {id(j) for j, p in zip(gated, adjusted, strict=True) if j.verdict == SLOWER and p <= settings.alpha}

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
 
 class SideError(Exception):
     """A side that cannot take part: the message names it and says what to do."""
@@ -28,6 +30,7 @@ class Side:
     python: str
     env: dict[str, str] = field(default_factory=dict)
     slowdown_fraction: float = 0.0  # calibration only: a busy-wait of this share of each decoding step
+    paddle_version: str | None = None  # when set, a worker reporting another Paddle is refused
 
     def describe(self) -> str:
         injected = f", injected slowdown {100 * self.slowdown_fraction:g} %" if self.slowdown_fraction else ""
@@ -55,14 +58,26 @@ def looks_like_version(text: str) -> bool:
     return bool(text) and text[0].isdigit() and "/" not in text
 
 
-def check_hello(side: Side, reply: dict[str, Any], protocol: int, repo_hint: str) -> None:
-    """Raise SideError unless the worker's hello shows a compatible worker."""
+def check_hello(side: Side, reply: dict[str, Any], protocol: int) -> None:
+    """Raise SideError unless the worker's hello shows a compatible worker with the expected Paddle."""
     if reply.get("protocol") != protocol:
         raise SideError(
             f"{side.describe()} runs paddle-llm-bench {reply.get('package_version', '?')} with worker protocol "
             f"{reply.get('protocol')!r}, this one speaks {protocol}: install this checkout into it "
-            f"({side.python} -m pip install -e {repo_hint})"
+            f"({side.python} -m pip install -e <this checkout>)"
         )
+    printed = str(reply.get("paddle_version", ""))
+    if side.paddle_version is not None and not _same_version(printed, side.paddle_version):
+        raise SideError(
+            f"{side.describe()} imports Paddle {printed!r}, not {side.paddle_version}: the wrong environment"
+        )
+
+
+def _same_version(printed: str, expected: str) -> bool:
+    try:
+        return Version(printed).public == Version(expected).public
+    except InvalidVersion:
+        return printed == expected
 
 
 def hello_failure_hint(side: Side, stderr_tail: str) -> str:

@@ -76,25 +76,52 @@ class PairedEstimate:
         }
 
 
-def paired_estimate(blocks: Sequence[Sequence[float]], confidence: float = 0.95) -> PairedEstimate | None:
+@dataclass(frozen=True)
+class PriorSpread:
+    """The spread of block estimates seen in the rest of a sweep: a prior for one comparison's own.
+
+    ``variance`` is the pooled variance of block estimates (log scale) of the other comparisons of the
+    same metric; ``dof`` its weight in degrees of freedom (the gate's moderated noise, applied here).
+    """
+
+    variance: float
+    dof: float
+
+
+def block_estimates(blocks: Sequence[Sequence[float]]) -> list[float]:
+    """One robust estimate (Hodges-Lehmann) per non-empty block of pair log ratios."""
+    estimates = [hodges_lehmann(block) for block in blocks if block]
+    if any(not math.isfinite(value) for value in estimates):
+        raise ValueError("log ratios must be finite")
+    return estimates
+
+
+def paired_estimate(
+    blocks: Sequence[Sequence[float]], confidence: float = 0.95, prior: PriorSpread | None = None
+) -> PairedEstimate | None:
     """The ratio and its interval from per-block lists of pair log ratios; None with fewer than 2 blocks.
 
-    Empty blocks are ignored. All blocks agreeing exactly gives a zero-width interval and p = 0 (if
-    they are not all 0) or 1 — real timings never do that.
+    Without ``prior`` the interval is Student-t over the blocks (``blocks - 1`` degrees of freedom).
+    With it, the blocks' variance is moderated: (d0·s0² + d·s²) / (d0 + d) on d0 + d degrees of
+    freedom, so that a sweep's many cases lend each other their evidence about the noise. Empty
+    blocks are ignored. All blocks agreeing exactly gives a zero-width interval.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be within (0, 1), got {confidence}")
-    estimates = [hodges_lehmann(block) for block in blocks if block]
+    estimates = block_estimates(blocks)
     if len(estimates) < MIN_BLOCKS:
         return None
-    if any(not math.isfinite(value) for value in estimates):
-        raise ValueError("log ratios must be finite")
     k = len(estimates)
     mean = statistics.fmean(estimates)
-    standard_error = statistics.stdev(estimates) / math.sqrt(k)
-    t_quantile = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, k - 1))
+    dof: float = k - 1
+    variance = statistics.variance(estimates)
+    if prior is not None and prior.dof > 0:
+        variance = (prior.dof * prior.variance + dof * variance) / (prior.dof + dof)
+        dof += prior.dof
+    standard_error = math.sqrt(variance / k)
+    t_quantile = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, dof))
     if standard_error > 0.0:
-        p_value = float(2.0 * scipy_stats.t.sf(abs(mean) / standard_error, k - 1))
+        p_value = float(2.0 * scipy_stats.t.sf(abs(mean) / standard_error, dof))
     else:
         p_value = 1.0 if mean == 0.0 else 0.0
     return PairedEstimate(
@@ -107,6 +134,20 @@ def paired_estimate(blocks: Sequence[Sequence[float]], confidence: float = 0.95)
         pairs=sum(len(block) for block in blocks),
         block_ratios=tuple(math.exp(value) for value in estimates),
     )
+
+
+def prior_spreads(groups: Sequence[Sequence[float]], max_dof: float) -> list[PriorSpread | None]:
+    """For each group of block estimates, the pooled variance of all the *other* groups (leave-one-out),
+    weighted by at most ``max_dof`` degrees of freedom; None where no other group has two blocks."""
+    pieces = [(len(g) - 1, statistics.variance(g) if len(g) > 1 else 0.0) for g in groups]
+    total_dof = sum(d for d, _ in pieces if d > 0)
+    total_ss = sum(d * v for d, v in pieces if d > 0)
+    spreads: list[PriorSpread | None] = []
+    for dof, variance in pieces:
+        other_dof = total_dof - max(dof, 0)
+        other_ss = total_ss - (dof * variance if dof > 0 else 0.0)
+        spreads.append(PriorSpread(other_ss / other_dof, min(max_dof, other_dof)) if other_dof > 0 else None)
+    return spreads
 
 
 def speed_verdict(estimate: PairedEstimate | None, min_effect_percent: float, higher_is_better: bool) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ class Worker:
         self.loaded: Any = None
         self.runner: Any = None
         self.tracker: Any = None
-        self.slowdown_hook: Any = None
+        self.slowdown_hooks: list[Any] = []
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -95,26 +94,33 @@ class Worker:
                 progress=lambda message: print(message, file=sys.stderr),
             )
         self.runner = CaseRunner(self.loaded, case, self.device)
-        warmup = [self.runner.generate_once() for _ in range(int(request.get("warmup_rounds", 2)))]
         fraction = float(request.get("slowdown_fraction", 0.0))
         if fraction > 0.0:
-            self._inject_slowdown(fraction, warmup)
+            self._inject_slowdown(fraction)
+        self.runner.warmup(int(request.get("warmup_rounds", 2)))
         self.tracker = MemoryTracker(self.device)
         self.tracker.reset()
         return {"device": self.device.describe(), "model_source": self.loaded.source}
 
-    def _inject_slowdown(self, fraction: float, warmup: list[Any]) -> None:
-        """A busy-wait of ``fraction`` of a decoding step after every forward pass (one per step)."""
-        if not warmup:
-            raise ValueError("an injected slowdown is scaled from the warm-up rounds: give warmup_rounds >= 1")
-        steps_s = [(t.end_ns - t.step_ns[0]) / 1e9 / max(1, len(t.step_ns) - 1) for t in warmup]
-        delay_s = fraction * statistics.median(steps_s)
-        self.slowdown_hook = self.loaded.model.register_forward_post_hook(lambda *_: busy_wait(delay_s))
+    def _inject_slowdown(self, fraction: float) -> None:
+        """After every forward pass (one per decoding step, and the prefill), busy-wait ``fraction`` of the
+        time that forward pass took: a slowdown of a known share of the model's work, which follows the
+        machine's speed as it changes (a fixed delay measured once would not)."""
+        started_ns = [0]
+
+        def before(*_: Any) -> None:
+            started_ns[0] = time.perf_counter_ns()
+
+        def after(*_: Any) -> None:
+            busy_wait(fraction * (time.perf_counter_ns() - started_ns[0]) / 1e9)
+
+        model = self.loaded.model
+        self.slowdown_hooks = [model.register_forward_pre_hook(before), model.register_forward_post_hook(after)]
 
     def _remove_slowdown(self) -> None:
-        if self.slowdown_hook is not None:
-            self.slowdown_hook.remove()
-            self.slowdown_hook = None
+        for hook in self.slowdown_hooks:
+            hook.remove()
+        self.slowdown_hooks = []
 
     def turn(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.runner is None:

@@ -1,0 +1,169 @@
+"""The paired engine with real worker processes on the real tiny model.
+
+The checks are built to hold on a busy machine: the injected slowdown is large (one extra step's time
+per step, a ratio of about 0.5), the same-code twin is only required to be near 1, and every
+failure path (a worker killed or hung, a bad interpreter, Ctrl-C) is exercised for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from paddle_llm_bench.config import Case
+from paddle_llm_bench.paired import engine
+from paddle_llm_bench.paired.engine import run_paired
+from paddle_llm_bench.paired.results import PairedRun, PairedSettings, judge, load_paired_run
+from paddle_llm_bench.paired.sides import Side, SideError, python_side
+from paddle_llm_bench.paired.stats import SLOWER
+
+CASE = Case("tiny", "float32", "greedy", max_new_tokens=16, batch_size=1, prompt_tokens=16)
+OTHER = Case("tiny", "float32", "sampling", max_new_tokens=16, batch_size=1, prompt_tokens=16)
+QUICK = PairedSettings(pairs_per_block=4, min_blocks=2, max_blocks=2, warmup_rounds=1, device="cpu")
+
+
+def quiet(_message: str) -> None:
+    return None
+
+
+@pytest.fixture(scope="module")
+def three_sides(tmp_path_factory: pytest.TempPathFactory, llm_cache_dir: Path) -> PairedRun:
+    """The reference, a twin of the same code, and a side that busy-waits one step's time per step."""
+    sides = [
+        Side("reference", sys.executable),
+        Side("twin", sys.executable),
+        Side("slowed", sys.executable, slowdown_fraction=1.0),
+    ]
+    settings = PairedSettings(pairs_per_block=5, min_blocks=3, max_blocks=3, warmup_rounds=1, device="cpu")
+    saved = tmp_path_factory.mktemp("paired") / "paired.json"
+    run = run_paired([CASE], sides, settings, llm_cache_dir, progress=quiet, on_update=lambda r: r.save(saved))
+    assert load_paired_run(saved).as_dict() == run.as_dict()  # what was saved is what was measured
+    return run
+
+
+def test_every_block_runs_in_fresh_processes_with_pairs_in_both_orders(three_sides: PairedRun) -> None:
+    comparison = three_sides.cases[0]
+    assert comparison.error is None and comparison.stop_reason.startswith("block budget: 3 blocks")
+    assert len(comparison.blocks) == 3 and all(len(block.pairs) == 5 for block in comparison.blocks)
+    pids = [pid for block in comparison.blocks for pid in block.pids]
+    assert len(set(pids)) == 9  # 3 sides x 3 blocks, never reused
+    orders = {tuple(pair.order) for block in comparison.blocks for pair in block.pairs}
+    assert len(orders) > 1 and all(sorted(order) == [0, 1, 2] for order in orders)
+    for block in comparison.blocks:
+        assert all(memory["peak_allocated_bytes"] > 0 for memory in block.memory_bytes)
+        assert all("peak_nvml_process_bytes" in absent for absent in block.memory_absent)  # a CPU: absent, why
+
+
+def test_a_one_step_busy_wait_halves_decode_speed_and_is_called_slower(three_sides: PairedRun) -> None:
+    comparison = three_sides.cases[0]
+    slowed = comparison.estimate(2, "decode_tokens_per_s", 0.95)
+    assert slowed is not None
+    assert 0.3 < slowed.ratio < 0.75, slowed  # 1 / (1 + 1) = 0.5 on a quiet machine
+    verdicts = {(j.side, j.metric): j for j in judge(three_sides)}
+    assert verdicts[(2, "decode_tokens_per_s")].verdict == SLOWER
+    assert verdicts[(2, "decode_tokens_per_s")].regression
+
+
+def test_the_same_code_on_both_sides_is_near_one(three_sides: PairedRun) -> None:
+    twin = three_sides.cases[0].estimate(1, "decode_tokens_per_s", 0.95)
+    slowed = three_sides.cases[0].estimate(2, "decode_tokens_per_s", 0.95)
+    assert twin is not None and slowed is not None
+    assert 0.7 < twin.ratio < 1.4 and slowed.ratio < 0.8 * twin.ratio
+
+
+@pytest.mark.parametrize(("how", "expected"), [(signal.SIGKILL, "exit status -9"), (signal.SIGSTOP, "hung")])
+def test_a_worker_that_dies_or_hangs_fails_its_case_and_the_rest_goes_on(
+    how: signal.Signals, expected: str, llm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "PREPARE_TIMEOUT_S", 20.0)
+    monkeypatch.setattr(engine, "TURN_TIMEOUT_S", 20.0)
+    sides = [Side("reference", sys.executable), Side("candidate", sys.executable)]
+    signalled: list[int] = []
+
+    def progress(_message: str) -> None:
+        if not signalled:  # after the first case of the first block: hit the candidate's worker
+            os.kill(current_pids()[1], how)
+            signalled.append(current_pids()[1])
+
+    def current_pids() -> list[int]:
+        return [p.pid for p in engine.LIVE_WORKERS]
+
+    run = run_paired([CASE, OTHER], sides, QUICK, llm_cache_dir, progress=progress)
+    first, second = run.cases
+    assert second.error is not None and expected in second.error and str(signalled[0]) in second.error
+    assert "its stderr ends" in second.error
+    assert first.error is None and len(first.blocks) == 2  # measured on with restarted workers
+    assert not any(_alive(pid) for block in first.blocks for pid in block.pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_not_a_python_is_refused_with_the_value(tmp_path: Path) -> None:
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("hello")
+    with pytest.raises(SideError, match=r"'.*notes.txt' from --reference is not an executable Python interpreter"):
+        python_side(str(text_file))
+
+
+def test_a_python_without_this_project_is_refused_with_the_fix(llm_cache_dir: Path) -> None:
+    base = getattr(sys, "_base_executable", None)
+    if not base or Path(base).resolve() == Path(sys.executable).resolve():
+        pytest.skip("no interpreter without this project at hand (not running in a virtual environment)")
+    sides = [Side("reference", base), Side("candidate", sys.executable)]
+    with pytest.raises(SideError, match=r"cannot run a worker: paddle-llm-bench is not installed there"):
+        run_paired([CASE], sides, QUICK, llm_cache_dir, progress=quiet)
+
+
+def test_a_worker_of_another_protocol_is_refused(tmp_path: Path, llm_cache_dir: Path) -> None:
+    impostor = tmp_path / "python"
+    impostor.write_text(
+        f"#!{sys.executable}\nimport sys, json\nsys.stdin.readline()\n"
+        'print(json.dumps({"ok": True, "protocol": 99, "package_version": "9.9"}), flush=True)\n'
+    )
+    impostor.chmod(0o755)
+    sides = [Side("reference", str(impostor)), Side("candidate", sys.executable)]
+    with pytest.raises(SideError, match=r"paddle-llm-bench 9.9 with worker protocol 99, this one speaks 1"):
+        run_paired([CASE], sides, QUICK, llm_cache_dir, progress=quiet)
+
+
+def test_ctrl_c_ends_the_workers_and_keeps_what_was_measured(tmp_path: Path, llm_cache_dir: Path) -> None:
+    out_dir = tmp_path / "out"
+    command = [sys.executable, "-m", "paddle_llm_bench.cli", "paired", "--reference", sys.executable]
+    command += ["--max-new-tokens", "8", "--prompt-tokens", "8", "--device", "cpu", "--cache-dir", str(llm_cache_dir)]
+    command += ["--pairs-per-block", "2", "--min-blocks", "2", "--max-blocks", "100", "--out-dir", str(out_dir)]
+    command += ["--target-half-width", "0.01"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    saved = out_dir / "paired.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (saved.is_file() and len(_blocks(saved)) >= 2):
+        time.sleep(0.5)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted: what was measured is saved" in err
+    run = load_paired_run(saved)
+    assert run.interrupted and len(run.cases[0].blocks) >= 2
+    assert "interrupted (Ctrl-C)" in run.cases[0].stop_reason
+    time.sleep(1)
+    assert not any(_alive(pid) for block in run.cases[0].blocks for pid in block.pids)
+
+
+def _blocks(path: Path) -> list[object]:
+    try:
+        return list(json.loads(path.read_text())["cases"][0]["blocks"])
+    except (OSError, ValueError, KeyError, IndexError):
+        return []
