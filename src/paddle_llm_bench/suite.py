@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bandwidth import batch1_decode_ceiling, ceiling_extra_info
+from .bandwidth import batch1_decode_ceiling, ceiling_extra_info, decode_weight_bytes
 from .checkpoints import CheckpointError, check_checkpoint_files
 from .config import HUB_PREFIX, Case, ConfigError, Sweep
 from .device import Device, import_paddle
@@ -140,6 +140,7 @@ class Suite:
             case.prompt_tokens,
             case.max_new_tokens,
             self.memory_bandwidth_bytes_per_s,
+            weight_bytes=decode_weight_bytes(loaded.model),
         )
         return ceiling_extra_info(ceiling, result.samples.get("decode_tokens_per_s", []))
 
