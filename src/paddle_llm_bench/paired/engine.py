@@ -197,6 +197,7 @@ def measure_block(
                 "cache_dir": str(cache_dir),
                 "max_positions": settings.max_positions,
                 "slowdown_fraction": worker.side.slowdown_fraction,
+                "runner": worker.side.runner,
             },
             PREPARE_TIMEOUT_S,
         )

@@ -7,8 +7,9 @@ failed request has ``error`` (the message) and ``kind`` (the exception's class n
 Requests:
 - ``{"op": "hello"}`` -> ``protocol``, ``package_version``, ``paddle_version``, ``paddlenlp_version``, ``python``
 - ``{"op": "prepare", "case": {...}, "warmup_rounds": 2, "device": "auto", "cache_dir": "...",
-  "max_positions": 4096, "slowdown_fraction": 0.0}`` -> ``device``, ``model_source``: load (once per model
-  and dtype), warm up, reset the memory peaks, optionally inject a busy-wait of a fraction of each step
+  "max_positions": 4096, "slowdown_fraction": 0.0, "runner": "suite"}`` -> ``device``, ``model_source``: load
+  (once per model and dtype), warm up, reset the memory peaks, optionally inject a busy-wait of a fraction
+  of each forward pass; ``runner`` names what generates (the suite's measured round, or a bare loop)
 - ``{"op": "turn", "rounds": 1}`` -> ``rounds``: that many measured generations, as RoundTimes fields
 - ``{"op": "memory"}`` -> ``bytes``, ``absent``: the peaks since ``prepare``
 - ``{"op": "quit"}`` -> the worker answers and exits; end of input does the same

@@ -31,6 +31,7 @@ class Side:
     env: dict[str, str] = field(default_factory=dict)
     slowdown_fraction: float = 0.0  # calibration only: a busy-wait of this share of each decoding step
     paddle_version: str | None = None  # when set, a worker reporting another Paddle is refused
+    runner: str = "suite"  # what generates: the suite's measured rounds ("suite") or a plain generate loop ("bare")
 
     def describe(self) -> str:
         injected = f", injected slowdown {100 * self.slowdown_fraction:g} %" if self.slowdown_fraction else ""
