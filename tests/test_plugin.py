@@ -199,3 +199,47 @@ def test_pyproject_lists_and_gate_options_are_read(pytester: pytest.Pytester) ->
     result = run_benchmarks(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
     result.stderr.fnmatch_lines(["ERROR: invalid value 0.9 from --llm-gate-alpha*"])
+
+
+def test_llm_reference_measures_every_case_paired_and_saves_it_with_the_run(
+    pytester: pytest.Pytester, llm_cache_dir: Path
+) -> None:
+    """`--llm-reference PYTHON`: the sweep as usual, then each case interleaved against the reference in fresh
+    workers; the paired run lands beside the saved run and its summary inside it. Same code on both sides:
+    no regression may be called on a case whose ratio is near 1."""
+    paired = ("--llm-paired-pairs-per-block=3", "--llm-paired-min-blocks=2", "--llm-paired-max-blocks=2")
+    result = run_benchmarks(
+        pytester,
+        *ONE_SHORT_CASE,
+        f"--llm-cache-dir={llm_cache_dir}",
+        "--llm-no-gate",
+        "--benchmark-autosave",
+        f"--llm-reference={sys.executable}",
+        *paired,
+    )
+    text = output(result)
+    assert "paired comparison against reference" in text
+    saved = next(pytester.path.glob(".benchmarks/*/0001_*.json"))
+    document = json.loads(saved.read_text())
+    summary = document["paddle_llm_bench_paired"]
+    assert [side["name"] for side in summary["sides"]] == [f"reference {sys.executable}", "this environment"]
+    decode = next(j for j in summary["judgements"] if j["metric"] == "decode_tokens_per_s")
+    assert decode["case_id"] == "tiny-float32-greedy-new4-bs1-prompt4" and decode["blocks"] == 2
+    assert 0.5 < decode["ratio"] < 2.0
+    paired_run = pytester.path / ".benchmarks" / "paired" / saved.stem / "paired.json"
+    assert Path(summary["paired_run"]).resolve() == paired_run.resolve() and paired_run.is_file()
+    assert len(list(pytester.path.glob(".benchmarks/*/*.json"))) == 1  # pytest-benchmark's folder: only its run
+    assert "paired against reference" in text and "paired run saved to" in text
+    assert result.ret == (pytest.ExitCode.TESTS_FAILED if decode["regression"] else pytest.ExitCode.OK), text
+
+
+def test_llm_reference_that_is_not_a_python_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    result = run_benchmarks(pytester, *ONE_SHORT_CASE, f"--llm-reference={tmp_path / 'missing' / 'python'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "from --llm-reference is not an executable Python interpreter" in output(result)
+
+
+def test_bad_paired_options_are_usage_errors(pytester: pytest.Pytester) -> None:
+    result = run_benchmarks(pytester, *ONE_SHORT_CASE, "--llm-paired-min-blocks=5", "--llm-paired-max-blocks=3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "min blocks (5) <= max blocks (3)" in output(result)

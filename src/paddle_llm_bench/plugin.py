@@ -29,6 +29,7 @@ from .config import (
     Sweep,
     gate_settings,
     make_sweep,
+    parse_float,
     parse_positive_int,
     parse_sweep_dimension,
 )
@@ -37,6 +38,9 @@ from .doctor import DoctorReport, self_check
 from .environment import collect_all
 from .gate import REGRESSION, GateSettings
 from .models import PRESETS, default_cache_dir
+from .paired.reference import ReferenceOutcome, compare_with_reference, reference_side
+from .paired.results import PairedSettings
+from .paired.sides import Side
 from .regression import GateReport, check_run, update_baselines
 from .report import summary_table
 from .saving import (
@@ -92,6 +96,28 @@ GATE_OPTIONS: tuple[tuple[str, str], ...] = (
     ("gate-min-effect", "smallest change that counts, per metric in percent, e.g. decode_tokens_per_s=5,ttft_ms=10"),
     ("gate-noise-floor", "run-to-run noise assumed at least, in percent (default 2)"),
     ("gate-max-cv", "a case whose CV across rounds exceeds this percentage is inconclusive (default 10)"),
+    (
+        "reference",
+        "after the sweep, measure every case interleaved (paired, in fresh worker processes) against this reference: "
+        "a Paddle version (its environment is made once, cached) or a Python with Paddle and this project; a case "
+        "confirmed slower (Holm over the sweep) or bigger fails the run",
+    ),
+)
+
+
+PAIRED_DEFAULTS = PairedSettings()
+PAIRED_OPTIONS: tuple[tuple[str, str], ...] = (
+    (
+        "paired-pairs-per-block",
+        f"with --llm-reference: pairs per block of fresh workers ({PAIRED_DEFAULTS.pairs_per_block})",
+    ),
+    ("paired-min-blocks", f"with --llm-reference: blocks before a case may stop ({PAIRED_DEFAULTS.min_blocks})"),
+    ("paired-max-blocks", f"with --llm-reference: most blocks per case ({PAIRED_DEFAULTS.max_blocks})"),
+    (
+        "paired-target-half-width",
+        "with --llm-reference: a case stops when its interval's half-width is at most this, in percent "
+        f"({PAIRED_DEFAULTS.target_half_width_percent:g})",
+    ),
 )
 
 
@@ -113,6 +139,9 @@ class LLMBenchState:
     notes: list[str] = field(default_factory=list)
     previous_sigterm: SignalHandler = None
     sigterm_installed: bool = False
+    paired: PairedSettings = PAIRED_DEFAULTS
+    reference: Side | None = None
+    reference_outcome: ReferenceOutcome | None = None
 
 
 STATE = pytest.StashKey[LLMBenchState]()
@@ -129,7 +158,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(_ini(suffix), help_text, default=None)
     for suffix, help_text in FLAG_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), action="store_true", default=False, help=help_text)
-    for suffix, help_text in GATE_OPTIONS:
+    for suffix, help_text in (*GATE_OPTIONS, *PAIRED_OPTIONS):
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
         parser.addini(_ini(suffix), help_text, default=None)
 
@@ -175,14 +204,35 @@ def pytest_configure(config: pytest.Config) -> None:
             max_cv=_raw(config, "gate-max-cv")[0],
         )
         _check_reference_files(config)
+        paired = paired_settings(config)
     except ConfigError as error:
         raise pytest.UsageError(str(error)) from None
-    state = config.stash[STATE] = LLMBenchState(chosen, settings, gate)
+    state = config.stash[STATE] = LLMBenchState(chosen, settings, gate, paired=paired)
     try:
         state.previous_sigterm = stop_on_sigterm(state.saves)
         state.sigterm_installed = True
     except ValueError:  # not the main thread: pytest run inside another program, which owns its signals
         state.sigterm_installed = False
+
+
+def paired_settings(config: pytest.Config) -> PairedSettings:
+    """The --llm-paired-* options over the engine's defaults; errors name the option."""
+    values: dict[str, Any] = {}
+    for suffix, field_name, minimum in (
+        ("paired-pairs-per-block", "pairs_per_block", 2),
+        ("paired-min-blocks", "min_blocks", 2),
+        ("paired-max-blocks", "max_blocks", 2),
+    ):
+        text, source = _raw(config, suffix)
+        if text is not None:
+            values[field_name] = parse_positive_int(text, source, minimum)
+    text, source = _raw(config, "paired-target-half-width")
+    if text is not None:
+        values["target_half_width_percent"] = parse_float(text, source, 0.01, 100.0)
+    try:
+        return replace(PAIRED_DEFAULTS, **values)
+    except ValueError as error:
+        raise ConfigError(f"--llm-paired-*: {error}") from None
 
 
 def _check_reference_files(config: pytest.Config) -> None:
@@ -213,6 +263,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     bench_session = getattr(session.config, "_benchmarksession", None)
     if state is not None and bench_session is not None:
         install(bench_session, state.saves)
+    text, _source = _raw(session.config, "reference")
+    if state is not None and text is not None:
+        state.reference = _reference(session.config, text)
+
+
+def _reference(config: pytest.Config, text: str) -> Side:
+    """The --llm-reference side, made ready (or refused) before anything is measured."""
+    device = state_device(config)
+    try:
+        return reference_side(text, Path(config.rootpath), device == "gpu", _progress_writer(config))
+    except ConfigError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def state_device(config: pytest.Config) -> str:
+    return get_suite(config).device.kind
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -397,10 +463,29 @@ def finish_run(config: pytest.Config, state: LLMBenchState, interrupted: bool) -
             report.errors.append(f"the gate or baseline update stopped: {type(error).__name__}: {error}")
         if state.gate_report is not None:
             add_to_saved(state.saves, "paddle_llm_bench_gate", [asdict(f) for f in state.gate_report.findings])
+        if state.reference is not None:
+            state.reference_outcome = _compare_with_reference(config, state, state.reference)
+            add_to_saved(state.saves, "paddle_llm_bench_paired", state.reference_outcome.summary())
     if interrupted and suite is not None and suite.results and config.getoption("llm_baseline_update"):
         state.notes.append(_unfinished_update_hint(state))
     gate_failed = state.gate_report is not None and state.gate_report.failed
-    return gate_failed or bool(state.saves.errors)
+    paired_failed = state.reference_outcome is not None and bool(state.reference_outcome.failures)
+    return gate_failed or paired_failed or bool(state.saves.errors)
+
+
+def _compare_with_reference(config: pytest.Config, state: LLMBenchState, reference: Side) -> ReferenceOutcome:
+    suite = state.suite
+    assert suite is not None
+    saved = [p for p in state.saves.saved if p.suffix == ".json"]
+    # Two folders below the storage root: pytest-benchmark's tools never take it for a saved run.
+    stem = saved[0].stem if saved else state.run_id
+    root = saved[0].parent.parent if saved else Path(".benchmarks")
+    path = root / "paired" / stem / "paired.json"
+    settings = replace(state.paired, device=suite.device.kind, max_positions=suite.max_positions)
+    suite.progress(f"paired comparison against {reference.describe()}: {len(suite.results)} case(s), saved to {path}")
+    cases = [result.case for result in suite.results]
+    suite.release_model()  # the workers load their own copies
+    return compare_with_reference(cases, reference, settings, suite.cache_dir, path, suite.progress)
 
 
 def _unfinished_update_hint(state: LLMBenchState) -> str:
@@ -466,6 +551,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             "decode tok/s = B·(N-1)/(E2E-TTFT); TPOT = (E2E-TTFT)/(N-1); ITL over all steps of all rounds; "
             "CV of decode tok/s across rounds. Raw per-round samples are in the saved run's extra_info."
         )
+    if state.reference_outcome is not None:
+        terminalreporter.section(f"paddle-llm-bench: paired against {state.reference_outcome.run.sides[0].name}")
+        for line in state.reference_outcome.lines():
+            terminalreporter.write_line(line, red=line.startswith("REGRESSION"), bold=line.startswith("REGRESSION"))
     if state.gate_report is not None:
         terminalreporter.section("paddle-llm-bench: regression gate")
         for line in state.gate_report.lines():

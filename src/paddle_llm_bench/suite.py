@@ -144,6 +144,11 @@ class Suite:
         )
         return ceiling_extra_info(ceiling, result.samples.get("decode_tokens_per_s", []))
 
+    def release_model(self) -> None:
+        """Drop the loaded model (before other processes need the device's memory)."""
+        self._loaded = None
+        self._free_memory()
+
     def _free_memory(self) -> None:
         gc.collect()
         if self.device.kind == "gpu":

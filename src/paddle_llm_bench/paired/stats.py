@@ -24,8 +24,6 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as scipy_stats
-
 MIN_BLOCKS = 2  # an interval over blocks needs two of them at least
 
 FASTER = "faster"
@@ -118,6 +116,8 @@ def paired_estimate(
     if prior is not None and prior.dof > 0:
         variance = (prior.dof * prior.variance + dof * variance) / (prior.dof + dof)
         dof += prior.dof
+    from scipy import stats as scipy_stats  # here, not at import: `--help` and the plugin's import stay fast
+
     standard_error = math.sqrt(variance / k)
     t_quantile = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, dof))
     if standard_error > 0.0:
