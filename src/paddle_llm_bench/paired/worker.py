@@ -3,9 +3,11 @@
 Started by the coordinator with the Python of the environment under test. It loads a case's model
 once (kept while the next case shares model and dtype), warms up, and on each ``turn`` request runs
 measured rounds with the suite's own ``CaseRunner`` — the same synchronized step clock and exact
-token checks as ``pytest benchmarks``. Between requests it blocks on reading its input: it holds no
-core while the other side measures. It exits at the end of its input, so a coordinator that dies
-takes its workers with it.
+token checks as ``pytest benchmarks`` — or, when ``prepare`` names the ``"bare"`` runner, with a plain
+generate() loop timed as a user would time it (``BareLoop``, what ``paddle-llm-bench overhead``
+measures the suite against). Between requests it blocks on reading its input: it holds no core while
+the other side measures. It exits at the end of its input, so a coordinator that dies takes its
+workers with it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .protocol import PROTOCOL_VERSION, decode, encode, failure
+
+if TYPE_CHECKING:
+    from ..config import Case
+    from ..device import Device
+    from ..metrics import RoundTimes
+    from ..models import LoadedModel
+
+# What generates a side's rounds: the suite's CaseRunner, or a plain generate() loop.
+RUNNERS = ("suite", "bare")
+DEFAULT_RUNNER = "suite"
 
 
 def busy_wait(seconds: float) -> None:
@@ -27,6 +39,83 @@ def busy_wait(seconds: float) -> None:
     deadline = time.perf_counter_ns() + int(seconds * 1e9)
     while time.perf_counter_ns() < deadline:
         pass
+
+
+class BareClock:
+    """The bare loop's only addition to a plain generate(): a stopping criterion that never stops and
+    reads the clock at each step (generate() deep-copies its criteria: the clock hands out itself)."""
+
+    def __init__(self) -> None:
+        self.step_ns: list[int] = []
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BareClock:
+        return self
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+        self.step_ns.append(time.perf_counter_ns())
+        return False
+
+
+class BareLoop:
+    """A user's own timed ``model.generate()`` loop, with the suite's inputs and generate() arguments.
+
+    No synchronization at the start or at each step, no CPU-time, energy or clock-event reads, no output
+    check inside or around the timed span: the clock is read before generate(), at each step by
+    ``BareClock``, and after generate() returned and (on a GPU) the device was synchronized once, as a
+    user timing their loop would. After the end stamp, the output's shape and the number of steps are
+    checked (metadata only: no copy from the device), so every round the engine gets has exactly the
+    asked number of tokens. On a GPU the per-step stamps are taken when a step's work was queued, not
+    done: the bare side's e2e time is exact, its TTFT and decode split are approximate.
+    """
+
+    def __init__(self, loaded: LoadedModel, case: Case, device: Device) -> None:
+        from paddlenlp.generation.stopping_criteria import StoppingCriteriaList
+
+        from ..device import import_paddle
+        from ..measure import generation_inputs
+
+        self.paddle = import_paddle()
+        self.criteria_list = StoppingCriteriaList
+        self.model = loaded.model
+        self.case = case
+        self.input_ids, self.attention_mask, self.generate_kwargs = generation_inputs(loaded, case)
+        self.synchronize: Callable[[], None] | None = device.synchronize if device.kind == "gpu" else None
+
+    def generate_once(self) -> RoundTimes:
+        from ..measure import TokenCountError
+        from ..metrics import RoundTimes
+
+        clock = BareClock()
+        criteria = self.criteria_list([clock])
+        start_ns = time.perf_counter_ns()
+        with self.paddle.no_grad():
+            output_ids, _scores = self.model.generate(
+                input_ids=self.input_ids,
+                attention_mask=self.attention_mask,
+                stopping_criteria=criteria,
+                **self.generate_kwargs,
+            )
+        if self.synchronize is not None:
+            self.synchronize()
+        end_ns = time.perf_counter_ns()
+        shape = list(output_ids.shape)
+        if shape != [self.case.batch_size, self.case.max_new_tokens] or len(clock.step_ns) != self.case.max_new_tokens:
+            raise TokenCountError(
+                f"{self.case.id} (bare loop): asked for exactly {self.case.max_new_tokens} new tokens per sequence "
+                f"for batch {self.case.batch_size}, got output shape {shape} after {len(clock.step_ns)} decoding steps"
+            )
+        return RoundTimes(start_ns, tuple(clock.step_ns), end_ns)
+
+    def warmup(self, rounds: int) -> None:
+        for _ in range(rounds):
+            self.generate_once()
+
+
+def check_runner(name: str) -> str:
+    """``name`` if it is a known runner; a ValueError naming the allowed values otherwise."""
+    if name not in RUNNERS:
+        raise ValueError(f"unknown runner {name!r}: allowed values are {', '.join(RUNNERS)}")
+    return name
 
 
 class Worker:
@@ -73,6 +162,7 @@ class Worker:
         }
 
     def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
+        runner = check_runner(str(request.get("runner", DEFAULT_RUNNER)))  # before anything is loaded
         from ..config import Case
         from ..device import detect_device
         from ..measure import CaseRunner
@@ -93,7 +183,11 @@ class Worker:
                 request.get("max_positions"),
                 progress=lambda message: print(message, file=sys.stderr),
             )
-        self.runner = CaseRunner(self.loaded, case, self.device)
+        self.runner = (
+            CaseRunner(self.loaded, case, self.device)
+            if runner == "suite"
+            else BareLoop(self.loaded, case, self.device)
+        )
         fraction = float(request.get("slowdown_fraction", 0.0))
         if fraction > 0.0:
             self._inject_slowdown(fraction)
