@@ -29,7 +29,7 @@ HELPS: dict[str, str] = {
     "baseline": "merge a saved run into baselines/ (what --llm-baseline-update does at the end of a run)",
     "calibrate": "false-alarm and detection rates of the gate, from recorded runs of this machine",
     "paired": "measure a sweep interleaved in two Pythons (A/B), with a paired interval per case",
-    "overhead": "the suite's decode tok/s against a bare generate() loop in the same process",
+    "overhead": "what measuring costs: the suite's tok/s ÷ a bare generate() loop's, paired in fresh processes",
     "merge": "combine the saved runs of several shards into one run",
     "doctor": "self-check of the measuring setup: synchronization, memory probes, GPU state",
 }

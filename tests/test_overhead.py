@@ -1,0 +1,119 @@
+"""`paddle-llm-bench overhead` and the bare runner of the paired worker, on the real tiny model.
+
+The bare runner is exercised through a real worker process (the protocol, the model, exact counts);
+the command end to end with the smallest settings that still make two blocks of fresh processes.
+Nothing here asserts a ratio: on a shared 2-core machine a handful of pairs cannot resolve 1 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from paddle_llm_bench.config import Case
+from paddle_llm_bench.metrics import round_metrics
+from paddle_llm_bench.overhead import add_arguments, sides_for, summary
+from paddle_llm_bench.paired import engine
+from paddle_llm_bench.paired.engine import WorkerProcess, round_times
+from paddle_llm_bench.paired.results import load_paired_run
+from paddle_llm_bench.paired.sides import Side
+from paddle_llm_bench.paired.worker import RUNNERS, check_runner, serve
+
+NEW_TOKENS = 8
+
+
+def prepare_request(case: Case, cache_dir: Path, runner: str) -> dict[str, object]:
+    return {
+        "op": "prepare",
+        "case": case.as_dict(),
+        "warmup_rounds": 1,
+        "device": "cpu",
+        "cache_dir": str(cache_dir),
+        "max_positions": 4096,
+        "runner": runner,
+    }
+
+
+def test_the_bare_runner_gives_exact_counts_and_valid_round_times_through_a_real_worker(llm_cache_dir: Path) -> None:
+    worker = WorkerProcess(Side("bare", sys.executable, runner="bare"))
+    try:
+        worker.request({"op": "hello"}, engine.HELLO_TIMEOUT_S)
+        for decoding in ("greedy", "beam4"):  # beam search has its own loop and its own call of the criteria
+            case = Case("tiny", "float32", decoding, NEW_TOKENS, batch_size=2, prompt_tokens=8)
+            worker.request(prepare_request(case, llm_cache_dir, "bare"), engine.PREPARE_TIMEOUT_S)
+            reply = worker.request({"op": "turn", "rounds": 2}, engine.TURN_TIMEOUT_S)
+            rounds = [round_times(fields) for fields in reply["rounds"]]  # validated: stamps never decrease
+            assert len(rounds) == 2
+            for times in rounds:
+                assert len(times.step_ns) == NEW_TOKENS
+                assert times.start_ns < times.step_ns[0] <= times.step_ns[-1] <= times.end_ns
+                # Nothing but the clock: no CPU-time, energy or clock-event reads in the bare loop.
+                assert (times.decode_cpu_ns, times.energy_uj, times.clock_event_mask) == (None, None, None)
+                metrics = round_metrics(times, case.batch_size, case.prompt_tokens)
+                assert metrics["decode_tokens_per_s"] > 0 and metrics["ttft_ms"] > 0
+            memory = worker.request({"op": "memory"}, engine.TURN_TIMEOUT_S)
+            assert memory["bytes"]["peak_allocated_bytes"] > 0
+    finally:
+        worker.close()
+
+
+def test_an_unknown_runner_is_refused_naming_the_allowed_values(llm_cache_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown runner 'fast': allowed values are suite, bare"):
+        check_runner("fast")
+    assert RUNNERS == ("suite", "bare") and check_runner("bare") == "bare"
+    # Through the protocol: answered as an error, before any model is loaded.
+    case = Case("tiny", "float32", "greedy", NEW_TOKENS, batch_size=1, prompt_tokens=8)
+    replies = io.BytesIO()
+    serve(io.StringIO(json.dumps(prepare_request(case, llm_cache_dir, "fast")) + "\n"), replies)
+    reply = json.loads(replies.getvalue())
+    assert reply["ok"] is False and reply["kind"] == "ValueError"
+    assert reply["error"] == "unknown runner 'fast': allowed values are suite, bare"
+
+
+def test_the_command_refuses_an_unknown_runner(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="paddle-llm-bench overhead")
+    add_arguments(parser)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--candidate-runner", "fast"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'fast' (choose from 'suite', 'bare')" in capsys.readouterr().err
+    defaults = parser.parse_args([])
+    assert (defaults.reference_runner, defaults.candidate_runner) == ("bare", "suite")
+    assert defaults.decoding == ("greedy", "sampling", "beam4")
+
+
+def test_sides_are_bare_against_suite_by_default_and_name_an_a_a_run() -> None:
+    reference, candidate = sides_for("bare", "suite")
+    assert (reference.name, reference.runner, candidate.name, candidate.runner) == ("bare", "bare", "suite", "suite")
+    assert all(side.python == sys.executable for side in (reference, candidate))
+    assert [side.name for side in sides_for("bare", "bare")] == ["bare", "bare (A/A)"]
+
+
+def test_overhead_runs_end_to_end_and_writes_its_outputs(tmp_path: Path, llm_cache_dir: Path) -> None:
+    out_dir = tmp_path / "out"
+    command = [sys.executable, "-m", "paddle_llm_bench.cli", "overhead", "--device", "cpu"]
+    command += ["--pairs-per-block", "3", "--min-blocks", "2", "--max-blocks", "2", "--max-new-tokens", "8"]
+    command += ["--prompt-tokens", "8", "--decoding", "greedy", "--cache-dir", str(llm_cache_dir)]
+    command += ["--out-dir", str(out_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = {"paired.json", "comparison.txt", "comparison.md", "comparison.csv", "comparison.json", "forest.png"}
+    assert names | {"overhead.txt"} <= {path.name for path in out_dir.iterdir()}
+    run = load_paired_run(out_dir / "paired.json")
+    assert [side.name for side in run.sides] == ["bare", "suite"]
+    (comparison,) = run.cases
+    assert comparison.error is None and comparison.case.decoding == "greedy"
+    assert len(comparison.blocks) == 2 and all(len(block.pairs) == 3 for block in comparison.blocks)
+    assert len({pid for block in comparison.blocks for pid in block.pids}) == 4  # fresh processes per block
+    text = (out_dir / "overhead.txt").read_text()
+    assert text == summary(run) and text in result.stdout
+    assert text.startswith("suite ÷ bare (95 % interval")
+    case_id = comparison.case.id
+    assert f"{case_id} decode tok/s: " in text and f"{case_id} e2e tok/s: " in text
+    assert "goal" in text or "not resolved" in text
