@@ -46,7 +46,7 @@ class PairedFileError(ValueError):
 class PairedSettings:
     """How long and how finely a paired comparison measures, and how it judges."""
 
-    pairs_per_block: int = 10
+    pairs_per_block: int = 20
     min_blocks: int = 4
     max_blocks: int = 10
     target_half_width_percent: float = 2.0
