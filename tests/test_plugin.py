@@ -219,16 +219,15 @@ def test_llm_reference_measures_every_case_paired_and_saves_it_with_the_run(
     )
     text = output(result)
     assert "paired comparison against reference" in text
-    saved = next(pytester.path.glob(".benchmarks/*/0001_*.json"))
+    (saved,) = pytester.path.glob(".benchmarks/*/0001_*.json")  # pytest-benchmark's folder: only its run
     document = json.loads(saved.read_text())
     summary = document["paddle_llm_bench_paired"]
     assert [side["name"] for side in summary["sides"]] == [f"reference {sys.executable}", "this environment"]
     decode = next(j for j in summary["judgements"] if j["metric"] == "decode_tokens_per_s")
     assert decode["case_id"] == "tiny-float32-greedy-new4-bs1-prompt4" and decode["blocks"] == 2
     assert 0.5 < decode["ratio"] < 2.0
-    paired_run = pytester.path / ".benchmarks" / "paired" / saved.stem / "paired.json"
+    paired_run = saved.parent / f"{saved.stem}.paired" / "paired.json"
     assert Path(summary["paired_run"]).resolve() == paired_run.resolve() and paired_run.is_file()
-    assert len(list(pytester.path.glob(".benchmarks/*/*.json"))) == 1  # pytest-benchmark's folder: only its run
     assert "paired against reference" in text and "paired run saved to" in text
     assert result.ret == (pytest.ExitCode.TESTS_FAILED if decode["regression"] else pytest.ExitCode.OK), text
 

@@ -69,6 +69,8 @@ def test_the_nightly_workflow_shape() -> None:
     assert "https://www.paddlepaddle.org.cn/packages/stable/${CUDA}/" in bench
     assert "https://www.paddlepaddle.org.cn/packages/nightly/${CUDA}/" in bench
     assert "paddle-llm-bench doctor" in bench and '--llm-shard "${SHARD}/${SHARDS}"' in bench
+    assert '--llm-reference "$PWD/.venv-reference/bin/python"' in bench and "paired --from" in bench
+    assert workflow["env"]["REFERENCE_PADDLE"]
     merge = "\n".join(str(step.get("run", "")) for step in jobs["merge"]["steps"])
     assert "paddle-llm-bench merge" in merge and "paddle-llm-bench baseline check" in merge
     assert "GITHUB_STEP_SUMMARY" in merge

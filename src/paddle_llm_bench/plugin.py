@@ -477,10 +477,9 @@ def _compare_with_reference(config: pytest.Config, state: LLMBenchState, referen
     suite = state.suite
     assert suite is not None
     saved = [p for p in state.saves.saved if p.suffix == ".json"]
-    # Two folders below the storage root: pytest-benchmark's tools never take it for a saved run.
-    stem = saved[0].stem if saved else state.run_id
-    root = saved[0].parent.parent if saved else Path(".benchmarks")
-    path = root / "paired" / stem / "paired.json"
+    # In a folder beside the saved run: pytest-benchmark's tools (which read <folder>/*.json) never take it for a run.
+    folder = saved[0].parent / f"{saved[0].stem}.paired" if saved else Path(".benchmarks") / f"{state.run_id}.paired"
+    path = folder / "paired.json"
     settings = replace(state.paired, device=suite.device.kind, max_positions=suite.max_positions)
     suite.progress(f"paired comparison against {reference.describe()}: {len(suite.results)} case(s), saved to {path}")
     cases = [result.case for result in suite.results]

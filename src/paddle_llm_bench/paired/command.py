@@ -37,7 +37,7 @@ from ..models import PRESETS, default_cache_dir
 from .engine import run_paired
 from .options import add_engine_arguments, settings_from_args
 from .render import FORMATS, forest_plot, render
-from .results import PairedRun, PairedSettings, failures, judge, judge_memory
+from .results import PairedFileError, PairedRun, PairedSettings, failures, judge, judge_memory, load_paired_run
 from .sides import Side, SideError, python_side
 
 HELP = "measure a sweep interleaved in two Pythons (A/B), with a paired interval per case"
@@ -124,6 +124,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.from_run is not None:
+        return show_saved(args.from_run, args.format)
+    if args.reference is None:
+        print("error: --reference PYTHON is needed (or --from PAIRED_JSON to render a saved run)", file=sys.stderr)
+        return USAGE_ERROR
     try:
         settings = settings_from_args(args, args.device, args.max_positions or None)
         reference = python_side(args.reference, "reference", "--reference")
@@ -174,6 +179,16 @@ def measure_and_report(
     write_reports(run, out_dir)
     print(render(run, fmt), end="")
     return exit_status(run, fail_on_regression)
+
+
+def show_saved(path: Path, fmt: str) -> int:
+    try:
+        run = load_paired_run(path)
+    except PairedFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    print(render(run, fmt), end="")
+    return 0
 
 
 def write_reports(run: PairedRun, out_dir: Path) -> None:

@@ -2,8 +2,8 @@
 against a reference environment, after the sweep, in one window of time.
 
 The run's own rounds stay pytest-benchmark's statistics (``--benchmark-autosave`` and
-``pytest-benchmark compare`` work as before); the paired comparison is saved to
-``.benchmarks/paired/<run>/paired.json`` and summarized in the run under ``paddle_llm_bench_paired``.
+``pytest-benchmark compare`` work as before); the paired comparison is saved beside the run, in
+``<run>.paired/paired.json``, and summarized in the run under ``paddle_llm_bench_paired``.
 A case confirmed slower than the reference (Holm over the sweep) or bigger in allocator memory fails
 the run.
 """
