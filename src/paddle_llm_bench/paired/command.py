@@ -107,7 +107,14 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reference", required=True, metavar="PYTHON", help="the reference side's Python interpreter")
+    parser.add_argument("--reference", metavar="PYTHON", help="the reference side's Python interpreter")
+    parser.add_argument(
+        "--from",
+        dest="from_run",
+        type=Path,
+        metavar="PAIRED_JSON",
+        help="measure nothing: render a saved paired run (paired.json) in --format",
+    )
     parser.add_argument(
         "--candidate", metavar="PYTHON", help="the candidate side's Python (default: this one, " + sys.executable + ")"
     )
