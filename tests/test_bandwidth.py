@@ -1,4 +1,4 @@
-"""The batch-1 bandwidth ceiling (FIELD-NOTES.md §3): arithmetic, the SKU table, the over-ceiling error."""
+"""The batch-1 bandwidth ceiling (docs/facts.md §3): arithmetic, the SKU table, the over-ceiling error."""
 
 from __future__ import annotations
 

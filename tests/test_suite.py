@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from paddle_llm_bench.config import Case, Sweep
-from paddle_llm_bench.device import Device
+from paddle_llm_bench.device import Device, import_paddle, import_paddlenlp
 from paddle_llm_bench.measure import CaseResult, host_load
 from paddle_llm_bench.memory import MemoryPeaks
 from paddle_llm_bench.models import PRESETS
@@ -28,27 +29,41 @@ def result_with(decode_tokens_per_s: list[float]) -> CaseResult:
     return CaseResult(CASE, "gpu:0", [], {"decode_tokens_per_s": decode_tokens_per_s}, MemoryPeaks(), None)
 
 
-def loaded_1_5b() -> SimpleNamespace:
-    """Only the config is read by the ceiling: the real preset's architecture."""
-    return SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(to_dict=lambda: dict(PRESETS[CASE.model]))))
+@pytest.fixture(scope="module")
+def lazy_model() -> Any:
+    """The real preset's architecture in float16, parameters lazy (no weights allocated)."""
+    paddle = import_paddle()
+    import_paddlenlp()
+    from paddlenlp.transformers import Qwen2Config, Qwen2ForCausalLM
+    from paddlenlp.transformers.model_utils import dtype_guard, no_init_weights
+
+    config = Qwen2Config(**{**PRESETS[CASE.model], "max_position_embeddings": 16}, dtype="float16")
+    with dtype_guard("float16"), no_init_weights(), paddle.LazyGuard():
+        return Qwen2ForCausalLM(config)
 
 
-def test_a_batch_1_gpu_case_reports_its_share_of_the_bandwidth_ceiling() -> None:
-    info, error = suite_on(H100_SXM)._bandwidth_ceiling(CASE, loaded_1_5b(), result_with([80.0, 85.0, 90.0]))  # type: ignore[arg-type]
+@pytest.fixture
+def loaded_1_5b(lazy_model: Any) -> SimpleNamespace:
+    """The ceiling reads the model's config and counts its parameters' bytes."""
+    return SimpleNamespace(model=lazy_model)
+
+
+def test_a_batch_1_gpu_case_reports_its_share_of_the_bandwidth_ceiling(loaded_1_5b: SimpleNamespace) -> None:
+    info, error = suite_on(H100_SXM)._bandwidth_ceiling(CASE, loaded_1_5b, result_with([80.0, 85.0, 90.0]))  # type: ignore[arg-type]
     assert error is None
     ceiling = info["bandwidth_ceiling"]
-    assert 1000 < ceiling["ceiling_tokens_per_s"] < 1120  # ~3.09 GB/token at 3.35 TB/s (FIELD-NOTES.md §3)
+    assert 1000 < ceiling["ceiling_tokens_per_s"] < 1120  # ~3.09 GB/token at 3.35 TB/s (docs/facts.md §3)
     assert ceiling["share_of_ceiling"] == 85.0 / ceiling["ceiling_tokens_per_s"]
 
 
-def test_a_figure_above_the_ceiling_is_a_measurement_error() -> None:
-    info, error = suite_on(H100_SXM)._bandwidth_ceiling(CASE, loaded_1_5b(), result_with([90.0, 2500.0]))  # type: ignore[arg-type]
+def test_a_figure_above_the_ceiling_is_a_measurement_error(loaded_1_5b: SimpleNamespace) -> None:
+    info, error = suite_on(H100_SXM)._bandwidth_ceiling(CASE, loaded_1_5b, result_with([90.0, 2500.0]))  # type: ignore[arg-type]
     assert error is not None and "ceiling" in error
     assert info["bandwidth_ceiling"]["fastest_round_share_of_ceiling"] > 1.0
 
 
-def test_on_a_cpu_the_ceiling_is_absent_with_the_reason() -> None:
-    info, error = suite_on(Device("cpu", 0, "AMD EPYC"))._bandwidth_ceiling(CASE, loaded_1_5b(), result_with([5.0]))  # type: ignore[arg-type]
+def test_on_a_cpu_the_ceiling_is_absent_with_the_reason(loaded_1_5b: SimpleNamespace) -> None:
+    info, error = suite_on(Device("cpu", 0, "AMD EPYC"))._bandwidth_ceiling(CASE, loaded_1_5b, result_with([5.0]))  # type: ignore[arg-type]
     assert error is None
     assert "CPU" in info["bandwidth_ceiling_absent"]
 

@@ -1,4 +1,4 @@
-"""The memory-bandwidth ceiling of batch-1 decode (FIELD-NOTES.md §3). Pure arithmetic, no Paddle.
+"""The memory-bandwidth ceiling of batch-1 decode (docs/facts.md §3). Pure arithmetic, no Paddle.
 
 Each generated token reads every weight once, except the input embedding, which only gathers one
 row per token; it also reads the KV cache of every token of context so far. So at batch 1::

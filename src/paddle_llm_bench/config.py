@@ -37,7 +37,7 @@ class Decoding:
         return {"decode_strategy": self.strategy, **dict(self.settings)}
 
 
-# The field report's sampling settings (FIELD-NOTES.md §1), greedy, and beam search with 4 beams.
+# The field report's sampling settings (docs/facts.md §1), greedy, and beam search with 4 beams.
 DECODINGS: dict[str, Decoding] = {
     "greedy": Decoding("greedy", "greedy_search"),
     "sampling": Decoding(

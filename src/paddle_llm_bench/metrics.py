@@ -1,4 +1,4 @@
-"""Per-round latency and throughput metrics from step timestamps (FIELD-NOTES.md §4). Pure.
+"""Per-round latency and throughput metrics from step timestamps (docs/facts.md §4). Pure.
 
 A round is one ``generate()`` call producing exactly ``N`` new tokens for each of ``B`` sequences.
 Timestamps are ``perf_counter_ns`` values taken after a device synchronization: ``start`` just

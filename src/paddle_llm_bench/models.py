@@ -22,7 +22,7 @@ import numpy as np
 from .config import HUB_PREFIX, QUANTIZED_DTYPES, ConfigError
 from .device import Device, first_line, import_paddle, import_paddlenlp
 
-# The prompt of the field report (FIELD-NOTES.md §1): "write a quicksort".
+# The prompt of the field report (docs/facts.md §1): "write a quicksort".
 REPORT_PROMPT = "写一个快速排序代码"
 
 QWEN2_FAMILY: dict[str, Any] = {
@@ -36,7 +36,7 @@ QWEN2_FAMILY: dict[str, Any] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Exactly DeepSeek-R1-Distill-Qwen-1.5B's architecture (FIELD-NOTES.md §2), about 1.777 B parameters.
+    # Exactly DeepSeek-R1-Distill-Qwen-1.5B's architecture (docs/facts.md §2), about 1.777 B parameters.
     "deepseek-r1-distill-qwen-1.5b": {
         **QWEN2_FAMILY,
         "vocab_size": 151936,

@@ -1,7 +1,7 @@
 """Per-operator call counts and times of one extra, untimed round, from Paddle's profiler.
 
 Used to explain a change ("concat got 40 % slower"), never to time a case: the profiler slows
-generation by 1.1-2.6x (FIELD-NOTES.md §6), so it runs only after the measured rounds.
+generation by 1.1-2.6x (docs/facts.md §6), so it runs only after the measured rounds.
 """
 
 from __future__ import annotations

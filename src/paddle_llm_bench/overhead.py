@@ -35,9 +35,8 @@ from .paired.command import (
 )
 from .paired.options import add_engine_arguments, settings_from_args
 from .paired.results import PairedRun, judge, load_paired_run
-from .paired.sides import Side
+from .paired.sides import RUNNERS, Side
 from .paired.stats import PairedEstimate
-from .paired.worker import RUNNERS
 
 HELP = "what measuring costs: the suite's tok/s ÷ a bare generate() loop's, paired in fresh processes"
 GOAL_RATIO = 0.99  # issue 12: what users get from their own loop, within 1 %

@@ -125,7 +125,7 @@ class Suite:
     def _bandwidth_ceiling(
         self, case: Case, loaded: LoadedModel, result: CaseResult
     ) -> tuple[dict[str, Any], str | None]:
-        """Batch-1 decode on a GPU: its share of the memory-bandwidth ceiling (FIELD-NOTES.md §3), and
+        """Batch-1 decode on a GPU: its share of the memory-bandwidth ceiling (docs/facts.md §3), and
         an error if a round was faster than the ceiling allows (a measurement error)."""
         if case.batch_size != 1:
             return {}, None

@@ -126,9 +126,15 @@ class WorkerProcess:
             self.process.wait()
 
 
-def start_workers(sides: Sequence[Side]) -> list[WorkerProcess]:
-    """One worker per side, all starting at once (imports overlap), then each greeted and checked."""
-    workers = [WorkerProcess(side) for side in sides]
+def start_workers(sides: Sequence[Side], rng: random.Random | None = None) -> list[WorkerProcess]:
+    """One worker per side (in ``sides``' order), all starting at once (imports overlap), then each greeted
+    and checked. With ``rng`` they start in a random order: which process starts first can decide which
+    core it lands on, and that must not be the same side every time."""
+    order = list(range(len(sides)))
+    if rng is not None:
+        rng.shuffle(order)
+    started = {index: WorkerProcess(sides[index]) for index in order}
+    workers = [started[index] for index in range(len(sides))]
     try:
         for worker in workers:
             try:
@@ -187,7 +193,7 @@ def measure_block(
 ) -> None:
     """Prepare the case on every side, then measure ``pairs_per_block`` pairs in random order."""
     case = comparison.case
-    for worker in workers:
+    for worker in rng.sample(list(workers), len(workers)):  # loading and warming up: the order varies too
         worker.request(
             {
                 "op": "prepare",
@@ -261,7 +267,7 @@ def run_paired(
     if len(sides) < 2:
         raise SideError("a paired comparison needs two sides at least")
     rng = random.Random(settings.seed)
-    workers: list[WorkerProcess] = start_workers(sides)
+    workers: list[WorkerProcess] = start_workers(sides, rng)
     run = PairedRun(
         sides=[_side_info(worker) for worker in workers],
         settings=settings,
@@ -274,7 +280,7 @@ def run_paired(
     try:
         while active:
             if not workers:
-                workers = start_workers(sides)
+                workers = start_workers(sides, rng)
             for comparison in list(active):
                 started = time.monotonic()
                 try:
@@ -283,7 +289,7 @@ def run_paired(
                     comparison.error = str(error) + _memory_hint(str(error), len(sides))
                     comparison.stop_reason = "failed"
                     close_all(workers)
-                    workers = start_workers(sides)
+                    workers = start_workers(sides, rng)
                 comparison.seconds += time.monotonic() - started
                 if not comparison.stop_reason:
                     comparison.stop_reason = stop_reason(comparison, settings, len(sides))
@@ -324,6 +330,7 @@ def _side_info(worker: WorkerProcess) -> SideInfo:
         paddlenlp_version=str(hello.get("paddlenlp_version", "")),
         package_version=str(hello.get("package_version", "")),
         slowdown_fraction=worker.side.slowdown_fraction,
+        runner=worker.side.runner,
     )
 
 

@@ -135,6 +135,7 @@ class SideInfo:
     paddlenlp_version: str = ""
     package_version: str = ""
     slowdown_fraction: float = 0.0
+    runner: str = "suite"
 
 
 @dataclass

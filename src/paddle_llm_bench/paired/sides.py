@@ -17,6 +17,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+RUNNERS = ("suite", "bare")  # the worker's measured round, or a plain generate() loop
+
 
 class SideError(Exception):
     """A side that cannot take part: the message names it and says what to do."""
@@ -32,6 +34,10 @@ class Side:
     slowdown_fraction: float = 0.0  # calibration only: a busy-wait of this share of each decoding step
     paddle_version: str | None = None  # when set, a worker reporting another Paddle is refused
     runner: str = "suite"  # what generates: the suite's measured rounds ("suite") or a plain generate loop ("bare")
+
+    def __post_init__(self) -> None:
+        if self.runner not in RUNNERS:
+            raise SideError(f"unknown runner {self.runner!r} for {self.name}: allowed values are {', '.join(RUNNERS)}")
 
     def describe(self) -> str:
         injected = f", injected slowdown {100 * self.slowdown_fraction:g} %" if self.slowdown_fraction else ""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .protocol import PROTOCOL_VERSION, decode, encode, failure
+from .sides import RUNNERS  # what generates a side's rounds: the suite's CaseRunner, or a plain loop
 
 if TYPE_CHECKING:
     from ..config import Case
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from ..metrics import RoundTimes
     from ..models import LoadedModel
 
-# What generates a side's rounds: the suite's CaseRunner, or a plain generate() loop.
-RUNNERS = ("suite", "bare")
 DEFAULT_RUNNER = "suite"
 
 
