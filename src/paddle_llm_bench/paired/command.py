@@ -123,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=as_argparse_type(lambda t, s: parse_positive_int(t, s, 0), "--inject-slowdown"),
         default=0,
         metavar="PERCENT",
-        help="calibration: the candidate busy-waits this share of each decoding step (e.g. 5)",
+        help="calibration: after every forward pass the candidate busy-waits this share of its time (e.g. 5)",
     )
     add_sweep_arguments(parser)
     add_engine_arguments(parser)

@@ -37,82 +37,90 @@ def parse_min_effects(text: str, source: str) -> dict[str, float]:
     return effects
 
 
+def _engine_options() -> list[tuple[str, Callable[[str], object], object, str, str]]:
+    """(option, parser, default, metavar, help) of every engine option; the dest is the option's name."""
+    d = DEFAULTS
+    return [
+        (
+            "--pairs-per-block",
+            _positive("--pairs-per-block", 2),
+            d.pairs_per_block,
+            "N",
+            f"pairs of turns per block of fresh worker processes (default {d.pairs_per_block})",
+        ),
+        (
+            "--min-blocks",
+            _positive("--min-blocks", 2),
+            d.min_blocks,
+            "N",
+            f"blocks before a case may stop on precision (default {d.min_blocks})",
+        ),
+        (
+            "--max-blocks",
+            _positive("--max-blocks", 2),
+            d.max_blocks,
+            "N",
+            f"most blocks per case (default {d.max_blocks})",
+        ),
+        (
+            "--target-half-width",
+            _number("--target-half-width", 0.01, 100.0),
+            d.target_half_width_percent,
+            "PERCENT",
+            "a case stops once its decode tok/s interval's half-width is at most this "
+            f"(default {d.target_half_width_percent:g} %%)",
+        ),
+        (
+            "--case-budget-s",
+            _number("--case-budget-s", 1.0, 1e6),
+            d.case_budget_s,
+            "SECONDS",
+            f"measuring time per case after which no block is added (default {d.case_budget_s:g})",
+        ),
+        (
+            "--rounds-per-turn",
+            _positive("--rounds-per-turn"),
+            d.rounds_per_turn,
+            "N",
+            f"generations per turn (default {d.rounds_per_turn})",
+        ),
+        (
+            "--dropped-per-turn",
+            _positive("--dropped-per-turn", 0),
+            d.dropped_per_turn,
+            "N",
+            f"first rounds of each turn left out (caches cold after the other side ran; default {d.dropped_per_turn})",
+        ),
+        (
+            "--warmup-rounds",
+            _positive("--warmup-rounds", 0),
+            d.warmup_rounds,
+            "N",
+            f"untimed generations per case and worker (default {d.warmup_rounds})",
+        ),
+        (
+            "--alpha",
+            _number("--alpha", 1e-9, 0.5),
+            d.alpha,
+            "P",
+            f"family-wise false-alarm rate of the regression verdict, Holm over the sweep (default {d.alpha:g})",
+        ),
+        (
+            "--min-effect",
+            as_argparse_type(parse_min_effects, "--min-effect"),
+            dict(d.min_effect_percent),
+            "METRIC=PERCENT,...",
+            "smallest change called faster/slower, per metric: "
+            + ", ".join(f"{m}={p:g}" for m, p in d.min_effect_percent.items()),
+        ),
+        ("--seed", _positive("--seed", 0), d.seed, "N", f"seed of the turn order (default {d.seed})"),
+    ]
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("paired measurement (how long, how fine, how judged)")
-    d = DEFAULTS
-    group.add_argument(
-        "--pairs-per-block",
-        type=_positive("--pairs-per-block", 2),
-        default=d.pairs_per_block,
-        metavar="N",
-        help=f"pairs of turns per block of fresh worker processes (default {d.pairs_per_block})",
-    )
-    group.add_argument(
-        "--min-blocks",
-        type=_positive("--min-blocks", 2),
-        default=d.min_blocks,
-        metavar="N",
-        help=f"blocks before a case may stop on precision (default {d.min_blocks})",
-    )
-    group.add_argument(
-        "--max-blocks",
-        type=_positive("--max-blocks", 2),
-        default=d.max_blocks,
-        metavar="N",
-        help=f"most blocks per case (default {d.max_blocks})",
-    )
-    group.add_argument(
-        "--target-half-width",
-        type=_number("--target-half-width", 0.01, 100.0),
-        default=d.target_half_width_percent,
-        metavar="PERCENT",
-        help="a case stops once its decode tok/s interval's half-width is at most this "
-        f"(default {d.target_half_width_percent:g} %%)",
-    )
-    group.add_argument(
-        "--case-budget-s",
-        type=_number("--case-budget-s", 1.0, 1e6),
-        default=d.case_budget_s,
-        metavar="SECONDS",
-        help=f"measuring time per case after which no block is added (default {d.case_budget_s:g})",
-    )
-    group.add_argument(
-        "--rounds-per-turn",
-        type=_positive("--rounds-per-turn"),
-        default=d.rounds_per_turn,
-        metavar="N",
-        help=f"generations per turn (default {d.rounds_per_turn})",
-    )
-    group.add_argument(
-        "--dropped-per-turn",
-        type=_positive("--dropped-per-turn", 0),
-        default=d.dropped_per_turn,
-        metavar="N",
-        help=f"first rounds of each turn left out (caches cold after the other side ran; default {d.dropped_per_turn})",
-    )
-    group.add_argument(
-        "--warmup-rounds",
-        type=_positive("--warmup-rounds", 0),
-        default=d.warmup_rounds,
-        metavar="N",
-        help=f"untimed generations per case and worker (default {d.warmup_rounds})",
-    )
-    group.add_argument(
-        "--alpha",
-        type=_number("--alpha", 1e-9, 0.5),
-        default=d.alpha,
-        metavar="P",
-        help=f"family-wise false-alarm rate of the regression verdict, Holm over the sweep (default {d.alpha:g})",
-    )
-    group.add_argument(
-        "--min-effect",
-        type=as_argparse_type(parse_min_effects, "--min-effect"),
-        default=dict(d.min_effect_percent),
-        metavar="METRIC=PERCENT,...",
-        help="smallest change called faster/slower, per metric: "
-        + ", ".join(f"{m}={p:g}" for m, p in d.min_effect_percent.items()),
-    )
-    group.add_argument("--seed", type=_positive("--seed", 0), default=d.seed, help="seed of the turn order")
+    for option, parse, default, metavar, help_text in _engine_options():
+        group.add_argument(option, type=parse, default=default, metavar=metavar, help=help_text)
 
 
 def settings_from_args(args: argparse.Namespace, device: str, max_positions: int | None) -> PairedSettings:
