@@ -84,7 +84,11 @@ class WorkerProcess:
             raise WorkerFailed(self._died(f"no answer to {message.get('op')!r} within {timeout_s:g} s (hung)"))
         line = self.process.stdout.readline()
         if not line:
-            raise WorkerFailed(self._died(f"exited during {message.get('op')!r}"))
+            try:  # its output closed: it is exiting; its status says how
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            raise WorkerFailed(self._died(f"ended its output during {message.get('op')!r}"))
         try:
             reply = decode(line)
         except ProtocolError as error:
