@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..report import aligned_table
-from .results import CaseComparison, Judgement, MemoryJudgement, PairedRun, judge, judge_memory
+from .results import CaseComparison, Judgement, PairedRun, judge, judge_memory
 
 MIB = 1024 * 1024
 FORMATS = ("table", "markdown", "csv", "json")
@@ -132,10 +131,6 @@ def _judgement_json(judgement: Judgement, run: PairedRun) -> dict[str, Any]:
         "regression": judgement.regression,
         **(judgement.estimate.as_dict() if judgement.estimate is not None else {"absent": "fewer than 2 blocks"}),
     }
-
-
-def memory_lines(found: Sequence[MemoryJudgement]) -> list[str]:
-    return [f"{m.case_id}: {m.metric} {m.verdict}" for m in found if m.verdict in ("bigger", "smaller")]
 
 
 def forest_plot(run: PairedRun, path: Path, metric: str = "decode_tokens_per_s") -> Path:
