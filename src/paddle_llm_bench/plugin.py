@@ -270,15 +270,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def _reference(config: pytest.Config, text: str) -> Side:
     """The --llm-reference side, made ready (or refused) before anything is measured."""
-    device = state_device(config)
+    device = get_suite(config).device.kind
     try:
         return reference_side(text, Path(config.rootpath), device == "gpu", _progress_writer(config))
     except ConfigError as error:
         raise pytest.UsageError(str(error)) from None
-
-
-def state_device(config: pytest.Config) -> str:
-    return get_suite(config).device.kind
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -28,14 +28,13 @@ from ..config import (
     ConfigError,
     Sweep,
     as_argparse_type,
-    parse_positive_int,
     parse_sweep_dimension,
 )
 from ..device import DEVICE_CHOICES
 from ..files import write_atomic
 from ..models import PRESETS, default_cache_dir
 from .engine import run_paired
-from .options import add_engine_arguments, settings_from_args
+from .options import add_engine_arguments, positive_int, settings_from_args
 from .render import FORMATS, forest_plot, render
 from .results import PairedFileError, PairedRun, PairedSettings, failures, judge, judge_memory, load_paired_run
 from .sides import Side, SideError, python_side
@@ -83,7 +82,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where the workers generate")
     group.add_argument(
         "--max-positions",
-        type=as_argparse_type(lambda t, s: parse_positive_int(t, s, 0), "--max-positions"),
+        type=positive_int("--max-positions", 0),
         default=4096,
         metavar="N",
         help="cap on max_position_embeddings (0 keeps the model's; default 4096)",
@@ -120,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--inject-slowdown",
-        type=as_argparse_type(lambda t, s: parse_positive_int(t, s, 0), "--inject-slowdown"),
+        type=positive_int("--inject-slowdown", 0),
         default=0,
         metavar="PERCENT",
         help="calibration: after every forward pass the candidate busy-waits this share of its time (e.g. 5)",

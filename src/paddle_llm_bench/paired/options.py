@@ -15,7 +15,7 @@ from .results import PAIRED_METRICS, PairedSettings
 DEFAULTS = PairedSettings()
 
 
-def _positive(option: str, minimum: int = 1) -> Callable[[str], int]:
+def positive_int(option: str, minimum: int = 1) -> Callable[[str], int]:
     return as_argparse_type(lambda text, source: parse_positive_int(text, source, minimum), option)
 
 
@@ -43,21 +43,21 @@ def _engine_options() -> list[tuple[str, Callable[[str], object], object, str, s
     return [
         (
             "--pairs-per-block",
-            _positive("--pairs-per-block", 2),
+            positive_int("--pairs-per-block", 2),
             d.pairs_per_block,
             "N",
             f"pairs of turns per block of fresh worker processes (default {d.pairs_per_block})",
         ),
         (
             "--min-blocks",
-            _positive("--min-blocks", 2),
+            positive_int("--min-blocks", 2),
             d.min_blocks,
             "N",
             f"blocks before a case may stop on precision (default {d.min_blocks})",
         ),
         (
             "--max-blocks",
-            _positive("--max-blocks", 2),
+            positive_int("--max-blocks", 2),
             d.max_blocks,
             "N",
             f"most blocks per case (default {d.max_blocks})",
@@ -79,21 +79,21 @@ def _engine_options() -> list[tuple[str, Callable[[str], object], object, str, s
         ),
         (
             "--rounds-per-turn",
-            _positive("--rounds-per-turn"),
+            positive_int("--rounds-per-turn"),
             d.rounds_per_turn,
             "N",
             f"generations per turn (default {d.rounds_per_turn})",
         ),
         (
             "--dropped-per-turn",
-            _positive("--dropped-per-turn", 0),
+            positive_int("--dropped-per-turn", 0),
             d.dropped_per_turn,
             "N",
             f"first rounds of each turn left out (caches cold after the other side ran; default {d.dropped_per_turn})",
         ),
         (
             "--warmup-rounds",
-            _positive("--warmup-rounds", 0),
+            positive_int("--warmup-rounds", 0),
             d.warmup_rounds,
             "N",
             f"untimed generations per case and worker (default {d.warmup_rounds})",
@@ -113,7 +113,7 @@ def _engine_options() -> list[tuple[str, Callable[[str], object], object, str, s
             "smallest change called faster/slower, per metric: "
             + ", ".join(f"{m}={p:g}" for m, p in d.min_effect_percent.items()),
         ),
-        ("--seed", _positive("--seed", 0), d.seed, "N", f"seed of the turn order (default {d.seed})"),
+        ("--seed", positive_int("--seed", 0), d.seed, "N", f"seed of the turn order (default {d.seed})"),
     ]
 
 
