@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from paddle_llm_bench import baseline_cli
+from paddle_llm_bench import baseline_cli, stopping
 from paddle_llm_bench.baselines import BaselineError, baseline_path, load
 from paddle_llm_bench.regression import update_baselines
+from paddle_llm_bench.saving import restore_sigterm, stop_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
@@ -369,3 +370,19 @@ def test_sigterm_saves_the_completed_cases_and_exits_non_zero(llm_cache_dir: Pat
     assert not set(interrupted) & set(saved)
     assert "stopped by SIGTERM" in output
     assert "paddle-llm-bench baseline update" in output  # how to finish the interrupted baseline update
+
+
+def test_sigterm_is_raised_at_the_next_checkpoint_not_inside_the_handler() -> None:
+    """A KeyboardInterrupt raised inside the handler can land on an instruction without a line number, which
+    crashed pytest's traceback printer in CI (exit 1, run taken as whole): the handler only records it."""
+    previous = stop_on_sigterm()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler has run by now, and raised nothing
+        assert stopping.requested() == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            stopping.checkpoint()
+    finally:
+        restore_sigterm(previous)
+    assert stopping.requested() is None
+    stopping.checkpoint()  # cleared with the handler: a later session is not stopped by it

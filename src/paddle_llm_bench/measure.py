@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import stopping
 from .config import DECODINGS, Case
 from .device import Device, import_paddle
 from .doctor import SLOWDOWN_REASONS, decode_throttle_reasons
@@ -61,6 +62,7 @@ class StepClock:
         self.step_ns.append(time.perf_counter_ns())
         if self.first_step_cpu_ns is None:
             self.first_step_cpu_ns = time.process_time_ns()
+        stopping.checkpoint()  # a SIGTERM stops the run here, inside a round, at a clean point
         return False
 
 

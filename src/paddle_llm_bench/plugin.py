@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from pytest_benchmark.utils import get_commit_info
 
+from . import stopping
 from .baselines import BaselineError, load_saved_run
 from .config import (
     DTYPES,
@@ -209,7 +210,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     state = config.stash[STATE] = LLMBenchState(chosen, settings, gate, paired=paired)
     try:
-        state.previous_sigterm = stop_on_sigterm(state.saves)
+        state.previous_sigterm = stop_on_sigterm()
         state.sigterm_installed = True
     except ValueError:  # not the main thread: pytest run inside another program, which owns its signals
         state.sigterm_installed = False
@@ -279,6 +280,7 @@ def _reference(config: pytest.Config, text: str) -> Side:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     _keep_sigterm(item.config)
+    stopping.checkpoint()  # a SIGTERM between cases stops the run here
 
 
 def _keep_sigterm(config: pytest.Config) -> None:
@@ -286,7 +288,7 @@ def _keep_sigterm(config: pytest.Config) -> None:
     importing PaddleNLP resets it to the default (die at once, nothing saved)."""
     state = config.stash.get(STATE, None)
     if state is not None and state.sigterm_installed:
-        keep_sigterm_handler(state.saves)
+        keep_sigterm_handler()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -441,8 +443,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE, None)
     if state is None:
         return
-    failed = finish_run(session.config, state, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
-    if failed and session.exitstatus == pytest.ExitCode.OK:
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or stopping.requested() is not None
+    failed = finish_run(session.config, state, interrupted=interrupted)
+    if interrupted:  # also a SIGTERM after the last checkpoint: the job was stopped, whatever it completed
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
+    elif failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

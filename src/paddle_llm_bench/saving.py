@@ -12,8 +12,9 @@ with a plain ``open(...).write``: a full disk leaves half a file, an unwritable 
 - every saved path is recorded, so what runs afterwards (gate, baseline update) can add to the
   saved files, and a Ctrl-C or SIGTERM hint can name them.
 
-Also here: SIGTERM (a CI cancel or timeout) is turned into the KeyboardInterrupt that SIGINT raises,
-so pytest stops the same way and pytest-benchmark saves the completed cases.
+Also here: SIGTERM (a CI cancel or timeout) asks for a stop that ``stopping.checkpoint`` turns into
+the KeyboardInterrupt SIGINT raises, so pytest stops the same way and pytest-benchmark saves the
+completed cases.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from . import stopping
 from .files import describe_os_error, write_atomic
 
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
@@ -46,13 +48,13 @@ class SaveLog:
     rescue_dir: Path = field(default_factory=default_rescue_dir)
     saved: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    stopped_by: str | None = None
-    sigterm_handler: Callable[[int, FrameType | None], None] | None = None
 
     def lines(self) -> list[str]:
         lines = [f"error: {e}" for e in self.errors]
-        if self.stopped_by:
-            lines.append(f"stopped by {self.stopped_by}: the cases completed before it are kept, the rest are not run")
+        if stopping.requested():
+            lines.append(
+                f"stopped by {stopping.requested()}: the cases completed before it are kept, the rest are not run"
+            )
         return lines
 
 
@@ -155,27 +157,23 @@ def add_to_saved(log: SaveLog, key: str, value: Any) -> None:
             log.errors.append(f"could not add {key} to {path} ({cause}); the measurements in it are intact")
 
 
-def stop_on_sigterm(log: SaveLog) -> SignalHandler:
-    """SIGTERM raises KeyboardInterrupt, as SIGINT does, once; a second one while saving is ignored.
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    stopping.request("SIGTERM")
+
+
+def stop_on_sigterm() -> SignalHandler:
+    """SIGTERM stops the run at its next checkpoint, as Ctrl-C would; more of them change nothing.
     Returns the previous handler, for ``restore_sigterm``. Must run in the main thread (else ValueError)."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if log.stopped_by is not None:
-            return  # already stopping: let the completed cases be saved
-        log.stopped_by = "SIGTERM"
-        raise KeyboardInterrupt("SIGTERM")
-
-    log.sigterm_handler = handler
-    return signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def keep_sigterm_handler(log: SaveLog) -> None:
+def keep_sigterm_handler() -> None:
     """Put the handler back: importing Paddle installs its own C++ handler and importing PaddleNLP resets
     it to the default (with sigaction, so ``signal.getsignal`` cannot see either); both kill the process
     with nothing saved."""
-    if log.sigterm_handler is not None:
-        signal.signal(signal.SIGTERM, log.sigterm_handler)
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def restore_sigterm(previous: SignalHandler) -> None:
+    stopping.clear()
     signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

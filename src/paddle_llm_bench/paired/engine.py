@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from .. import stopping
 from ..config import Case
 from ..metrics import RoundTimes, round_metrics
 from .protocol import PROTOCOL_VERSION, WORKER_MODULE, ProtocolError, decode, encode
@@ -213,6 +214,7 @@ def measure_block(
         )
     block = Block(block_index, [worker.pid for worker in workers])
     for _ in range(settings.pairs_per_block):
+        stopping.checkpoint()  # a SIGTERM to the run stops it between turns
         order = list(range(len(workers)))
         rng.shuffle(order)
         values: list[dict[str, float]] = [{} for _ in workers]
@@ -290,6 +292,7 @@ def run_paired(
                 try:
                     measure_block(comparison, workers, block_index, settings, cache_dir, rng)
                 except (WorkerFailed, CaseError) as error:
+                    stopping.checkpoint()  # workers ended by the SIGTERM that stops the run: not the case's fault
                     comparison.error = str(error) + _memory_hint(str(error), len(sides))
                     comparison.stop_reason = "failed"
                     close_all(workers)
@@ -307,7 +310,7 @@ def run_paired(
     except KeyboardInterrupt:
         run.interrupted = True
         for comparison in active:
-            comparison.stop_reason = comparison.stop_reason or "interrupted (Ctrl-C)"
+            comparison.stop_reason = comparison.stop_reason or f"interrupted ({stopping.requested() or 'Ctrl-C'})"
         on_update(run)
     finally:
         for worker in workers:
