@@ -6,7 +6,7 @@ with --benchmark-autosave.
 
 from collections.abc import Callable
 
-from paddle_llm_bench.config import Case
+from paddle_llm_bench.core.config import Case
 
 
 def test_generation(llm_case: Case, llm_measure: Callable[[Case], None]) -> None:

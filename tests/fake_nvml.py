@@ -264,5 +264,5 @@ def install(monkeypatch: pytest.MonkeyPatch, fake: FakeNvml, cuda_visible_device
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", cuda_visible_devices)
     monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
-    monkeypatch.setattr("paddle_llm_bench.nvml.cuda_device_identity", lambda ordinal: None)
+    monkeypatch.setattr("paddle_llm_bench.runtime.nvml.cuda_device_identity", lambda ordinal: None)
     return fake

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paddle_llm_bench.bandwidth import (
+from paddle_llm_bench.core.bandwidth import (
     GB,
     GPU_SKUS,
     bandwidth_from_memory_bus,
@@ -27,9 +27,9 @@ from paddle_llm_bench.bandwidth import (
     qwen2_kv_bytes_per_token_of_context,
     qwen2_parameter_counts,
 )
-from paddle_llm_bench.config import ConfigError
-from paddle_llm_bench.device import import_paddle, import_paddlenlp
-from paddle_llm_bench.models import PRESETS
+from paddle_llm_bench.core.config import ConfigError
+from paddle_llm_bench.runtime.device import import_paddle, import_paddlenlp
+from paddle_llm_bench.runtime.models import PRESETS
 
 QWEN_1_5B = PRESETS["deepseek-r1-distill-qwen-1.5b"]
 
@@ -290,4 +290,4 @@ def test_ceiling_extra_info_reports_the_share_and_fails_an_impossible_round() ->
     _, error = ceiling_extra_info(ceiling, [11.5, 11.76, 130.0])  # one round faster than physics allows
     assert error is not None and error.startswith("the fastest round: measurement error")
     absent, error = ceiling_extra_info(batch1_decode_ceiling("NVIDIA H100", QWEN_1_5B, "float16", 16, 200), [10.0])
-    assert error is None and "H100 variant" in absent["bandwidth_ceiling_absent"]
+    assert error is None and "H100 variant" in absent["absent"]["bandwidth_ceiling"]

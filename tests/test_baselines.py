@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paddle_llm_bench.baselines import (
+from paddle_llm_bench.core.gate import NO_BASELINE, REGRESSION, UNCHANGED
+from paddle_llm_bench.results.baselines import (
     FORMAT_VERSION,
     MAX_RUNS_PER_CASE,
     BaselineError,
@@ -22,8 +23,7 @@ from paddle_llm_bench.baselines import (
     merge,
     save_atomic,
 )
-from paddle_llm_bench.gate import NO_BASELINE, REGRESSION, UNCHANGED
-from paddle_llm_bench.regression import check_run, update_baselines
+from paddle_llm_bench.results.regression import check_run, update_baselines
 
 FINGERPRINT = "cpu:Test CPU:2cores"
 FACTS = {
@@ -256,3 +256,19 @@ def test_a_bad_saved_run_is_named_with_the_field(tmp_path: Path, content: dict[s
     assert str(path) in str(raised.value) and field in str(raised.value), str(raised.value)
     report = check_run([extra_info()], FINGERPRINT, tmp_path, reference_run=path)
     assert report.failed and field in report.errors[0]
+
+
+def test_baseline_update_from_the_cli_records_the_commit_of_the_saved_run(tmp_path: Path) -> None:
+    """It read a key nothing writes and recorded null: the commit is pytest-benchmark's commit_info.id."""
+    from paddle_llm_bench.cli import main as cli_main
+
+    run = tmp_path / "0001_run.json"
+    data = {
+        "machine_info": {"paddle_llm_bench": {**FACTS, "run_id": "r1"}},
+        "commit_info": {"id": "0123abcd", "dirty": False},
+        "benchmarks": [{"name": "test_generation", "stats": {}, "extra_info": extra_info()}],
+    }
+    run.write_text(json.dumps(data), encoding="utf-8")
+    assert cli_main(["baseline", "update", str(run), "--baseline-dir", str(tmp_path / "baselines")]) == 0
+    (entry,) = load(baseline_path(tmp_path / "baselines", FINGERPRINT)).cases["tiny-a"]["runs"]
+    assert entry["commit"] == "0123abcd"

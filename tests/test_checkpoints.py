@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from paddle_llm_bench import suite as suite_module
-from paddle_llm_bench.checkpoints import CheckpointError, check_checkpoint_files
-from paddle_llm_bench.config import Case, Sweep
-from paddle_llm_bench.device import detect_device
-from paddle_llm_bench.models import synthetic_checkpoint
-from paddle_llm_bench.suite import CaseFailed, Suite
+from paddle_llm_bench.core.config import Case, Sweep
+from paddle_llm_bench.runtime import suite as suite_module
+from paddle_llm_bench.runtime.checkpoints import CheckpointError, check_checkpoint_files
+from paddle_llm_bench.runtime.device import detect_device
+from paddle_llm_bench.runtime.models import synthetic_checkpoint
+from paddle_llm_bench.runtime.suite import CaseFailed, Suite
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paddle_llm_bench.config import (
+from paddle_llm_bench.core.config import (
     DECODINGS,
     DEFAULT_SWEEPS,
     DTYPES,
@@ -28,7 +28,7 @@ from paddle_llm_bench.config import (
     parse_positive_ints,
     parse_sweep_dimension,
 )
-from paddle_llm_bench.models import PRESETS
+from paddle_llm_bench.runtime.models import PRESETS
 
 PRESET_NAMES = tuple(PRESETS)
 

@@ -1,4 +1,8 @@
-"""`paddle-llm-bench doctor`: the CPU path end to end, NVML's absence here, and the pure judgements."""
+"""`paddle-llm-bench doctor`: the CPU path end to end, NVML absent or present, and the pure judgements.
+
+The same assertions hold on a machine without an NVIDIA driver and on a GPU runner: the CPU path is
+asked for with ``--device cpu``, and NVML comes from the fake (tests/fake_nvml.py), with or without a
+driver, wherever a test is about what NVML says."""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pynvml
 import pytest
 from fake_nvml import GIB, FakeMig, FakeNvml, FakeProcess, gpus, install, mig_uuid_of, uuid_of
 
 from paddle_llm_bench import cli
-from paddle_llm_bench.doctor import (
+from paddle_llm_bench.runtime.device import import_paddle
+from paddle_llm_bench.runtime.doctor import (
     FAIL,
     MIB,
     OK,
@@ -35,10 +41,37 @@ from paddle_llm_bench.doctor import (
 )
 
 
-def test_doctor_on_this_cpu_reports_what_it_checked_and_what_needs_a_gpu(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["doctor"]) == 0
+def nvml_initializes() -> bool:
+    """Whether the real pynvml finds a driver here (a GPU runner), as opposed to NVMLError_LibraryNotFound."""
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+def without_a_driver(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
+    """NVML as on a machine without an NVIDIA driver: nvmlInit raises what the real pynvml raises there."""
+    fake = install(monkeypatch, FakeNvml([]))
+    fake.fail("nvmlInit", pynvml.NVMLError_LibraryNotFound)
+    return fake
+
+
+def paddle_build_text() -> str:
+    """What the paddle line says about this Paddle build (paddlepaddle: no CUDA; paddlepaddle-gpu: its CUDA)."""
+    paddle = import_paddle()
+    return f"CUDA {paddle.version.cuda()}" if paddle.is_compiled_with_cuda() else "compiled without CUDA"
+
+
+def test_doctor_on_this_cpu_reports_what_it_checked_and_what_needs_a_gpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    without_a_driver(monkeypatch)
+    assert cli.main(["doctor", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("ok: paddle: Paddle ") and "compiled without CUDA" in line for line in lines)
+    build = paddle_build_text()
+    assert any(line.startswith("ok: paddle: Paddle ") and line.endswith(f", {build})") for line in lines), lines
     assert any(line.startswith("ok: device: cpu (") for line in lines)
     assert any(line.startswith("ok: peak RSS: reset through /proc/self/clear_refs works") for line in lines)
     assert any(line.startswith("ok: host allocator: statistics readable") for line in lines)
@@ -50,24 +83,61 @@ def test_doctor_on_this_cpu_reports_what_it_checked_and_what_needs_a_gpu(capsys:
     assert all(line.split(":")[0] in ("ok", "warn", "skip", "FAIL", "skipped", "doctor") for line in lines)
 
 
-def test_doctor_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    without_a_driver(monkeypatch)
     assert cli.main(["doctor", "--json", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["failed"] is False
     statuses = {check["name"]: check["status"] for check in report["checks"]}
     assert statuses["peak RSS"] == OK and statuses["synchronization"] == SKIP and statuses["nvml"] == SKIP
-    assert report["facts"]["paddle_compiled_with_cuda"] is False
+    assert report["facts"]["paddle_compiled_with_cuda"] is bool(import_paddle().is_compiled_with_cuda())
     assert report["facts"]["nvml_absent"].startswith("NVML unavailable: NVMLError_LibraryNotFound")
 
 
-def test_asking_for_a_gpu_without_one_fails_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cpu_path_on_a_machine_with_a_gpu_says_paddle_runs_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --device cpu on a GPU runner: NVML answers, and the doctor warns that the GPU goes unused.
+    install(monkeypatch, FakeNvml(gpus(1)))
+    assert cli.main(["doctor", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("ok: device: cpu (") for line in lines)
+    assert any(line.startswith("ok: nvml: CUDA device 0: NVIDIA H100 80GB HBM3, driver 550.54.15") for line in lines)
+    unused = "warn: device: NVIDIA H100 80GB HBM3 is present but Paddle runs on the CPU (the CPU build of Paddle?)"
+    assert unused in lines
+    assert "skipped: needs a GPU: synchronization, memory probes" in lines
+    assert lines[-1] == "doctor: no check failed"
+
+
+@pytest.mark.parametrize(
+    ("compiled_with_cuda", "why"),
+    [(False, "Paddle was built without CUDA"), (True, "no GPU is visible")],
+    ids=["cpu-build", "gpu-build-without-a-gpu"],
+)
+def test_asking_for_a_gpu_without_one_fails_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], compiled_with_cuda: bool, why: str
+) -> None:
+    # The build and the GPU count are what detect_device reads; set here, so a GPU runner checks this path too.
+    paddle = import_paddle()
+    monkeypatch.setattr(paddle, "is_compiled_with_cuda", lambda: compiled_with_cuda)
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 0)
     assert cli.main(["doctor", "--device", "gpu"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL: device: --llm-device gpu was asked for but Paddle was built without CUDA" in out
+    assert f"FAIL: device: --llm-device gpu was asked for but {why}" in out
 
 
-def test_nvml_report_without_a_gpu_says_why() -> None:
-    # The real pynvml on this machine: nvmlInit raises NVMLError_LibraryNotFound (no driver, no GPU).
+def test_nvml_report_without_a_driver_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    without_a_driver(monkeypatch)
+    assert nvml_report(0) == {
+        "nvml_absent": "NVML unavailable: NVMLError_LibraryNotFound: NVML Shared Library Not Found"
+    }
+    with pytest.raises(NvmlUnavailable, match="NVMLError_LibraryNotFound"):
+        other_processes(0, own_pid=1)
+
+
+@pytest.mark.skipif(nvml_initializes(), reason="asserts the real pynvml's no-driver error; this machine has a driver")
+def test_nvml_report_with_the_real_pynvml_and_no_driver_says_why() -> None:
+    # The real pynvml on a machine without an NVIDIA driver: nvmlInit raises NVMLError_LibraryNotFound.
     assert nvml_report(0) == {
         "nvml_absent": "NVML unavailable: NVMLError_LibraryNotFound: NVML Shared Library Not Found"
     }
@@ -145,22 +215,42 @@ def test_other_processes_judgement() -> None:
     assert check.status == WARN and "pid 42 (512 MiB)" in check.message and "pid 43 (memory unknown)" in check.message
 
 
-def test_the_nvml_side_runs_without_paddle() -> None:
+# Run in a fresh process without Paddle: the fake NVML (tests/fake_nvml.py) with one GPU, or without a driver.
+WITHOUT_PADDLE = """
+import sys
+sys.modules["paddle"] = None
+sys.path.insert(0, {tests!r})
+import pynvml
+import pytest
+from fake_nvml import FakeNvml, gpus, install
+fake = install(pytest.MonkeyPatch(), FakeNvml(gpus(1)))
+if {without_a_driver!r}:
+    fake.fail("nvmlInit", pynvml.NVMLError_LibraryNotFound)
+from paddle_llm_bench.runtime.doctor import nvml_report
+facts = nvml_report(0)
+assert {fact!r} in facts, facts
+from paddle_llm_bench.cli import main
+sys.exit(main(["doctor"]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("without_a_driver", "fact", "nvml_line"),
+    [
+        (False, "gpu_nvml_name", "ok: nvml: CUDA device 0: NVIDIA H100 80GB HBM3"),
+        (True, "nvml_absent", "skip: nvml: needs a GPU and its driver"),
+    ],
+    ids=["gpu", "no-driver"],
+)
+def test_the_nvml_side_runs_without_paddle(without_a_driver: bool, fact: str, nvml_line: str) -> None:
     # As on a GPU machine with pynvml but no Paddle: importing paddle fails, doctor still reports NVML.
-    script = (
-        "import sys; sys.modules['paddle'] = None\n"
-        "from paddle_llm_bench.doctor import nvml_report\n"
-        "facts = nvml_report(0)\n"
-        "assert 'nvml_absent' in facts or 'gpu_nvml_name' in facts, facts\n"
-        "from paddle_llm_bench.cli import main\n"
-        "sys.exit(main(['doctor']))\n"
-    )
+    script = WITHOUT_PADDLE.format(tests=str(Path(__file__).parent), without_a_driver=without_a_driver, fact=fact)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("FAIL: paddle: cannot import paddle")
     assert "skip: synchronization: needs Paddle" in lines
-    assert any(line.startswith("skip: nvml: needs a GPU and its driver") for line in lines)
+    assert any(line.startswith(nvml_line) for line in lines), lines
 
 
 # The GPU path through the fake NVML (tests/fake_nvml.py): what would break on real runners.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARK = """
-from paddle_llm_bench.config import Case
+from paddle_llm_bench.core.config import Case
 
 def test_generation(llm_case: Case, llm_measure) -> None:
     llm_measure(llm_case)
@@ -21,7 +21,7 @@ def test_generation(llm_case: Case, llm_measure) -> None:
 # stored-baseline gate's sensitivity is measured in README "How well it works", not here).
 SLOWDOWN_CONFTEST = """
 import time
-import paddle_llm_bench.suite as suite_module
+import paddle_llm_bench.runtime.suite as suite_module
 
 _load_model = suite_module.load_model
 
@@ -116,7 +116,7 @@ def test_a_corrupt_baseline_fails_with_the_fix_and_loses_nothing(pytester: pytes
     result = run(pytester, cache_dir, "--benchmark-autosave")
     assert result.ret == 1
     output = result.stdout.str()
-    assert f"error: baseline {baseline} is not valid JSON" in output and "git checkout" in output
+    assert f"error: cannot read baseline {baseline}: not valid JSON" in output and "git checkout" in output
     assert len(saved_runs(pytester)) == 1
     updated = run(pytester, cache_dir, "--llm-baseline-update")
     assert updated.ret == 1 and "baseline not updated" in updated.stdout.str()

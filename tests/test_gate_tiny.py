@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from paddle_llm_bench import suite as suite_module
-from paddle_llm_bench.config import Case, Sweep
-from paddle_llm_bench.device import detect_device, import_paddle
-from paddle_llm_bench.environment import collect_all
-from paddle_llm_bench.gate import REGRESSION
-from paddle_llm_bench.regression import GateReport, check_run, update_baselines
-from paddle_llm_bench.suite import Suite
+from paddle_llm_bench.core.config import Case, Sweep
+from paddle_llm_bench.core.gate import REGRESSION
+from paddle_llm_bench.results.regression import GateReport, check_run, update_baselines
+from paddle_llm_bench.runtime import suite as suite_module
+from paddle_llm_bench.runtime.device import detect_device, import_paddle
+from paddle_llm_bench.runtime.environment import collect_all
+from paddle_llm_bench.runtime.suite import Suite
 
 CASE = Case("tiny", "float32", "greedy", max_new_tokens=32, batch_size=1, prompt_tokens=16)
 BASELINE_RUNS = 3

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from paddle_llm_bench import cli
-from paddle_llm_bench.baselines import load_saved_run
-from paddle_llm_bench.config import Sweep
-from paddle_llm_bench.merge import MergeError, merge_runs, write_json_atomically
+from paddle_llm_bench.core.config import Sweep
+from paddle_llm_bench.results.baselines import load_saved_run
+from paddle_llm_bench.results.merge import MergeError, merge_runs, write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 # Two shards emulated by splitting the decoding dimension (what --llm-shard K/N does by cost).
@@ -102,12 +102,20 @@ def test_a_case_in_two_shards_is_an_error_naming_both_files(shard_runs: list[Pat
         merge_runs([shard_runs[0], copy_path])
 
 
-@pytest.mark.parametrize(("key", "other"), [("hardware_fingerprint", "gpu:NVIDIA H200"), ("paddle_version", "3.0.0")])
+@pytest.mark.parametrize(
+    ("key", "others"),
+    [
+        ("hardware_fingerprint", ("gpu:NVIDIA H200", "gpu:NVIDIA H100 80GB HBM3")),
+        ("paddle_version", ("3.0.0", "3.3.1")),
+    ],
+)
 def test_shards_must_agree_on_hardware_and_paddle(
-    shard_runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, other: str
+    shard_runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, others: tuple[str, str]
 ) -> None:
     run = read(shard_runs[1])
     original = run["machine_info"]["paddle_llm_bench"][key]
+    # Another value than this machine's (an H200 runner's fingerprint is the first; Paddle may be 3.0.0)
+    other = next(value for value in others if value != original)
     run["machine_info"]["paddle_llm_bench"][key] = other
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps(run), encoding="utf-8")

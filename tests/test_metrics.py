@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paddle_llm_bench.metrics import HIGHER_IS_BETTER, METRIC_UNITS, RoundTimes, inter_token_ms, round_metrics
+from paddle_llm_bench.core.metrics import HIGHER_IS_BETTER, METRIC_UNITS, RoundTimes, inter_token_ms, round_metrics
 
 MS = 1_000_000  # ns
 

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from paddle_llm_bench import models
-from paddle_llm_bench.config import Case, ConfigError
-from paddle_llm_bench.device import detect_device, import_paddle
-from paddle_llm_bench.measure import CaseRunner
-from paddle_llm_bench.models import PRESETS, REPORT_PROMPT, load_model, synthetic_checkpoint
+from paddle_llm_bench.core.config import Case, ConfigError
+from paddle_llm_bench.runtime import models
+from paddle_llm_bench.runtime.device import detect_device, import_paddle
+from paddle_llm_bench.runtime.measure import CaseRunner
+from paddle_llm_bench.runtime.models import PRESETS, REPORT_PROMPT, load_model, synthetic_checkpoint
 
 
 def parameter_count(preset: str) -> int:
@@ -80,6 +80,7 @@ def test_a_checkpoint_directory_with_a_tokenizer_uses_the_report_prompt(tmp_path
     from paddlenlp.transformers import AutoTokenizer
 
     expected = AutoTokenizer.from_pretrained(str(checkpoint))(REPORT_PROMPT)["input_ids"]
+    cpu = detect_device("cpu")  # before loading: the model goes to Paddle's current device (a GPU build's is the GPU)
     loaded = load_model(str(checkpoint), "float32", cache_dir, 4096, progress=lambda _: None)
     assert loaded.prompt_token_ids == expected
     assert loaded.source.startswith("checkpoint ")
@@ -87,7 +88,7 @@ def test_a_checkpoint_directory_with_a_tokenizer_uses_the_report_prompt(tmp_path
     assert ids.tolist()[1] == [*expected, *expected[:3]]  # the real prompt, tiled to the asked length
 
     case = Case(str(checkpoint), "float32", "greedy", max_new_tokens=4, batch_size=2, prompt_tokens=12)
-    times = CaseRunner(loaded, case, detect_device("cpu")).generate_once()
+    times = CaseRunner(loaded, case, cpu).generate_once()
     assert len(times.step_ns) == 4
     assert case.id.startswith("my-checkpoint-float32-greedy")
 
@@ -118,9 +119,10 @@ def test_an_unknown_preset_names_the_allowed_ones(cache_dir: Path) -> None:
 @pytest.mark.slow
 def test_the_1_5b_preset_builds_loads_and_generates_on_cpu(tmp_path: Path) -> None:
     """Minutes and ~16 GB of RAM on a CPU: the full path for the real architecture, 2 tokens."""
+    cpu = detect_device("cpu")  # before loading: the model goes to Paddle's current device (a GPU build's is the GPU)
     loaded = load_model("deepseek-r1-distill-qwen-1.5b", "float32", tmp_path, 4096, progress=lambda _: None)
     case = Case("deepseek-r1-distill-qwen-1.5b", "float32", "greedy", max_new_tokens=2, batch_size=1, prompt_tokens=8)
-    times = CaseRunner(loaded, case, detect_device("cpu")).generate_once()
+    times = CaseRunner(loaded, case, cpu).generate_once()
     assert len(times.step_ns) == 2
     assert loaded.eos_token_id == 151643 and loaded.vocab_size == 151936
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from paddle_llm_bench import baseline_cli, stopping
-from paddle_llm_bench.baselines import BaselineError, baseline_path, load
-from paddle_llm_bench.regression import update_baselines
-from paddle_llm_bench.saving import restore_sigterm, stop_on_sigterm
+from paddle_llm_bench import baseline_cli
+from paddle_llm_bench.core import stopping
+from paddle_llm_bench.results.baselines import BaselineError, baseline_path, load
+from paddle_llm_bench.results.regression import update_baselines
+from paddle_llm_bench.results.saving import restore_sigterm, stop_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
@@ -105,7 +106,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from paddle_llm_bench.regression import update_baselines
+    from paddle_llm_bench.results.regression import update_baselines
     directory, prefix, count, start = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     while time.time() < start:
         pass
@@ -347,7 +348,7 @@ def test_sigterm_saves_the_completed_cases_and_exits_non_zero(llm_cache_dir: Pat
     ]  # fmt: skip
     slow_down = tmp_path / "sitecustomize.py"  # each measured round 0.3 s slower: time to signal mid-sweep
     slow_down.write_text(
-        "import time\nimport paddle_llm_bench.measure as m\n_round = m.CaseRunner.measured_round\n"
+        "import time\nimport paddle_llm_bench.runtime.measure as m\n_round = m.CaseRunner.measured_round\n"
         "def slow(self):\n    time.sleep(0.3)\n    return _round(self)\nm.CaseRunner.measured_round = slow\n"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}

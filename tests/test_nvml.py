@@ -13,11 +13,11 @@ import tomllib
 from fake_nvml import GIB, FakeMig, FakeNvml, FakeProcess, gpus, install, mig_uuid_of, uuid_of
 from packaging.requirements import Requirement
 
-from paddle_llm_bench.device import Device
-from paddle_llm_bench.energy import NvmlEnergyCounter, RaplEnergyCounter
-from paddle_llm_bench.measure import clock_events_summary, round_probes
-from paddle_llm_bench.memory import MemoryTracker
-from paddle_llm_bench.nvml import (
+from paddle_llm_bench.runtime.device import Device
+from paddle_llm_bench.runtime.energy import NvmlEnergyCounter, RaplEnergyCounter
+from paddle_llm_bench.runtime.measure import clock_events_summary, round_probes
+from paddle_llm_bench.runtime.memory import MemoryTracker
+from paddle_llm_bench.runtime.nvml import (
     ClockEvents,
     CudaIdentity,
     NvmlUnavailable,
@@ -213,7 +213,10 @@ def test_energy_is_absent_with_the_reason_on_a_mig_slice_or_an_old_gpu(monkeypat
 
 
 def test_without_nvml_the_gpu_probes_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    energy, clock_events = round_probes(GPU)  # the real pynvml: no driver on this machine
+    # No NVIDIA driver: nvmlInit raises what the real pynvml raises there (so also on a runner that has one).
+    fake = install(monkeypatch, FakeNvml([]))
+    fake.fail("nvmlInit", real_pynvml.NVMLError_LibraryNotFound)
+    energy, clock_events = round_probes(GPU)
     assert energy.read() is None and "NVMLError_LibraryNotFound" in str(energy.absent_reason)
     assert clock_events.read() is None and "NVMLError_LibraryNotFound" in str(clock_events.absent_reason)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from paddle_llm_bench.config import Case
-from paddle_llm_bench.metrics import round_metrics
-from paddle_llm_bench.overhead import add_arguments, sides_for, summary
+from paddle_llm_bench.core.config import Case
+from paddle_llm_bench.core.metrics import round_metrics
+from paddle_llm_bench.envs.overhead import add_arguments, sides_for, summary
 from paddle_llm_bench.paired import engine
 from paddle_llm_bench.paired.engine import WorkerProcess, round_times
 from paddle_llm_bench.paired.results import load_paired_run

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from paddle_llm_bench.cli import main as cli_main
-from paddle_llm_bench.config import Case
+from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.paired.results import Block, CaseComparison, Pair, PairedRun, PairedSettings, SideInfo
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from paddle_llm_bench.config import Case
+from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.paired import engine
 from paddle_llm_bench.paired.engine import run_paired
 from paddle_llm_bench.paired.results import PairedRun, PairedSettings, judge, load_paired_run

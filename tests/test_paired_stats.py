@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paddle_llm_bench.config import Case
+from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.paired.results import Block, CaseComparison, Pair, PairedRun, PairedSettings, SideInfo, judge
 from paddle_llm_bench.paired.stats import (
     FASTER,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from paddle_llm_bench.config import DECODINGS, DTYPES
-from paddle_llm_bench.metrics import ENERGY_METRICS, METRIC_UNITS
+from paddle_llm_bench.core.config import DECODINGS, DTYPES
+from paddle_llm_bench.core.metrics import ENERGY_METRICS, METRIC_UNITS
 
 BENCHMARK_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "test_generation.py"
 TIMEOUT_S = 300
@@ -29,6 +29,28 @@ ONE_SHORT_CASE = (
     "--llm-rounds=5",
     "--llm-warmup-rounds=0",
 )
+
+
+# In a pytester session's conftest: the CPU path with no readable RAPL counter, as in most VMs (on a
+# bare-metal runner, a GPU runner as root, /sys/class/powercap is readable and energy would be measured).
+NO_RAPL_CONFTEST = """
+import functools
+import pathlib
+
+from paddle_llm_bench.runtime import energy, measure
+
+measure.RaplEnergyCounter = functools.partial(energy.RaplEnergyCounter, pathlib.Path("/nonexistent/powercap"))
+"""
+
+
+def installed_paddle_version() -> str:
+    """The installed Paddle's version: the CPU build (paddlepaddle) or the GPU build (paddlepaddle-gpu)."""
+    for distribution in ("paddlepaddle", "paddlepaddle-gpu"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    raise AssertionError("neither paddlepaddle nor paddlepaddle-gpu is installed")
 
 
 def run_benchmarks(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -50,8 +72,12 @@ def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
 
 
 def test_sweep_end_to_end(pytester: pytest.Pytester, llm_cache_dir: Path) -> None:
+    # The CPU path, asked for: a GPU runner's default would be its GPU (float16 runs there, NVML answers).
+    pytester.makeconftest(NO_RAPL_CONFTEST)
     result = run_benchmarks(
         pytester,
+        "--llm-device",
+        "cpu",
         "--llm-dtype",
         "float32,float16",
         "--llm-decoding",
@@ -107,7 +133,8 @@ def check_saved_run(run: dict[str, Any]) -> None:
     facts = run["machine_info"]["paddle_llm_bench"]
     # Not `import paddle` here: pytester restores sys.modules after each test, and a re-import of
     # Paddle's C extension in the same process then fails for every later test.
-    assert facts["paddle_version"] == importlib.metadata.version("paddlepaddle")
+    assert facts["paddle_version"] == installed_paddle_version()
+    assert facts["device"].startswith("cpu (") and facts["hardware_fingerprint"].startswith("cpu:")
     by_case = {benchmark["extra_info"]["case_id"]: benchmark for benchmark in run["benchmarks"]}
     assert sorted(by_case) == ["tiny-float32-beam4-new8-bs1-prompt8", "tiny-float32-greedy-new8-bs1-prompt8"]
     for case_id, benchmark in by_case.items():
@@ -118,8 +145,8 @@ def check_saved_run(run: dict[str, Any]) -> None:
         assert info["rounds"] == 5 and info["warmup_rounds"] == 1
         assert info["metrics"]["decode_tokens_per_s"]["median"] > 0
         assert info["metrics"]["decode_tokens_per_s"]["unit"] == "tokens/s"
-        assert set(info["samples"]) == set(METRIC_UNITS) - set(ENERGY_METRICS)  # no energy counter on this CPU
-        assert all(metric in info["absent"] for metric in ENERGY_METRICS)
+        assert set(info["samples"]) == set(METRIC_UNITS) - set(ENERGY_METRICS)  # no RAPL counter (NO_RAPL_CONFTEST)
+        assert all("no energy counter on this CPU" in info["absent"][metric] for metric in ENERGY_METRICS)
         assert all(len(values) == 5 for values in info["samples"].values()), info["samples"]
         assert info["memory_bytes"]["peak_allocated_bytes"] > 0
         assert info["memory_bytes"]["peak_rss_bytes"] > 0
@@ -198,7 +225,9 @@ def test_pyproject_lists_and_gate_options_are_read(pytester: pytest.Pytester) ->
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\nllm_dtype = ["float32"]\nllm_gate_alpha = "0.9"\n')
     result = run_benchmarks(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
-    result.stderr.fnmatch_lines(["ERROR: invalid value 0.9 from --llm-gate-alpha*"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: invalid value 0.9 from ini option llm_gate_alpha: *"]
+    )  # named where it was set
 
 
 def test_llm_reference_measures_every_case_paired_and_saves_it_with_the_run(

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paddle_llm_bench.config import DECODINGS, DEFAULT_SWEEPS, DTYPES, Case, ConfigError, Sweep
-from paddle_llm_bench.shard import assign_shards, expected_cost, parse_shard, select_shard
+from paddle_llm_bench.core.config import DECODINGS, DEFAULT_SWEEPS, DTYPES, Case, ConfigError, Sweep
+from paddle_llm_bench.runtime.shard import assign_shards, expected_cost, parse_shard, select_shard
 
 T = TypeVar("T")
 MODELS = ("tiny", "deepseek-r1-distill-qwen-1.5b")

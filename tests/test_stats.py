@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from paddle_llm_bench.stats import Summary, percentile, summarize
+from paddle_llm_bench.core.stats import Summary, percentile, summarize
 
 # Magnitudes of real samples (ms, tokens/s, bytes) without float overflow in sums and squares.
 finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False)

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from paddle_llm_bench import venvs
-from paddle_llm_bench import versions as versions_command
 from paddle_llm_bench.cli import main as cli_main
+from paddle_llm_bench.envs import venvs
+from paddle_llm_bench.envs import versions as versions_command
+from paddle_llm_bench.envs.venvs import MARKER_NAME, Build, EnvSpec, VersionsError
 from paddle_llm_bench.paired.results import load_paired_run
-from paddle_llm_bench.venvs import MARKER_NAME, Build, EnvSpec, VersionsError
+from paddle_llm_bench.runtime.device import import_paddle
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = Build("paddlepaddle", "cpu", None)
@@ -291,13 +292,16 @@ def version_env_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_an_environment_that_imports_another_paddle_is_refused_before_measuring(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Both "environments" are this one (Paddle 3.3.1): the one called 3.0.0 is the wrong environment."""
-    fake_envs = {"3.0.0": tmp_path / "a", "3.3.1": tmp_path / "b"}
+    """Both "environments" are this one: the one named for another Paddle version is the wrong environment.
+    This one's Paddle is whatever is installed (paddlepaddle 3.3.1 here, paddlepaddle-gpu on a GPU runner)."""
+    installed = str(import_paddle().__version__)
+    other = "3.0.0" if installed != "3.0.0" else "3.3.1"
+    fake_envs = {other: tmp_path / "a", installed: tmp_path / "b"}
     monkeypatch.setattr(versions_command, "version_environments", lambda *_args: fake_envs)
     monkeypatch.setattr(versions_command, "env_python", lambda _env: Path(sys.executable))
-    status = cli_main(["versions", "3.0.0", "3.3.1", "--repo", str(REPO), "--out-dir", str(tmp_path / "out")])
+    status = cli_main(["versions", other, installed, "--repo", str(REPO), "--out-dir", str(tmp_path / "out")])
     assert status == 2
-    assert "imports Paddle '3.3.1', not 3.0.0: the wrong environment" in capsys.readouterr().err
+    assert f"imports Paddle {installed!r}, not {other}: the wrong environment" in capsys.readouterr().err
     assert not (tmp_path / "out" / "paired.json").exists()
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .baselines import BaselineError, load_saved_run
-from .gate import REGRESSION, GateSettings
-from .regression import check_run, update_baselines
-
-HELP = "merge saved runs into baselines/, or gate a saved run against them"
+from paddle_llm_bench.core.config import ConfigError
+from paddle_llm_bench.core.gate import REGRESSION
+from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
+from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
+from paddle_llm_bench.results.regression import check_run, update_baselines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="pytest-benchmark saved runs (.benchmarks/.../NNNN_*.json)")
     parser.add_argument("--baseline-dir", type=Path, default=Path("baselines"))
     parser.add_argument("--require-baseline", action="store_true", help="check: a case without baseline fails")
+    add_gate_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -31,6 +32,11 @@ def main(args: argparse.Namespace) -> int:
             "Name the folder that holds the baseline files (default: baselines)"
         )
         return 2
+    try:
+        settings = gate_settings_from_args(args)
+    except ConfigError as error:
+        print(f"error: {error}")
+        return 2
     status = 0
     for path in args.runs:
         try:
@@ -38,10 +44,10 @@ def main(args: argparse.Namespace) -> int:
             if not fingerprint or not by_case:
                 raise BaselineError(f"{path} holds no paddle-llm-bench results (no machine_info.paddle_llm_bench)")
             if args.action == "update":
-                update = update_baselines(list(by_case.values()), facts, args.baseline_dir, facts.get("suite_commit"))
+                update = update_baselines(list(by_case.values()), facts, args.baseline_dir, facts.get("commit"))
                 print(f"{path}: {update.message()}")
                 continue
-            report = check_run(list(by_case.values()), fingerprint, args.baseline_dir, settings=GateSettings())
+            report = check_run(list(by_case.values()), fingerprint, args.baseline_dir, settings=settings)
             report.require_baseline = args.require_baseline
             for finding in report.with_status(REGRESSION):
                 report.notes.append(f"{finding.case_id}: not re-measured (a saved run cannot be); judge with care")

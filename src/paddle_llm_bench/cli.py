@@ -1,6 +1,6 @@
 """`paddle-llm-bench SUBCOMMAND ...`: each subcommand lives in its own module.
 
-A subcommand module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``main(args) -> int``.
+A subcommand module exposes ``add_arguments(parser)`` and ``main(args) -> int``; its one-line help is in ``HELPS``.
 Modules are imported only when their subcommand runs, so ``--help`` answers at once.
 """
 
@@ -15,13 +15,13 @@ from collections.abc import Sequence
 # subcommand -> module (inside this package)
 SUBCOMMANDS: dict[str, str] = {
     "compare": "compare_cli",
-    "versions": "versions",
+    "versions": "envs.versions",
     "baseline": "baseline_cli",
-    "calibrate": "calibration",
-    "overhead": "overhead",
+    "calibrate": "analysis.calibration",
+    "overhead": "envs.overhead",
     "paired": "paired.command",
-    "merge": "merge",
-    "doctor": "doctor",
+    "merge": "results.merge",
+    "doctor": "runtime.doctor",
 }
 HELPS: dict[str, str] = {
     "compare": "compare saved runs: per case medians, ratios and verdicts (table, Markdown, CSV, JSON, plots)",

@@ -7,41 +7,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from .baselines import BaselineError, load_saved_run
-from .compare import RENDERERS, CompareError, Comparison, SavedRun, compare, saved_run
-from .config import GATED_SPEED_METRICS, as_argparse_type, parse_float
-from .files import write_atomic
-from .gate import GateSettings
+from paddle_llm_bench.analysis.compare import CompareError, Comparison, SavedRun, compare, saved_run
+from paddle_llm_bench.analysis.compare_render import RENDERERS
+from paddle_llm_bench.core.config import ConfigError
+from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
+from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
+from paddle_llm_bench.results.files import write_atomic
 
-HELP = "compare saved runs: per case medians, ratios and verdicts (table, Markdown, CSV, JSON, plots)"
 USAGE_ERROR = 2
 
 
-def _float_in(low: float, high: float, option: str) -> Callable[[str], float]:
-    return as_argparse_type(lambda text, source: parse_float(text, source, low, high), option)
-
-
-def parse_min_effect(text: str) -> dict[str, float]:
-    """``decode_tokens_per_s=5,ttft_ms=10`` -> {metric: percent}; merged over the gate's defaults."""
-    effects: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        metric, _, percent = item.partition("=")
-        if metric not in GATED_SPEED_METRICS or not percent:
-            raise argparse.ArgumentTypeError(
-                f"invalid value {item!r} for --min-effect: expected METRIC=PERCENT with METRIC one of "
-                f"{', '.join(GATED_SPEED_METRICS)}"
-            )
-        effects[metric] = _float_in(0.0, 1000.0, "--min-effect")(percent)
-    if not effects:
-        raise argparse.ArgumentTypeError(f"empty value {text!r} for --min-effect: expected METRIC=PERCENT[,...]")
-    return effects
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = GateSettings()
     parser.add_argument(
         "runs",
         nargs="+",
@@ -56,31 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot-case", metavar="CASE_ID", help="case for the per-token latency plot (default: the first common case)"
     )
-    parser.add_argument(
-        "--alpha",
-        type=_float_in(1e-9, 0.5, "--alpha"),
-        default=defaults.alpha,
-        help=f"family-wise false-alarm rate per compared run, Holm-corrected (default {defaults.alpha})",
-    )
-    parser.add_argument(
-        "--min-effect",
-        type=parse_min_effect,
-        default={},
-        metavar="METRIC=PERCENT[,...]",
-        help="smallest change that counts, e.g. decode_tokens_per_s=5,ttft_ms=10 (default: the gate's)",
-    )
-    parser.add_argument(
-        "--noise-floor",
-        type=_float_in(0.0, 100.0, "--noise-floor"),
-        default=defaults.noise_floor_percent,
-        help=f"run-to-run noise assumed at least, in %% (default {defaults.noise_floor_percent:g})",
-    )
-    parser.add_argument(
-        "--max-cv",
-        type=_float_in(0.0, 1000.0, "--max-cv"),
-        default=defaults.max_cv_percent,
-        help=f"a run whose CV across rounds exceeds this %% is inconclusive (default {defaults.max_cv_percent:g})",
-    )
+    add_gate_arguments(parser)
 
 
 def read_run(path: Path) -> SavedRun:
@@ -99,7 +53,7 @@ def read_run(path: Path) -> SavedRun:
 
 def write_plots(comparison: Comparison, directory: Path, plot_case: str | None) -> list[Path]:
     try:
-        from .plots import render_plots  # matplotlib only when plots are asked for
+        from paddle_llm_bench.analysis.plots import render_plots  # matplotlib only when plots are asked for
     except ImportError as error:
         raise CompareError(f"--plots needs matplotlib ({error}): pip install matplotlib") from None
 
@@ -115,16 +69,11 @@ def main(args: argparse.Namespace) -> int:
             raise CompareError(
                 f"compare needs at least two saved runs (the first is the reference), got {len(args.runs)}"
             )
-        settings = GateSettings(
-            alpha=args.alpha,
-            min_effect_percent={**GateSettings().min_effect_percent, **args.min_effect},
-            noise_floor_percent=args.noise_floor,
-            max_cv_percent=args.max_cv,
-        )
+        settings = gate_settings_from_args(args)
         comparison = compare([read_run(path) for path in args.runs], settings)
         text = RENDERERS[args.format](comparison)
         written = write_plots(comparison, args.plots, args.plot_case) if args.plots is not None else []
-    except CompareError as error:
+    except (CompareError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
     except OSError as error:

@@ -21,30 +21,27 @@ from typing import Any
 import pytest
 from pytest_benchmark.utils import get_commit_info
 
-from . import stopping
-from .baselines import BaselineError, load_saved_run
-from .config import (
+from paddle_llm_bench.analysis.report import summary_table
+from paddle_llm_bench.core import stopping
+from paddle_llm_bench.core.config import (
     DTYPES,
     MIN_ROUNDS,
     ConfigError,
     Sweep,
-    gate_settings,
     make_sweep,
     parse_float,
     parse_positive_int,
     parse_sweep_dimension,
 )
-from .device import DEVICE_CHOICES, Device, detect_device
-from .doctor import DoctorReport, self_check
-from .environment import collect_all
-from .gate import REGRESSION, GateSettings
-from .models import PRESETS, default_cache_dir
-from .paired.reference import ReferenceOutcome, compare_with_reference, reference_side
-from .paired.results import PairedSettings
-from .paired.sides import Side
-from .regression import GateReport, check_run, update_baselines
-from .report import summary_table
-from .saving import (
+from paddle_llm_bench.core.gate import REGRESSION, GateSettings
+from paddle_llm_bench.core.gate_options import GATE_OPTIONS as GATE_SETTING_OPTIONS
+from paddle_llm_bench.core.gate_options import gate_settings
+from paddle_llm_bench.envs.reference import ReferenceOutcome, compare_with_reference, reference_side
+from paddle_llm_bench.paired.results import PairedSettings
+from paddle_llm_bench.paired.sides import Side
+from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
+from paddle_llm_bench.results.regression import GateReport, check_run, update_baselines
+from paddle_llm_bench.results.saving import (
     SaveLog,
     SignalHandler,
     add_to_saved,
@@ -53,8 +50,12 @@ from .saving import (
     restore_sigterm,
     stop_on_sigterm,
 )
-from .shard import parse_shard, select_shard
-from .suite import CaseFailed, Suite
+from paddle_llm_bench.runtime.device import DEVICE_CHOICES, Device, detect_device
+from paddle_llm_bench.runtime.doctor import DoctorReport, self_check
+from paddle_llm_bench.runtime.environment import collect_all
+from paddle_llm_bench.runtime.models import PRESETS, default_cache_dir
+from paddle_llm_bench.runtime.shard import parse_shard, select_shard
+from paddle_llm_bench.runtime.suite import CaseFailed, Suite
 
 # (option suffix, Sweep field or setting, help). Each is --llm-<suffix> and ini llm_<suffix with _>.
 SWEEP_OPTIONS: tuple[tuple[str, str, str], ...] = (
@@ -93,10 +94,7 @@ FLAG_OPTIONS: tuple[tuple[str, str], ...] = (
 GATE_OPTIONS: tuple[tuple[str, str], ...] = (
     ("baseline-dir", "directory of baseline files, one per hardware fingerprint (default: baselines)"),
     ("baseline-from", "use this saved pytest-benchmark run (.benchmarks/.../NNNN_*.json) as the reference"),
-    ("gate-alpha", "family-wise false-alarm rate per run, Holm-corrected over all tests (default 0.01)"),
-    ("gate-min-effect", "smallest change that counts, per metric in percent, e.g. decode_tokens_per_s=5,ttft_ms=10"),
-    ("gate-noise-floor", "run-to-run noise assumed at least, in percent (default 2)"),
-    ("gate-max-cv", "a case whose CV across rounds exceeds this percentage is inconclusive (default 10)"),
+    *((f"gate-{suffix}", help_text) for suffix, (_, help_text) in GATE_SETTING_OPTIONS.items()),
     (
         "reference",
         "after the sweep, measure every case interleaved (paired, in fresh worker processes) against this reference: "
@@ -198,12 +196,7 @@ def pytest_configure(config: pytest.Config) -> None:
             if text is not None:
                 settings[suffix] = text
                 _check_setting(suffix, text, source)
-        gate = gate_settings(
-            alpha=_raw(config, "gate-alpha")[0],
-            min_effect=_raw(config, "gate-min-effect")[0],
-            noise_floor=_raw(config, "gate-noise-floor")[0],
-            max_cv=_raw(config, "gate-max-cv")[0],
-        )
+        gate = gate_settings({suffix: _raw(config, f"gate-{suffix}") for suffix in GATE_SETTING_OPTIONS})
         _check_reference_files(config)
         paired = paired_settings(config)
     except ConfigError as error:
@@ -545,7 +538,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     if state.suite is not None and state.suite.results:
         terminalreporter.section("paddle-llm-bench: LLM generation (medians across rounds)")
-        for line in summary_table(state.suite.results):
+        for line in summary_table([result.as_extra_info() for result in state.suite.results]):
             terminalreporter.write_line(line)
         terminalreporter.write_line(
             "decode tok/s = B·(N-1)/(E2E-TTFT); TPOT = (E2E-TTFT)/(N-1); ITL over all steps of all rounds; "

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import (
+from paddle_llm_bench.core.config import (
     DECODINGS,
     DTYPES,
     Case,
@@ -30,16 +30,23 @@ from ..config import (
     as_argparse_type,
     parse_sweep_dimension,
 )
-from ..device import DEVICE_CHOICES
-from ..files import write_atomic
-from ..models import PRESETS, default_cache_dir
-from .engine import run_paired
-from .options import add_engine_arguments, positive_int, settings_from_args
-from .render import FORMATS, forest_plot, render
-from .results import PairedFileError, PairedRun, PairedSettings, failures, judge, judge_memory, load_paired_run
-from .sides import Side, SideError, python_side
+from paddle_llm_bench.paired.engine import run_paired
+from paddle_llm_bench.paired.options import add_engine_arguments, positive_int, settings_from_args
+from paddle_llm_bench.paired.render import FORMATS, forest_plot, render
+from paddle_llm_bench.paired.results import (
+    PairedFileError,
+    PairedRun,
+    PairedSettings,
+    failures,
+    judge,
+    judge_memory,
+    load_paired_run,
+)
+from paddle_llm_bench.paired.sides import Side, SideError, python_side
+from paddle_llm_bench.results.files import write_atomic
+from paddle_llm_bench.runtime.device import DEVICE_CHOICES
+from paddle_llm_bench.runtime.models import PRESETS, default_cache_dir
 
-HELP = "measure a sweep interleaved in two Pythons (A/B), with a paired interval per case"
 USAGE_ERROR = 2
 INTERRUPTED = 130
 # The default sweep: small enough for a minute or two per case on a 2-core CPU.

@@ -26,12 +26,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from .. import stopping
-from ..config import Case
-from ..metrics import RoundTimes, round_metrics
-from .protocol import PROTOCOL_VERSION, WORKER_MODULE, ProtocolError, decode, encode
-from .results import PAIRED_METRICS, Block, CaseComparison, Pair, PairedRun, PairedSettings, SideInfo
-from .sides import Side, SideError, check_hello, hello_failure_hint
+from paddle_llm_bench.core import stopping
+from paddle_llm_bench.core.config import Case
+from paddle_llm_bench.core.metrics import PAIRED_METRICS, RoundTimes, round_metrics
+from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION, WORKER_MODULE, ProtocolError, decode, encode
+from paddle_llm_bench.paired.results import (
+    Block,
+    CaseComparison,
+    Pair,
+    PairedRun,
+    PairedSettings,
+    SideInfo,
+)
+from paddle_llm_bench.paired.sides import Side, SideError, check_hello, hello_failure_hint
 
 HELLO_TIMEOUT_S = 300.0
 PREPARE_TIMEOUT_S = 1800.0  # the 1.5B architecture is built on a CPU in about a minute; a hub download is slower

@@ -9,8 +9,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ..config import ConfigError, as_argparse_type, parse_float, parse_positive_int
-from .results import PAIRED_METRICS, PairedSettings
+from paddle_llm_bench.core.config import (
+    ConfigError,
+    as_argparse_type,
+    parse_float,
+    parse_min_effects,
+    parse_positive_int,
+)
+from paddle_llm_bench.core.metrics import PAIRED_METRICS
+from paddle_llm_bench.paired.results import PairedSettings
 
 DEFAULTS = PairedSettings()
 
@@ -23,18 +30,8 @@ def _number(option: str, low: float, high: float) -> Callable[[str], float]:
     return as_argparse_type(lambda text, source: parse_float(text, source, low, high), option)
 
 
-def parse_min_effects(text: str, source: str) -> dict[str, float]:
-    """``decode_tokens_per_s=3,ttft_ms=10`` -> {metric: percent}; metrics must be paired metrics."""
-    effects = dict(DEFAULTS.min_effect_percent)
-    for item in (part.strip() for part in text.split(",")):
-        metric, _, percent = item.partition("=")
-        if metric not in PAIRED_METRICS or not percent:
-            raise ConfigError(
-                f"invalid value {item!r} from {source}: expected METRIC=PERCENT with METRIC one of "
-                f"{', '.join(PAIRED_METRICS)}"
-            )
-        effects[metric] = parse_float(percent, source, 0.0, 1000.0)
-    return effects
+def _parse_min_effects(text: str, source: str) -> dict[str, float]:
+    return parse_min_effects(text, source, PAIRED_METRICS, DEFAULTS.min_effect_percent)
 
 
 def _engine_options() -> list[tuple[str, Callable[[str], object], object, str, str]]:
@@ -107,7 +104,7 @@ def _engine_options() -> list[tuple[str, Callable[[str], object], object, str, s
         ),
         (
             "--min-effect",
-            as_argparse_type(parse_min_effects, "--min-effect"),
+            as_argparse_type(_parse_min_effects, "--min-effect"),
             dict(d.min_effect_percent),
             "METRIC=PERCENT,...",
             "smallest change called faster/slower, per metric: "

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..report import aligned_table
-from .results import CaseComparison, Judgement, PairedRun, judge, judge_memory
+from paddle_llm_bench.analysis.report import aligned_table, format_number
+from paddle_llm_bench.core.metrics import MIB
+from paddle_llm_bench.paired.results import CaseComparison, Judgement, PairedRun, judge, judge_memory
 
-MIB = 1024 * 1024
 FORMATS = ("table", "markdown", "csv", "json")
 HEADER = [
     "case",
@@ -43,10 +43,10 @@ def rows(run: PairedRun) -> list[list[str]]:
             row = [
                 case_id if side == 0 else "",
                 info.name,
-                _number(decode),
+                format_number(decode),
                 "reference" if side == 0 else judgements[(case_id, side, "decode_tokens_per_s")].ratio_text,
                 "" if side == 0 else _verdict(judgements[(case_id, side, "decode_tokens_per_s")]),
-                _number(ttft, 2),
+                format_number(ttft, 2),
                 "reference" if side == 0 else judgements[(case_id, side, "ttft_ms")].ratio_text,
                 "" if side == 0 else _verdict(judgements[(case_id, side, "ttft_ms")]),
                 "" if side == 0 else judgements[(case_id, side, "e2e_tokens_per_s")].ratio_text,
@@ -58,10 +58,6 @@ def rows(run: PairedRun) -> list[list[str]]:
         if comparison.error:
             table.append([case_id, "FAILED", comparison.error.splitlines()[0][:100], *[""] * (len(HEADER) - 3)])
     return table
-
-
-def _number(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
 def _verdict(judgement: Judgement) -> str:

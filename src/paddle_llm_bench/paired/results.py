@@ -16,12 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Case
-from ..files import write_atomic
-from ..gate import GateSettings
-from ..metrics import HIGHER_IS_BETTER
-from ..stats import holm_adjust
-from .stats import (
+from paddle_llm_bench.core.config import Case
+from paddle_llm_bench.core.gate import GateSettings
+from paddle_llm_bench.core.metrics import HIGHER_IS_BETTER, MEMORY_METRICS, PAIRED_METRICS
+from paddle_llm_bench.core.stats import holm_adjust
+from paddle_llm_bench.paired.stats import (
     SLOWER,
     PairedEstimate,
     block_estimates,
@@ -30,12 +29,11 @@ from .stats import (
     prior_spreads,
     speed_verdict,
 )
+from paddle_llm_bench.results.files import write_atomic
 
 FORMAT = "paddle-llm-bench-paired"
 FORMAT_VERSION = 1
 # The metrics compared pair by pair; the first decides when a case is precise enough.
-PAIRED_METRICS = ("decode_tokens_per_s", "ttft_ms", "e2e_tokens_per_s")
-MEMORY_METRICS = ("peak_allocated_bytes", "peak_reserved_bytes", "peak_nvml_process_bytes", "peak_rss_bytes")
 
 
 class PairedFileError(ValueError):

@@ -21,14 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .protocol import PROTOCOL_VERSION, decode, encode, failure
-from .sides import RUNNERS  # what generates a side's rounds: the suite's CaseRunner, or a plain loop
+from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION, decode, encode, failure
+from paddle_llm_bench.paired.sides import (
+    RUNNERS,  # what generates a side's rounds: the suite's CaseRunner, or a plain loop
+)
 
 if TYPE_CHECKING:
-    from ..config import Case
-    from ..device import Device
-    from ..metrics import RoundTimes
-    from ..models import LoadedModel
+    from paddle_llm_bench.core.config import Case
+    from paddle_llm_bench.core.metrics import RoundTimes
+    from paddle_llm_bench.runtime.device import Device
+    from paddle_llm_bench.runtime.models import LoadedModel
 
 DEFAULT_RUNNER = "suite"
 
@@ -70,8 +72,8 @@ class BareLoop:
     def __init__(self, loaded: LoadedModel, case: Case, device: Device) -> None:
         from paddlenlp.generation.stopping_criteria import StoppingCriteriaList
 
-        from ..device import import_paddle
-        from ..measure import generation_inputs
+        from paddle_llm_bench.runtime.device import import_paddle
+        from paddle_llm_bench.runtime.measure import generation_inputs
 
         self.paddle = import_paddle()
         self.criteria_list = StoppingCriteriaList
@@ -81,8 +83,8 @@ class BareLoop:
         self.synchronize: Callable[[], None] | None = device.synchronize if device.kind == "gpu" else None
 
     def generate_once(self) -> RoundTimes:
-        from ..measure import TokenCountError
-        from ..metrics import RoundTimes
+        from paddle_llm_bench.core.metrics import RoundTimes
+        from paddle_llm_bench.runtime.measure import TokenCountError
 
         clock = BareClock()
         criteria = self.criteria_list([clock])
@@ -147,7 +149,7 @@ class Worker:
             package_version = version("paddle-llm-bench")
         except PackageNotFoundError:
             package_version = "unknown"
-        from ..device import import_paddle, import_paddlenlp
+        from paddle_llm_bench.runtime.device import import_paddle, import_paddlenlp
 
         paddle = import_paddle()
         paddlenlp = import_paddlenlp()
@@ -162,11 +164,11 @@ class Worker:
 
     def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
         runner = check_runner(str(request.get("runner", DEFAULT_RUNNER)))  # before anything is loaded
-        from ..config import Case
-        from ..device import detect_device
-        from ..measure import CaseRunner
-        from ..memory import MemoryTracker
-        from ..models import load_model
+        from paddle_llm_bench.core.config import Case
+        from paddle_llm_bench.runtime.device import detect_device
+        from paddle_llm_bench.runtime.measure import CaseRunner
+        from paddle_llm_bench.runtime.memory import MemoryTracker
+        from paddle_llm_bench.runtime.models import load_model
 
         case = Case(**request["case"])
         if self.device is None:

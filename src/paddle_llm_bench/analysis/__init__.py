@@ -1,0 +1,1 @@
+"""Saved runs read back: tables, comparisons and their verdicts, gate calibration, plots. No Paddle."""

@@ -1,0 +1,89 @@
+"""Rendering only: aligned text tables, and the end-of-run tables from the cases' saved records
+(``extra_info``). Nothing is computed or measured here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from paddle_llm_bench.core.metrics import METRICS, MIB
+
+NOT_AVAILABLE = "n/a"
+
+
+def aligned_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-align the first column, right-align the others."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = cells
+        return "  ".join(
+            [str(first).ljust(widths[0]), *(str(c).rjust(w) for c, w in zip(rest, widths[1:], strict=False))]
+        )
+
+    return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
+
+
+def format_number(value: float | None, digits: int = 1) -> str:
+    return NOT_AVAILABLE if value is None else f"{value:,.{digits}f}"
+
+
+def _mib(value: float | None) -> str:
+    return NOT_AVAILABLE if value is None else f"{value / MIB:,.1f}"
+
+
+def _median(record: Mapping[str, Any], metric: str) -> str:
+    summary = record.get("metrics", {}).get(metric)
+    return format_number(summary["median"] if summary else None, METRICS[metric].digits)
+
+
+def summary_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The end-of-run table from the cases' saved records (``extra_info``): medians across rounds, ITL
+    percentiles over all steps, memory peaks, CV of decode tok/s across rounds."""
+    speed = ("decode_tokens_per_s", "ttft_ms", "tpot_ms")
+    memory = ("peak_allocated_bytes", "peak_rss_bytes")
+    header = [
+        "case",
+        *(METRICS[m].label for m in speed),
+        "ITL p50 ms",
+        "ITL p99 ms",
+        *(METRICS[m].label for m in memory),
+        "CV %",
+    ]
+    rows = []
+    for record in records:
+        itl = record.get("inter_token_latency_ms", {})
+        decode = record.get("metrics", {}).get("decode_tokens_per_s")
+        rows.append(
+            [
+                record["case_id"],
+                *(_median(record, m) for m in speed),
+                format_number(itl.get("p50"), 3),
+                format_number(itl.get("p99"), 3),
+                *(_mib(record.get("memory_bytes", {}).get(m)) for m in memory),
+                format_number(decode["cv_percent"] if decode else None),
+            ]
+        )
+    return [*aligned_table(header, rows), "", *host_and_energy_table(records), *clock_event_notes(records)]
+
+
+def host_and_energy_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Host overhead and energy per case (medians across rounds); n/a where absent (reasons in the record)."""
+    metrics = ("host_cpu_ms_per_token", "host_cpu_percent_of_wall", "tpot_ms", "tokens_per_j", "average_power_w")
+    header = ["case", *(METRICS[m].label for m in metrics)]
+    rows = [[record["case_id"], *(_median(record, m) for m in metrics)] for record in records]
+    legend = (
+        "host CPU: the process's CPU time (all threads) from the first token to the end, per generated token "
+        "and as a share of that window's wall time (near 100 % on a GPU: launch-bound; well under 100 % with "
+        "one CPU thread: waiting for cores); tokens/J and avg W from the device energy counter over each round"
+    )
+    return [*aligned_table(header, rows), legend]
+
+
+def clock_event_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per case whose GPU clocks were held back (power, thermal) after its measured rounds."""
+    return [
+        f"WARNING: {record['case_id']}: {record['gpu_clock_events']['warning']}"
+        for record in records
+        if record.get("gpu_clock_events", {}).get("warning")
+    ]

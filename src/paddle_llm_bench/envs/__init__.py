@@ -1,0 +1,1 @@
+"""Other Pythons: cached per-version environments, the versions command, the overhead command."""

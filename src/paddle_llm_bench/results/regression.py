@@ -1,0 +1,171 @@
+"""The end-of-run regression check: find the reference, judge, re-measure suspects, update baselines.
+
+Glue between ``baselines`` (files) and ``gate`` (verdicts); the pytest plugin calls ``check_run``
+and ``update_baselines`` and only prints the returned report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from paddle_llm_bench.core.gate import (
+    IMPROVEMENT,
+    INCONCLUSIVE,
+    NO_BASELINE,
+    REGRESSION,
+    CaseMeasurement,
+    Finding,
+    GateSettings,
+    judge_confirmed,
+)
+from paddle_llm_bench.results.baselines import (
+    BaselineError,
+    BaselineStore,
+    baseline_path,
+    find_for_hardware,
+    load,
+    load_saved_run,
+    measurement_from_extra_info,
+    merge,
+    save_atomic,
+)
+from paddle_llm_bench.results.files import describe_os_error, locked_directory
+
+Remeasure = Callable[[str], Mapping[str, Any]]
+MAX_INCONCLUSIVE_LINES = 5
+
+
+@dataclass
+class GateReport:
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    require_baseline: bool = False
+
+    def with_status(self, *statuses: str) -> list[Finding]:
+        return [f for f in self.findings if f.status in statuses]
+
+    @property
+    def failed(self) -> bool:
+        missing = self.require_baseline and bool(self.with_status(NO_BASELINE))
+        return bool(self.errors or self.with_status(REGRESSION) or missing)
+
+    def lines(self) -> list[str]:
+        counts = {s: len(self.with_status(s)) for s in (REGRESSION, IMPROVEMENT, INCONCLUSIVE, NO_BASELINE)}
+        compared = len({f.case_id for f in self.findings if f.status != NO_BASELINE})
+        lines = [f"error: {e}" for e in self.errors]
+        lines.append(
+            f"{compared} case(s) compared: {counts[REGRESSION]} regression(s), {counts[IMPROVEMENT]} improvement(s), "
+            f"{counts[INCONCLUSIVE]} inconclusive, {counts[NO_BASELINE]} without baseline"
+        )
+        for status in (REGRESSION, IMPROVEMENT):
+            lines += [f"{status.upper()}: {f.message()}" for f in self.with_status(status)]
+        inconclusive = self.with_status(INCONCLUSIVE)
+        lines += [f"INCONCLUSIVE: {f.message()}" for f in inconclusive[:MAX_INCONCLUSIVE_LINES]]
+        if len(inconclusive) > MAX_INCONCLUSIVE_LINES:
+            lines.append(
+                f"... and {len(inconclusive) - MAX_INCONCLUSIVE_LINES} more inconclusive "
+                "(every verdict is in the saved run, under paddle_llm_bench_gate)"
+            )
+        if counts[IMPROVEMENT]:
+            lines.append("improvements found: record them with --llm-baseline-update so later runs are held to them")
+        if counts[NO_BASELINE]:
+            lines.append(
+                "cases without baseline: "
+                + ", ".join(f.case_id for f in self.with_status(NO_BASELINE))
+                + " (record with --llm-baseline-update"
+                + ("; --llm-require-baseline makes this fail)" if not self.require_baseline else ")")
+            )
+        lines += [f"note: {n}" for n in self.notes]
+        return lines
+
+
+def reference_measurements(
+    fingerprint: str, baseline_dir: Path, reference_run: Path | None
+) -> tuple[dict[str, list[CaseMeasurement]], list[str]]:
+    """The baseline runs per case, from ``baselines/`` or a saved pytest-benchmark run."""
+    if reference_run is not None:
+        run_fingerprint, by_case, _facts = load_saved_run(reference_run)
+        if run_fingerprint != fingerprint:
+            raise BaselineError(
+                f"saved run {reference_run} was measured on {run_fingerprint!r}, this machine is {fingerprint!r}: "
+                "results from other hardware are not compared"
+            )
+        measurements = {case_id: [measurement_from_extra_info(extra)] for case_id, extra in by_case.items()}
+        return measurements, [f"reference: saved run {reference_run} (one run per case)"]
+    store, notes = find_for_hardware(baseline_dir, fingerprint)
+    if store is None:
+        return {}, [*notes, f"no baseline file for this hardware yet ({baseline_path(baseline_dir, fingerprint)})"]
+    return store.measurements(), [*notes, f"reference: {store.path}"]
+
+
+def check_run(
+    results: Sequence[Mapping[str, Any]],
+    fingerprint: str,
+    baseline_dir: Path,
+    reference_run: Path | None = None,
+    settings: GateSettings | None = None,
+    remeasure: Remeasure | None = None,
+    require_baseline: bool = False,
+) -> GateReport:
+    """Judge this run's results (``extra_info`` dicts) against the reference; re-measure suspect speed regressions."""
+    settings = settings or GateSettings()
+    report = GateReport(require_baseline=require_baseline)
+    try:
+        reference, report.notes = reference_measurements(fingerprint, baseline_dir, reference_run)
+    except BaselineError as error:
+        report.errors.append(str(error))
+        return report
+    current = {str(r["case_id"]): measurement_from_extra_info(r) for r in results}
+    fresh = None if remeasure is None else (lambda case_id: measurement_from_extra_info(remeasure(case_id)))
+    findings = judge_confirmed(current, reference, settings, fresh)
+    report.findings = findings
+    return report
+
+
+@dataclass
+class BaselineUpdate:
+    """Where a run was merged, and which of its cases were added or were already there (the same run)."""
+
+    path: Path
+    added: list[str]
+    already_there: list[str]
+
+    def message(self) -> str:
+        text = f"baseline updated: {self.path} now holds this run ({len(self.added)} case(s) added"
+        if self.already_there:
+            text += f"; {len(self.already_there)} already held this run and were not added again"
+        return text + ")"
+
+
+def update_baselines(
+    results: Sequence[Mapping[str, Any]], facts: Mapping[str, Any], baseline_dir: Path, commit: str | None
+) -> BaselineUpdate:
+    """Merge this run into this hardware's baseline file (created if missing).
+
+    Load, merge and write happen under an exclusive lock on ``baseline_dir``, so concurrent updates (shards
+    of one nightly) all land. A broken file, or one that says it is for other hardware, is never written
+    into; a failed write names its cause. All of these raise ``BaselineError``.
+    """
+    fingerprint = str(facts["hardware_fingerprint"])
+    path = baseline_path(baseline_dir, fingerprint)
+    try:
+        with locked_directory(baseline_dir):
+            store = load(path) if path.exists() else BaselineStore(path, fingerprint)
+            if store.hardware_fingerprint != fingerprint:
+                raise BaselineError(
+                    f"baseline {path} says it is for {store.hardware_fingerprint!r} but this run was measured on "
+                    f"{fingerprint!r}: not written into; rename or delete the file"
+                )
+            count = merge(store, results, facts, commit)
+            if count.added:
+                save_atomic(store)
+    except OSError as error:
+        raise BaselineError(
+            f"cannot write baseline {path}: {describe_os_error(error)}; the baseline is unchanged. Fix the folder, "
+            "then merge the saved run with `paddle-llm-bench baseline update RUN.json`"
+        ) from None
+    return BaselineUpdate(path, count.added, count.already_there)

@@ -1,0 +1,127 @@
+"""The one place that knows whether we run on a GPU or a CPU.
+
+Paddle is imported lazily, quietly and offline. Everything device-specific (synchronizing,
+which dtypes have kernels) is found by probing, never from a hard-coded table, so a CPU and a
+GPU machine take the same code path except inside this module and ``memory.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from paddle_llm_bench.core.config import ConfigError
+
+DEVICE_CHOICES = ("auto", "cpu", "gpu")
+
+
+def import_paddle(cache_dir: Path | None = None) -> ModuleType:
+    """Import Paddle with logs quiet and PaddleNLP's home inside our cache (no ``~/.paddlenlp``)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    if cache_dir is not None:
+        os.environ.setdefault("PPNLP_HOME", str(cache_dir / "paddlenlp-home"))
+    import paddle
+
+    return paddle
+
+
+def import_paddlenlp() -> ModuleType:
+    import paddlenlp
+    from paddlenlp.utils.log import logger
+
+    logger.set_level("ERROR")
+    module: ModuleType = paddlenlp
+    return module
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where generation runs. ``kind`` is ``"gpu"`` or ``"cpu"``; ``place`` is Paddle's name."""
+
+    kind: str
+    index: int
+    name: str
+
+    @property
+    def place(self) -> str:
+        return f"gpu:{self.index}" if self.kind == "gpu" else "cpu"
+
+    @property
+    def synchronize(self) -> Callable[[], None]:
+        """A function that waits for the device's queued work (a no-op on a CPU, whose kernels are synchronous)."""
+        if self.kind == "gpu":
+            paddle = import_paddle()
+            return functools.partial(paddle.device.synchronize, self.place)
+        return _no_op
+
+    def activate(self) -> None:
+        """Make it Paddle's current device: models and inputs are created where this says, not where
+        the last ``paddle.set_device`` left them (a CPU case on a GPU build would run on the GPU)."""
+        import_paddle().set_device(self.place)
+
+    def describe(self) -> str:
+        return f"{self.place} ({self.name})"
+
+
+def _no_op() -> None:
+    return None
+
+
+def detect_device(requested: str = "auto") -> Device:
+    """The GPU if Paddle was built with CUDA and sees one (``auto``/``gpu``), else the CPU."""
+    if requested not in DEVICE_CHOICES:
+        raise ConfigError(f"invalid device {requested!r}: allowed values are {', '.join(DEVICE_CHOICES)}")
+    paddle = import_paddle()
+    if requested == "cpu":  # asked for: CUDA is not even queried (a GPU build with a broken driver still runs)
+        paddle.set_device("cpu")
+        return Device("cpu", 0, _cpu_model())
+    gpu_count = paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else 0
+    if requested == "gpu" and gpu_count == 0:
+        why = "Paddle was built without CUDA" if not paddle.is_compiled_with_cuda() else "no GPU is visible"
+        raise ConfigError(
+            f"--llm-device gpu was asked for but {why}: install paddlepaddle-gpu (see README, 'On a GPU') "
+            "or use --llm-device cpu"
+        )
+    if gpu_count > 0:
+        paddle.set_device("gpu:0")
+        return Device("gpu", 0, str(paddle.device.cuda.get_device_name(0)))
+    paddle.set_device("cpu")
+    return Device("cpu", 0, _cpu_model())
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def first_line(error: BaseException) -> str:
+    """The error's type and first meaningful line, for a one-line reason."""
+    text = str(error).strip()
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not set(stripped) <= set("-="):
+            return f"{type(error).__name__}: {stripped[:300]}"
+    return type(error).__name__
+
+
+def paddle_version_info() -> dict[str, Any]:
+    paddle = import_paddle()
+    return {
+        "paddle_version": paddle.__version__,
+        "paddle_commit": paddle.version.commit,
+        "paddle_cuda_version": paddle.version.cuda(),
+        "paddle_cudnn_version": paddle.version.cudnn(),
+        "paddle_compiled_with_cuda": bool(paddle.is_compiled_with_cuda()),
+    }

@@ -1,0 +1,661 @@
+"""`paddle-llm-bench doctor`: can this machine's numbers be trusted? Also the session-start self-check.
+
+On a GPU (Paddle built with CUDA):
+- synchronization really waits: a batch of large matmuls is timed to the host's return (enqueue
+  only) and to ``paddle.device.synchronize()``; a scalar read back afterwards must then be instant;
+- the memory probes read non-zero and agree: after allocating a known block, Paddle's allocator
+  reports at least that much, ``reserved >= allocated``, and NVML's figure for this process is at
+  least Paddle's reserved pool and at most ``MEMORY_MARGIN_BYTES`` (the CUDA context) above it;
+- NVML facts: clocks (current and maximum), power limit, persistence mode, ECC mode, throttle
+  reasons (decoded), other processes on the GPU (a warning, with their pids and memory), and the
+  memory bandwidth (the SKU table, cross-checked against NVML's memory bus width and clock).
+
+On a CPU: Paddle's version and threads, the CPU, that the peak-RSS reset through
+``/proc/self/clear_refs`` works, that the host allocator's statistics count an allocation; and
+it says which checks need a GPU.
+
+The NVML part (``nvml_report``, ``other_processes``) imports only pynvml, so it also runs on a
+GPU machine without Paddle. Every check is a ``Check(status, name, message)``; ``status`` is
+``ok``, ``warn``, ``skip`` or ``FAIL``. The command exits 1 if any check FAILs, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from paddle_llm_bench.core.bandwidth import GB, bandwidth_from_memory_bus, lookup_bandwidth, mig_memory_share
+from paddle_llm_bench.core.metrics import MIB
+from paddle_llm_bench.runtime.nvml import (
+    NvmlDevice,
+    NvmlUnavailable,
+    ProcessesUnreadable,
+    clock_event_mask,
+    compute_processes,
+    driver_version,
+    explain,
+    garbled_process_entries,
+    open_device,
+    process_used_bytes,
+)
+
+OK, WARN, SKIP, FAIL = "ok", "warn", "skip", "FAIL"
+GIB = 1024 * MIB
+# NVML counts the CUDA context (and cuBLAS/cuDNN workspaces) on top of Paddle's pool.
+MEMORY_MARGIN_BYTES = 1 * GIB
+MEMORY_PROBE_BLOCK_BYTES = 256 * MIB
+RSS_PROBE_BLOCK_BYTES = 64 * MIB
+HOST_ALLOCATOR_PROBE_BYTES = 32 * MIB
+# Synchronized time must exceed the enqueue time by this factor for the check to tell them apart.
+SYNC_MIN_RATIO = 3.0
+# SKU table and NVML's memory bus may differ this much before a warning.
+BANDWIDTH_AGREEMENT = 0.15
+
+# NVML clock event ("throttle") reason bits -> names (nvmlClocksEventReason* / nvmlClocksThrottleReason*).
+THROTTLE_REASON_BITS: tuple[tuple[int, str], ...] = (
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks_setting"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+    (0x200, "board_limit"),
+    (0x400, "reliability"),
+)
+# Reasons that hold clocks below what the GPU could run at under load: a benchmark on them is slowed.
+SLOWDOWN_REASONS = frozenset(
+    {
+        "sw_power_cap",
+        "hw_slowdown",
+        "sw_thermal_slowdown",
+        "hw_thermal_slowdown",
+        "hw_power_brake_slowdown",
+        "board_limit",
+        "reliability",
+    }
+)
+GPU_ONLY_CHECKS: tuple[tuple[str, str], ...] = (
+    ("synchronization", "Paddle's CPU kernels run synchronously: there is no queue to wait for"),
+    ("memory probes", "Paddle's GPU allocator against NVML's per-process figure"),
+)
+NVML_CHECKS = (
+    "nvml",
+    "clocks",
+    "power limit",
+    "persistence mode",
+    "ecc",
+    "throttle reasons",
+    "energy counter",
+    "other processes",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str
+    name: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.status}: {self.name}: {self.message}"
+
+
+@dataclass
+class DoctorReport:
+    """The checks in order, and the facts worth recording in ``machine_info``."""
+
+    checks: list[Check] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, status: str, name: str, message: str) -> Check:
+        check = Check(status, name, message)
+        self.checks.append(check)
+        return check
+
+    @property
+    def failed(self) -> bool:
+        return any(check.status == FAIL for check in self.checks)
+
+    def lines(self) -> list[str]:
+        return [check.line() for check in self.checks]
+
+    def machine_info(self) -> dict[str, Any]:
+        """The facts plus every check's line, for ``machine_info["paddle_llm_bench"]``."""
+        return {**self.facts, "self_check": self.lines()}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"failed": self.failed, "checks": [asdict(check) for check in self.checks], "facts": self.facts}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure judgements: numbers in, a Check out.
+
+
+def decode_throttle_reasons(mask: int) -> list[str]:
+    """Names of the bits set in an NVML clock-event/throttle-reason mask; unknown bits as hex."""
+    names = [name for bit, name in THROTTLE_REASON_BITS if mask & bit]
+    known = 0
+    for bit, _ in THROTTLE_REASON_BITS:
+        known |= bit
+    unknown = mask & ~known
+    bit = 1
+    while unknown >= bit:
+        if unknown & bit:
+            names.append(f"unknown_{bit:#x}")
+        bit <<= 1
+    return names
+
+
+def judge_throttle(mask: int) -> Check:
+    reasons = decode_throttle_reasons(mask)
+    slowdowns = [reason for reason in reasons if reason in SLOWDOWN_REASONS]
+    if slowdowns:
+        return Check(WARN, "throttle reasons", f"clocks held back by {', '.join(slowdowns)} (mask {mask:#x})")
+    return Check(OK, "throttle reasons", f"none that slow the GPU ({', '.join(reasons) or 'no reason set'})")
+
+
+def judge_synchronization(enqueue_s: float, synchronized_s: float, readback_s: float) -> Check:
+    """Times from the start of a batch of GPU work: the host's return, ``synchronize()``'s return,
+    and a scalar read back after it (which cannot finish before the work). Seconds, all three.
+
+    A synchronize that waits makes ``synchronized_s`` much longer than ``enqueue_s`` and leaves
+    nothing for the read-back to wait for.
+    """
+    numbers = f"host returned after {enqueue_s * 1e3:.2f} ms, synchronize after {synchronized_s * 1e3:.2f} ms, "
+    numbers += f"a read-back after {readback_s * 1e3:.2f} ms"
+    leftover_s = readback_s - synchronized_s
+    if leftover_s > 1e-3 and leftover_s > 0.5 * (synchronized_s - enqueue_s):
+        return Check(FAIL, "synchronization", f"synchronize returned before the GPU finished: {numbers}")
+    if synchronized_s < SYNC_MIN_RATIO * enqueue_s:
+        return Check(
+            WARN,
+            "synchronization",
+            f"the host waited for the kernels while launching them (CUDA_LAUNCH_BLOCKING?), so a missing wait "
+            f"could not be detected: {numbers}",
+        )
+    return Check(OK, "synchronization", f"waits for the GPU: {numbers}")
+
+
+def judge_memory_probes(
+    allocated_bytes: int,
+    reserved_bytes: int,
+    nvml_process_bytes: int | None,
+    block_bytes: int = MEMORY_PROBE_BLOCK_BYTES,
+    margin_bytes: int = MEMORY_MARGIN_BYTES,
+    nvml_absent_reason: str | None = None,
+) -> Check:
+    """Paddle's allocator and NVML after allocating ``block_bytes``: non-zero and consistent.
+
+    ``nvml_absent_reason``: why NVML gave no figure (its process list unreadable), when it gave none.
+    """
+    numbers = (
+        f"allocated {allocated_bytes / MIB:.0f} MiB, reserved {reserved_bytes / MIB:.0f} MiB, "
+        + ("NVML absent" if nvml_process_bytes is None else f"NVML {nvml_process_bytes / MIB:.0f} MiB")
+        + f" after allocating {block_bytes / MIB:.0f} MiB"
+    )
+    if allocated_bytes < block_bytes:
+        return Check(FAIL, "memory probes", f"Paddle's allocator misses the probe block: {numbers}")
+    if reserved_bytes < allocated_bytes:
+        return Check(FAIL, "memory probes", f"reserved is below allocated: {numbers}")
+    if nvml_process_bytes is None:
+        why = nvml_absent_reason or (
+            f"NVML lists no memory for this process (pid {os.getpid()}; in a container NVML may show host pids)"
+        )
+        return Check(WARN, "memory probes", f"{why}, so the allocator cannot be cross-checked: {numbers}")
+    if nvml_process_bytes < reserved_bytes:
+        return Check(FAIL, "memory probes", f"NVML sees less than Paddle reserved: {numbers}")
+    if nvml_process_bytes - reserved_bytes >= margin_bytes:
+        return Check(
+            WARN,
+            "memory probes",
+            f"NVML exceeds Paddle's reserved pool by {(nvml_process_bytes - reserved_bytes) / MIB:.0f} MiB, more "
+            f"than the {margin_bytes / MIB:.0f} MiB allowed for the CUDA context: memory outside Paddle's "
+            f"allocator is not in peak_allocated_bytes: {numbers}",
+        )
+    return Check(
+        OK,
+        "memory probes",
+        f"agree within the {margin_bytes / MIB:.0f} MiB margin for the CUDA context: {numbers}",
+    )
+
+
+def judge_peak_rss_reset(before_bytes: int, peak_bytes: int, after_reset_bytes: int, block_bytes: int) -> Check:
+    """VmHWM after a reset, after touching ``block_bytes``, and after freeing it and resetting again."""
+    numbers = (
+        f"VmHWM {before_bytes / MIB:.0f} MiB -> {peak_bytes / MIB:.0f} MiB with a {block_bytes / MIB:.0f} MiB block "
+        f"-> {after_reset_bytes / MIB:.0f} MiB after freeing it and resetting"
+    )
+    if peak_bytes - before_bytes < 0.9 * block_bytes:
+        return Check(FAIL, "peak RSS", f"the peak did not see the block: {numbers}")
+    if after_reset_bytes > peak_bytes - 0.5 * block_bytes:
+        return Check(FAIL, "peak RSS", f"the reset did not lower the peak: {numbers}")
+    return Check(OK, "peak RSS", f"reset through /proc/self/clear_refs works: {numbers}")
+
+
+def judge_bandwidth(
+    device_name: str, bus_bandwidth_bytes_per_s: float | None, mig_share: float | None = None
+) -> tuple[Check, float | None]:
+    """The memory bandwidth to use for ceilings: the SKU table's, cross-checked against NVML's memory bus.
+
+    ``mig_share``: on a MIG slice, its share of the GPU's memory slices; the GPU's bandwidth is scaled by it.
+    """
+    check, bandwidth = _judge_gpu_bandwidth(device_name, bus_bandwidth_bytes_per_s)
+    if mig_share is None or bandwidth is None:
+        return check, bandwidth
+    message = f"MIG slice with {mig_share * 8:.0f}/8 of the memory: {mig_share:.3g} x the GPU's ({check.message})"
+    return Check(check.status, check.name, message), bandwidth * mig_share
+
+
+def _judge_gpu_bandwidth(device_name: str, bus_bandwidth_bytes_per_s: float | None) -> tuple[Check, float | None]:
+    lookup = lookup_bandwidth(device_name)
+    table = lookup.memory_bandwidth_bytes_per_s
+    bus = (
+        f"NVML memory bus {bus_bandwidth_bytes_per_s / GB:.0f} GB/s"
+        if bus_bandwidth_bytes_per_s
+        else "no NVML bus figure"
+    )
+    if table is not None:
+        if bus_bandwidth_bytes_per_s and abs(bus_bandwidth_bytes_per_s - table) > BANDWIDTH_AGREEMENT * table:
+            return Check(WARN, "memory bandwidth", f"{lookup.reason} disagrees with {bus}; using the table"), table
+        return Check(OK, "memory bandwidth", f"{lookup.reason}; {bus}"), table
+    if bus_bandwidth_bytes_per_s:
+        return Check(OK, "memory bandwidth", f"{bus} ({lookup.reason})"), bus_bandwidth_bytes_per_s
+    return Check(WARN, "memory bandwidth", f"unknown, so no ceiling shares: {lookup.reason}"), None
+
+
+def _mib_text(value: int | None) -> str:
+    return "memory unknown" if value is None else f"{value / MIB:.0f} MiB"
+
+
+def judge_other_processes(processes: list[dict[str, Any]]) -> Check:
+    if not processes:
+        return Check(OK, "other processes", "none on this GPU")
+    listed = ", ".join(f"pid {p['pid']} ({_mib_text(p.get('used_bytes'))})" for p in processes)
+    return Check(WARN, "other processes", f"{len(processes)} other process(es) share this GPU: {listed}")
+
+
+# ---------------------------------------------------------------------------------------------
+# NVML: pynvml only, no Paddle.
+
+
+def nvml_report(index: int, device: NvmlDevice | None = None) -> dict[str, Any]:
+    """NVML facts of CUDA device ``index`` (found by UUID, see ``nvml``) as a flat dict for
+    ``machine_info``; never raises. ``device``: an already opened one.
+
+    A fact NVML cannot give is ``"<key>_absent": reason``; without NVML at all, ``nvml_absent``.
+    GPU-wide facts (clocks, power, energy, clock events) come from the physical GPU, also on a MIG slice.
+    """
+    try:
+        device = device or open_device(index)
+    except NvmlUnavailable as error:
+        return {"nvml_absent": str(error)}
+    pynvml, gpu = device.pynvml, device.gpu_handle
+    facts: dict[str, Any] = {"nvml_device_found_by": device.found_by, "gpu_mig": device.mig}
+
+    def read(key: str, query: Callable[[], Any]) -> None:
+        try:
+            facts[key] = query()
+        except device.errors as error:
+            facts[f"{key}_absent"] = explain(error)
+
+    read("nvml_index", lambda: int(pynvml.nvmlDeviceGetIndex(gpu)))
+    read("gpu_nvml_name", lambda: _text(pynvml.nvmlDeviceGetName(gpu)))
+    read("gpu_uuid", lambda: _text(pynvml.nvmlDeviceGetUUID(device.handle)))
+    read("gpu_driver_version", lambda: _text(pynvml.nvmlSystemGetDriverVersion()))
+    read("gpu_sm_clock_mhz", lambda: int(pynvml.nvmlDeviceGetClockInfo(gpu, pynvml.NVML_CLOCK_SM)))
+    read("gpu_sm_clock_max_mhz", lambda: int(pynvml.nvmlDeviceGetMaxClockInfo(gpu, pynvml.NVML_CLOCK_SM)))
+    read("gpu_memory_clock_mhz", lambda: int(pynvml.nvmlDeviceGetClockInfo(gpu, pynvml.NVML_CLOCK_MEM)))
+    read("gpu_memory_clock_max_mhz", lambda: int(pynvml.nvmlDeviceGetMaxClockInfo(gpu, pynvml.NVML_CLOCK_MEM)))
+    read("gpu_memory_bus_width_bits", lambda: int(pynvml.nvmlDeviceGetMemoryBusWidth(gpu)))
+    read("gpu_power_limit_w", lambda: pynvml.nvmlDeviceGetEnforcedPowerLimit(gpu) / 1000)
+    read("gpu_power_default_limit_w", lambda: pynvml.nvmlDeviceGetPowerManagementDefaultLimit(gpu) / 1000)
+    read("gpu_power_draw_w", lambda: pynvml.nvmlDeviceGetPowerUsage(gpu) / 1000)
+    read("gpu_total_energy_mj", lambda: int(pynvml.nvmlDeviceGetTotalEnergyConsumption(gpu)))
+    read("gpu_temperature_c", lambda: int(pynvml.nvmlDeviceGetTemperature(gpu, pynvml.NVML_TEMPERATURE_GPU)))
+    read("gpu_performance_state", lambda: f"P{int(pynvml.nvmlDeviceGetPerformanceState(gpu))}")
+    read("gpu_persistence_mode", lambda: bool(pynvml.nvmlDeviceGetPersistenceMode(gpu)))
+    read("gpu_ecc_enabled", lambda: bool(pynvml.nvmlDeviceGetEccMode(gpu)[0]))
+    read("gpu_memory_total_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(gpu).total))
+    read("gpu_memory_used_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(gpu).used))
+    read("gpu_throttle_reasons_mask", lambda: clock_event_mask(pynvml, gpu))
+    if "gpu_throttle_reasons_mask" in facts:
+        facts["gpu_throttle_reasons"] = decode_throttle_reasons(facts["gpu_throttle_reasons_mask"])
+    if device.mig:
+        read("gpu_mig_name", lambda: _text(pynvml.nvmlDeviceGetName(device.handle)))
+        read("gpu_mig_memory_total_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(device.handle).total))
+        if "gpu_mig_memory_total_bytes" in facts and "gpu_memory_total_bytes" in facts:
+            facts["gpu_mig_memory_share"] = mig_memory_share(
+                facts["gpu_mig_memory_total_bytes"], facts["gpu_memory_total_bytes"]
+            )
+    _bandwidth_facts(facts)
+    return facts
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bandwidth_facts(facts: dict[str, Any]) -> None:
+    """The bandwidth for ceilings: the SKU table's, scaled to a MIG slice's share of the memory.
+    ``gpu_memory_bus_bandwidth_bytes_per_s`` stays the whole GPU's (a cross-check of the table)."""
+    if "gpu_memory_bus_width_bits" in facts and "gpu_memory_clock_max_mhz" in facts:
+        facts["gpu_memory_bus_bandwidth_bytes_per_s"] = bandwidth_from_memory_bus(
+            facts["gpu_memory_bus_width_bits"], facts["gpu_memory_clock_max_mhz"]
+        )
+    if facts.get("gpu_mig") and "gpu_mig_memory_share" not in facts:
+        facts["gpu_memory_bandwidth_bytes_per_s_absent"] = "a MIG slice whose share of the GPU's memory is unknown"
+        return
+    share = float(facts.get("gpu_mig_memory_share", 1.0))
+    if "gpu_nvml_name" in facts:
+        lookup = lookup_bandwidth(facts["gpu_nvml_name"])
+        if lookup.memory_bandwidth_bytes_per_s is not None:
+            facts["gpu_memory_bandwidth_bytes_per_s"] = share * lookup.memory_bandwidth_bytes_per_s
+        else:
+            facts["gpu_memory_bandwidth_bytes_per_s_absent"] = lookup.reason
+
+
+def other_processes(index: int, own_pid: int, device: NvmlDevice | None = None) -> list[dict[str, Any]]:
+    """Compute and graphics processes on CUDA device ``index`` (its MIG slice on MIG) other than
+    ``own_pid``: pid, kind, used bytes.
+
+    Raises NvmlUnavailable (with the reason) where NVML cannot be used, and ProcessesUnreadable
+    where the compute process list cannot be read (NO_PERMISSION on a MIG-enabled GPU in a
+    container) or trusted (an early R535 driver). The graphics list is optional: many data-center
+    GPUs answer NOT_SUPPORTED.
+    """
+    device = device or open_device(index)
+    pynvml = device.pynvml
+    try:
+        listed = [("compute", p) for p in compute_processes(pynvml, device.handle)]
+        garbled = garbled_process_entries(driver_version(pynvml)) if len(listed) > 1 else None
+    except device.errors as error:
+        raise ProcessesUnreadable(f"cannot list the GPU's processes: {explain(error)}") from None
+    if garbled is not None:
+        raise ProcessesUnreadable(garbled)
+    with contextlib.suppress(*device.errors):
+        listed += [("graphics", p) for p in pynvml.nvmlDeviceGetGraphicsRunningProcesses(device.handle)]
+    found: dict[int, dict[str, Any]] = {}
+    for kind, process in listed:
+        if process.pid == own_pid or process.pid in found:
+            continue
+        used = getattr(process, "usedGpuMemory", None)
+        found[process.pid] = {"pid": int(process.pid), "kind": kind, "used_bytes": None if used is None else int(used)}
+    return list(found.values())
+
+
+def nvml_checks(report: DoctorReport, index: int, paddle_runs_on_gpu: bool) -> None:
+    """Add the NVML checks for CUDA device ``index`` to ``report`` (skips with the reason where NVML is absent).
+
+    Nothing NVML refuses here is a FAIL: an unreadable fact is a warning that names what goes missing.
+    """
+    facts: dict[str, Any]
+    try:
+        device: NvmlDevice | None = open_device(index)
+    except NvmlUnavailable as error:
+        device, facts = None, {"nvml_absent": str(error)}
+    if device is not None:
+        facts = nvml_report(index, device)
+    report.facts.update(facts)
+    if device is None:
+        also = ", ".join(name for name in NVML_CHECKS[1:])
+        report.add(SKIP, "nvml", f"needs a GPU and its driver ({also}, memory bandwidth): {facts['nvml_absent']}")
+        return
+    name = facts.get("gpu_nvml_name", f"GPU {index}")
+    where = f"MIG slice {facts.get('gpu_mig_name', '?')} of " if device.mig else ""
+    report.add(
+        OK,
+        "nvml",
+        f"CUDA device {index}: {where}{name}, driver {facts.get('gpu_driver_version', '?')}; "
+        f"found by {device.found_by}",
+    )
+    if not paddle_runs_on_gpu:
+        report.add(WARN, "device", f"{name} is present but Paddle runs on the CPU (the CPU build of Paddle?)")
+    _state_checks(report, facts)
+    report.checks.append(judge_throttle_facts(facts))
+    report.checks.append(judge_energy_counter(facts))
+    report.checks.append(_other_processes_check(report, index, device))
+    if device.mig and "gpu_mig_memory_share" not in facts:
+        why = facts.get("gpu_mig_memory_total_bytes_absent") or facts.get("gpu_memory_total_bytes_absent")
+        report.add(WARN, "memory bandwidth", f"a MIG slice whose share of the GPU's memory is unknown ({why})")
+        return
+    check, bandwidth = judge_bandwidth(
+        str(name), facts.get("gpu_memory_bus_bandwidth_bytes_per_s"), facts.get("gpu_mig_memory_share")
+    )
+    report.checks.append(check)
+    if bandwidth is not None:
+        report.facts["gpu_memory_bandwidth_bytes_per_s"] = bandwidth
+
+
+def _state_checks(report: DoctorReport, facts: dict[str, Any]) -> None:
+    """Clocks, power limit, persistence mode and ECC, from the facts."""
+    report.add(
+        OK,
+        "clocks",
+        f"SM {facts.get('gpu_sm_clock_mhz', '?')}/{facts.get('gpu_sm_clock_max_mhz', '?')} MHz, memory "
+        f"{facts.get('gpu_memory_clock_mhz', '?')}/{facts.get('gpu_memory_clock_max_mhz', '?')} MHz (current/max), "
+        f"{facts.get('gpu_performance_state', 'P?')}, {facts.get('gpu_temperature_c', '?')} C",
+    )
+    limit, default = facts.get("gpu_power_limit_w"), facts.get("gpu_power_default_limit_w")
+    if limit is not None and default is not None and limit < 0.95 * default:
+        report.add(WARN, "power limit", f"{limit:.0f} W enforced, below the default {default:.0f} W")
+    else:
+        shown = "unknown" if limit is None else f"{limit:.0f} W"
+        report.add(OK, "power limit", shown if default is None else f"{shown} (default {default:.0f} W)")
+    persistence = facts.get("gpu_persistence_mode")
+    if persistence is False:
+        report.add(WARN, "persistence mode", "off: the driver may re-initialize the GPU between processes")
+    else:
+        report.add(
+            OK, "persistence mode", "on" if persistence else f"unknown ({facts.get('gpu_persistence_mode_absent')})"
+        )
+    ecc = facts.get("gpu_ecc_enabled")
+    ecc_text = "unknown" if ecc is None else ("enabled" if ecc else "disabled")
+    report.add(OK, "ecc", ecc_text if ecc is not None else f"{ecc_text} ({facts.get('gpu_ecc_enabled_absent')})")
+
+
+def judge_throttle_facts(facts: dict[str, Any]) -> Check:
+    """At idle, before any load; the measured rounds read them again (``gpu_clock_events`` per case)."""
+    if "gpu_throttle_reasons_mask" in facts:
+        return judge_throttle(facts["gpu_throttle_reasons_mask"])
+    return Check(WARN, "throttle reasons", f"unreadable: {facts.get('gpu_throttle_reasons_mask_absent')}")
+
+
+def judge_energy_counter(facts: dict[str, Any]) -> Check:
+    if facts.get("gpu_mig"):
+        return Check(
+            WARN,
+            "energy counter",
+            "on a MIG slice the GPU's energy counter includes the other slices: energy per token is absent",
+        )
+    if "gpu_total_energy_mj" in facts:
+        return Check(OK, "energy counter", f"readable ({facts['gpu_total_energy_mj'] / 1000:,.0f} J since driver load)")
+    return Check(
+        WARN, "energy counter", f"unreadable, so energy per token is absent: {facts.get('gpu_total_energy_mj_absent')}"
+    )
+
+
+def _other_processes_check(report: DoctorReport, index: int, device: NvmlDevice) -> Check:
+    try:
+        processes = other_processes(index, os.getpid(), device)
+    except (NvmlUnavailable, ProcessesUnreadable) as error:
+        return Check(WARN, "other processes", f"{error}; peak_nvml_process_bytes may be absent")
+    report.facts["gpu_other_processes"] = processes
+    return judge_other_processes(processes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paddle: GPU measurements and host probes.
+
+
+def measure_synchronization(paddle: Any, place: str, size: int = 4096, repeats: int = 8) -> Check:
+    """Time ``repeats`` ``size``x``size`` matmuls to the host's return, to synchronize, to a read-back."""
+    x = paddle.rand([size, size], dtype="float32")
+    y = paddle.matmul(x, x)
+    paddle.device.synchronize(place)  # warm: cuBLAS handles and workspaces exist before timing
+    start = time.perf_counter()
+    for _ in range(repeats):
+        y = paddle.matmul(x, x)
+    enqueue_s = time.perf_counter() - start
+    paddle.device.synchronize(place)
+    synchronized_s = time.perf_counter() - start
+    float(y[0, 0])  # a device-to-host copy: it cannot finish before the matmuls
+    readback_s = time.perf_counter() - start
+    return judge_synchronization(enqueue_s, synchronized_s, readback_s)
+
+
+def measure_memory_probes(paddle: Any, device_index: int) -> Check:
+    block = paddle.zeros([MEMORY_PROBE_BLOCK_BYTES // 4], dtype="float32")
+    paddle.device.synchronize(f"gpu:{device_index}")
+    allocated = int(paddle.device.cuda.memory_allocated(device_index))
+    reserved = int(paddle.device.cuda.memory_reserved(device_index))
+    nvml_bytes, why = nvml_process_reading(device_index)
+    del block
+    return judge_memory_probes(allocated, reserved, nvml_bytes, nvml_absent_reason=why)
+
+
+def nvml_process_reading(device_index: int, pid: int | None = None) -> tuple[int | None, str | None]:
+    """NVML's figure for this process on CUDA device ``device_index``, or None and why; never raises."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        used = process_used_bytes(open_device(device_index), pid)
+    except (NvmlUnavailable, ProcessesUnreadable) as error:
+        return None, str(error)
+    return used, None
+
+
+def _vm_hwm_bytes() -> int:
+    from paddle_llm_bench.runtime.memory import read_vm_hwm_bytes
+
+    return read_vm_hwm_bytes()
+
+
+def measure_peak_rss_reset() -> Check:
+    clear_refs = Path("/proc/self/clear_refs")
+    try:
+        clear_refs.write_text("5")
+        before = _vm_hwm_bytes()
+        block = b"\x01" * RSS_PROBE_BLOCK_BYTES  # written, so resident
+        peak = _vm_hwm_bytes()
+        del block
+        clear_refs.write_text("5")
+        after = _vm_hwm_bytes()
+    except OSError as error:
+        return Check(FAIL, "peak RSS", f"cannot reset or read the peak RSS: {error}")
+    return judge_peak_rss_reset(before, peak, after, RSS_PROBE_BLOCK_BYTES)
+
+
+def measure_host_allocator(paddle: Any) -> Check:
+    try:
+        from paddle.base import core
+
+        core.host_memory_stat_reset_peak_value("Allocated", 0)
+        block = paddle.ones([HOST_ALLOCATOR_PROBE_BYTES // 4], dtype="float32")
+        peak = int(core.host_memory_stat_peak_value("Allocated", 0))
+        del block
+    except Exception as error:  # noqa: BLE001 - an unreadable statistic is this check's finding
+        return Check(FAIL, "host allocator", f"statistics unreadable: {type(error).__name__}: {error}")
+    if peak < HOST_ALLOCATOR_PROBE_BYTES:
+        return Check(
+            FAIL,
+            "host allocator",
+            f"peak {peak / MIB:.0f} MiB after allocating {HOST_ALLOCATOR_PROBE_BYTES / MIB:.0f} MiB: "
+            "it misses allocations",
+        )
+    return Check(
+        OK,
+        "host allocator",
+        f"statistics readable: peak {peak / MIB:.0f} MiB after a {HOST_ALLOCATOR_PROBE_BYTES / MIB:.0f} MiB tensor",
+    )
+
+
+def self_check(device: Any) -> DoctorReport:
+    """The checks for a ``device.Device`` Paddle already runs on: what the session start runs on a GPU."""
+    from paddle_llm_bench.runtime.device import import_paddle
+
+    paddle = import_paddle()
+    report = DoctorReport()
+    report.checks.append(measure_peak_rss_reset())
+    if device.kind == "gpu":
+        report.checks.append(_guarded("synchronization", lambda: measure_synchronization(paddle, device.place)))
+        report.checks.append(_guarded("memory probes", lambda: measure_memory_probes(paddle, device.index)))
+        nvml_checks(report, device.index, paddle_runs_on_gpu=True)
+        paddle.device.cuda.empty_cache()  # the probes' blocks leave Paddle's pool before anything is measured
+    else:
+        report.checks.append(measure_host_allocator(paddle))
+        for name, why in GPU_ONLY_CHECKS:
+            report.add(SKIP, name, f"needs a GPU ({why})")
+        nvml_checks(report, 0, paddle_runs_on_gpu=False)
+    return report
+
+
+def _guarded(name: str, measure: Callable[[], Check]) -> Check:
+    try:
+        return measure()
+    except Exception as error:  # noqa: BLE001 - a probe that crashes is a failed check, with its error
+        return Check(FAIL, name, f"{type(error).__name__}: {error}")
+
+
+def run_doctor(requested_device: str = "auto") -> DoctorReport:
+    """Everything ``paddle-llm-bench doctor`` checks, for the device ``requested_device`` resolves to."""
+    from paddle_llm_bench.core.config import ConfigError
+
+    try:
+        from paddle_llm_bench.runtime.device import detect_device, paddle_version_info
+
+        info = paddle_version_info()
+        device = detect_device(requested_device)
+    except ImportError as error:
+        report = DoctorReport()
+        report.add(FAIL, "paddle", f"cannot import paddle ({error}): install paddlepaddle or paddlepaddle-gpu (README)")
+        for name, _why in GPU_ONLY_CHECKS:
+            report.add(SKIP, name, "needs Paddle")
+        nvml_checks(report, 0, paddle_runs_on_gpu=False)
+        return report
+    except ConfigError as error:
+        report = DoctorReport()
+        report.add(FAIL, "device", str(error))
+        return report
+    build = f"CUDA {info['paddle_cuda_version']}" if info["paddle_compiled_with_cuda"] else "compiled without CUDA"
+    head = DoctorReport(facts={**info, "device": device.describe()})
+    head.add(OK, "paddle", f"Paddle {info['paddle_version']} (commit {str(info['paddle_commit'])[:12]}, {build})")
+    head.add(OK, "device", f"{device.describe()}; {_threads_text()}")
+    report = self_check(device)
+    return DoctorReport(head.checks + report.checks, {**head.facts, **report.facts})
+
+
+def _threads_text() -> str:
+    omp = os.environ.get("OMP_NUM_THREADS", "unset")
+    return f"{os.cpu_count()} logical CPU cores, OMP_NUM_THREADS={omp}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from paddle_llm_bench.runtime.device import DEVICE_CHOICES
+
+    parser.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="auto", help="which device to check (default auto: the GPU if any)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the checks and facts as one JSON object")
+
+
+def main(args: argparse.Namespace) -> int:
+    report = run_doctor(args.device)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        for line in report.lines():
+            print(line)
+        skipped = [c.name for c in report.checks if c.status == SKIP and c.message.startswith("needs a GPU")]
+        if skipped:
+            print(f"skipped: needs a GPU: {', '.join(skipped)}")
+        print("FAIL: numbers from this setup cannot be trusted" if report.failed else "doctor: no check failed")
+    return 1 if report.failed else 0

@@ -1,0 +1,91 @@
+"""Facts about the machine and the software, for pytest-benchmark's ``machine_info``.
+
+One small ``collect_*`` function per source; each returns a flat dict and never raises:
+a fact that cannot be read is recorded as ``"<key>_absent": reason``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from typing import Any
+
+from paddle_llm_bench.runtime.device import Device, import_paddle, paddle_version_info
+
+
+def collect_software() -> dict[str, Any]:
+    import paddlenlp
+
+    return {
+        **paddle_version_info(),
+        "paddlenlp_version": paddlenlp.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+def collect_cpu() -> dict[str, Any]:
+    import psutil
+
+    from paddle_llm_bench.runtime.device import _cpu_model
+
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_logical_cores": psutil.cpu_count(logical=True),
+        "cpu_physical_cores": psutil.cpu_count(logical=False),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "paddle_cpu_threads": _paddle_cpu_threads(),
+        "memory_total_bytes": psutil.virtual_memory().total,
+    }
+
+
+def _paddle_cpu_threads() -> int | None:
+    try:
+        from paddle.base import core
+
+        return int(core.get_num_threads()) if hasattr(core, "get_num_threads") else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def collect_gpu(device: Device) -> dict[str, Any]:
+    if device.kind != "gpu":
+        return {"gpu_absent": "running on the CPU"}
+    paddle = import_paddle()
+    properties = paddle.device.cuda.get_device_properties(device.index)
+    facts: dict[str, Any] = {
+        "gpu_name": properties.name,
+        "gpu_memory_total_bytes": int(properties.total_memory),
+        "gpu_compute_capability": f"{properties.major}.{properties.minor}",
+    }
+    try:
+        from paddle_llm_bench.runtime.nvml import open_device
+
+        nvml = open_device(device.index)  # by UUID or PCI bus id, not by CUDA's index (docs/gpu-path.md)
+        pynvml = nvml.pynvml
+        facts["gpu_driver_version"] = pynvml.nvmlSystemGetDriverVersion()
+        facts["gpu_nvml_name"] = pynvml.nvmlDeviceGetName(nvml.handle)
+        facts["gpu_uuid"] = pynvml.nvmlDeviceGetUUID(nvml.handle)
+        facts["gpu_mig"] = nvml.mig
+    except Exception as error:  # noqa: BLE001 - machine facts must never fail a run
+        facts["gpu_driver_version_absent"] = f"NVML unavailable: {type(error).__name__}: {error}"
+    return facts
+
+
+def hardware_fingerprint(facts: dict[str, Any]) -> str:
+    """GPU model, or CPU model + logical cores: which results may be compared with which."""
+    if facts.get("gpu_name"):
+        return f"gpu:{facts['gpu_name']}"
+    return f"cpu:{facts.get('cpu_model', 'unknown')}:{facts.get('cpu_logical_cores', '?')}cores"
+
+
+def collect_all(device: Device) -> dict[str, Any]:
+    facts: dict[str, Any] = {"device": device.describe()}
+    collectors: list[Callable[[], dict[str, Any]]] = [collect_software, collect_cpu, lambda: collect_gpu(device)]
+    for collect in collectors:
+        try:
+            facts.update(collect())
+        except Exception as error:  # noqa: BLE001 - machine facts must never fail a run
+            facts[f"{getattr(collect, '__name__', 'collect')}_absent"] = f"{type(error).__name__}: {error}"
+    facts["hardware_fingerprint"] = hardware_fingerprint(facts)
+    return facts

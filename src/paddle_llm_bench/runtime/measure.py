@@ -1,0 +1,341 @@
+"""Runs one case: warm-up and timed rounds of ``generate()`` with exact token counts.
+
+Per-step timestamps come from a stopping criterion that ``generate()`` calls once per decoding
+step, after the step's tokens exist, for every decode strategy (a streamer would not work for beam
+search). It synchronizes the device before reading the clock. Nothing here imports pytest or prints.
+
+Each round also reads, outside its timed span: the process CPU time at the first token and at the
+end (host overhead), the device energy counter at the start and end (energy per round), and on a
+GPU the clock event ("throttle") reasons after the end (``metrics`` and docs/gpu-path.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from paddle_llm_bench.core import stopping
+from paddle_llm_bench.core.config import DECODINGS, Case
+from paddle_llm_bench.core.metrics import (
+    ENERGY_METRICS,
+    HOST_METRICS,
+    METRIC_UNITS,
+    RoundTimes,
+    inter_token_ms,
+    round_metrics,
+)
+from paddle_llm_bench.core.record import RECORD_FORMAT
+from paddle_llm_bench.core.stats import percentile, summarize
+from paddle_llm_bench.runtime.device import Device, import_paddle
+from paddle_llm_bench.runtime.doctor import SLOWDOWN_REASONS, decode_throttle_reasons
+from paddle_llm_bench.runtime.energy import EnergyCounter, NoEnergyCounter, NvmlEnergyCounter, RaplEnergyCounter
+from paddle_llm_bench.runtime.memory import MemoryPeaks
+from paddle_llm_bench.runtime.models import LoadedModel
+from paddle_llm_bench.runtime.nvml import ClockEvents, NvmlUnavailable, open_device
+
+
+class TokenCountError(AssertionError):
+    """generate() did not produce exactly the asked number of tokens: every figure would be wrong."""
+
+
+class StepClock:
+    """A PaddleNLP stopping criterion that never stops: it synchronizes and timestamps each step.
+
+    ``generate()`` deep-copies its criteria, so the clock hands out itself to keep the timestamps.
+    ``synchronize`` is None where the device needs none (a CPU's kernels are synchronous): each step
+    then costs one clock read and one append (and a test), what a user's own timing criterion costs.
+    The process CPU time is read at the first step only.
+    """
+
+    def __init__(self, synchronize: Callable[[], None] | None) -> None:
+        self.synchronize = synchronize
+        self.step_ns: list[int] = []
+        self.first_step_cpu_ns: int | None = None  # process CPU time when the first token existed
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StepClock:
+        return self
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+        if self.synchronize is not None:
+            self.synchronize()
+        self.step_ns.append(time.perf_counter_ns())
+        if self.first_step_cpu_ns is None:
+            self.first_step_cpu_ns = time.process_time_ns()
+        stopping.checkpoint()  # a SIGTERM stops the run here, inside a round, at a clean point
+        return False
+
+
+def step_synchronize(device: Device) -> Callable[[], None] | None:
+    """What the step clock calls before each stamp: None on a CPU; on a GPU Paddle's synchronize with the
+    place resolved once (the ``"gpu:N"`` string would be parsed again at every step)."""
+    if device.kind != "gpu":
+        return None
+    paddle = import_paddle()
+    return functools.partial(paddle.device.synchronize, paddle.CUDAPlace(device.index))
+
+
+def generation_inputs(loaded: LoadedModel, case: Case, seed: int = 0) -> tuple[Any, Any, dict[str, Any]]:
+    """A case's ``input_ids``, ``attention_mask`` and generate() keyword arguments: what every round passes
+    (the suite's rounds and the bare loop of ``paddle-llm-bench overhead`` alike)."""
+    paddle = import_paddle()
+    ids = loaded.prompt_ids(case.batch_size, case.prompt_tokens, seed)
+    input_ids = paddle.to_tensor(ids, dtype="int64")
+    attention_mask = paddle.ones_like(input_ids)  # mandatory: Qwen2 fails without it
+    generate_kwargs: dict[str, Any] = {
+        "max_new_tokens": case.max_new_tokens,
+        "min_new_tokens": case.max_new_tokens,  # forced length: EOS cannot end a sequence early
+        "eos_token_id": loaded.eos_token_id,
+        **DECODINGS[case.decoding].generate_kwargs(),
+    }
+    return input_ids, attention_mask, generate_kwargs
+
+
+@dataclass
+class CaseResult:
+    """Everything measured for one case, as stored in pytest-benchmark's ``extra_info``."""
+
+    case: Case
+    device: str
+    rounds: list[RoundTimes]
+    samples: dict[str, list[float]]
+    memory: MemoryPeaks
+    output_digest: str | None
+    absent: dict[str, str] = field(default_factory=dict)
+    model_source: str = ""
+    warmup_rounds: int = 0
+    operator_profile: dict[str, Any] | None = None
+    bandwidth: dict[str, Any] = field(default_factory=dict)  # batch 1 on a GPU: share of the bandwidth ceiling
+    measurement_error: str | None = None  # a figure that cannot be true (e.g. above the bandwidth ceiling)
+    host_load: dict[str, Any] = field(default_factory=dict)  # the machine's load while measuring
+    gpu_clock_events: dict[str, Any] = field(default_factory=dict)  # GPU: throttle reasons after each round
+
+    def median(self, metric: str) -> float | None:
+        values = self.samples.get(metric)
+        return summarize(values).median if values else None
+
+    def inter_token_latency_ms(self) -> dict[str, float]:
+        gaps = [gap for times in self.rounds for gap in inter_token_ms(times)]
+        if not gaps:
+            return {}
+        return {f"p{q}": percentile(gaps, q) for q in (50, 90, 99)} | {"n": len(gaps)}
+
+    def as_extra_info(self) -> dict[str, Any]:
+        """The case's saved record (format: ``core.record``)."""
+        bandwidth = dict(self.bandwidth)
+        absent = {**self.absent, **self.memory.absent, **bandwidth.pop("absent", {})}
+        return {
+            "format_version": RECORD_FORMAT,
+            "case": self.case.as_dict(),
+            "case_id": self.case.id,
+            "device": self.device,
+            "model_source": self.model_source,
+            "rounds": len(self.rounds),
+            "warmup_rounds": self.warmup_rounds,
+            "metrics": {
+                name: {"unit": METRIC_UNITS[name], **summarize(values).as_dict()}
+                for name, values in self.samples.items()
+            },
+            "samples": self.samples,
+            "inter_token_latency_ms": self.inter_token_latency_ms(),
+            "inter_token_ms_by_round": [[round(gap, 4) for gap in inter_token_ms(t)] for t in self.rounds],
+            "memory_bytes": self.memory.bytes_by_metric,
+            "absent": absent,
+            "output_digest": self.output_digest,
+            "host_load": self.host_load,
+            **({"gpu_clock_events": self.gpu_clock_events} if self.gpu_clock_events else {}),
+            **bandwidth,
+            **({"measurement_error": self.measurement_error} if self.measurement_error else {}),
+            **({"operator_profile": self.operator_profile} if self.operator_profile else {}),
+        }
+
+
+def host_load() -> dict[str, Any]:
+    """The 1-minute load average against the cores, and why it counts as busy if it does.
+
+    This process accounts for about 1; above max(1.5, 0.75 x cores) other work was running, which
+    moves speed as much as a code change does, so the gate will not call a change on it.
+    """
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    limit = max(1.5, 0.75 * cores)
+    busy = (
+        f"machine busy: load average {load:.1f} on {cores} cores (> {limit:g}) while measuring" if load > limit else ""
+    )
+    return {"load_average_1min": round(load, 2), "logical_cores": cores, "busy": busy}
+
+
+class CaseRunner:
+    """Holds one case's inputs; each ``measured_round()`` is one synchronized, checked generation."""
+
+    def __init__(self, loaded: LoadedModel, case: Case, device: Device, seed: int = 0) -> None:
+        self.loaded = loaded
+        self.case = case
+        self.device = device
+        self.seed = seed
+        self.input_ids, self.attention_mask, self.generate_kwargs = generation_inputs(loaded, case, seed)
+        # Resolved once: Device.synchronize builds a new function at every access.
+        self._synchronize = device.synchronize
+        self._step_synchronize = step_synchronize(device)
+        self.rounds: list[RoundTimes] = []
+        self.digests: set[str] = set()
+        self.energy, self.clock_events = round_probes(device)
+
+    def generate_once(self) -> RoundTimes:
+        """One generation: synchronized start, per-step stamps, synchronized end, exact count checked."""
+        paddle = import_paddle()
+        from paddlenlp.generation.stopping_criteria import StoppingCriteriaList
+
+        clock = StepClock(self._step_synchronize)
+        criteria = StoppingCriteriaList([clock])
+        self._synchronize()
+        energy_start = self.energy.read()
+        start_ns = time.perf_counter_ns()
+        with paddle.no_grad():
+            output_ids, _scores = self.loaded.model.generate(
+                input_ids=self.input_ids,
+                attention_mask=self.attention_mask,
+                stopping_criteria=criteria,
+                **self.generate_kwargs,
+            )
+        self._synchronize()
+        end_ns = time.perf_counter_ns()
+        end_cpu_ns = time.process_time_ns()
+        energy_end = self.energy.read()
+        clock_event_mask = self.clock_events.read()
+        expected = [self.case.batch_size, self.case.max_new_tokens]
+        shape = list(output_ids.shape)
+        if shape != expected or len(clock.step_ns) != self.case.max_new_tokens:
+            raise TokenCountError(
+                f"{self.case.id}: asked for exactly {self.case.max_new_tokens} new tokens per sequence for "
+                f"batch {self.case.batch_size}, got output shape {shape} after {len(clock.step_ns)} decoding steps"
+            )
+        ids = output_ids.numpy()
+        if (ids == self.loaded.eos_token_id).any():
+            raise TokenCountError(
+                f"{self.case.id}: a sequence ended early (EOS id {self.loaded.eos_token_id} in the output, the rest "
+                "padded) although min_new_tokens forces the length: its tokens would be counted but never computed"
+            )
+        if DECODINGS[self.case.decoding].deterministic:
+            self.digests.add(_digest(ids))
+        return RoundTimes(
+            start_ns,
+            tuple(clock.step_ns),
+            end_ns,
+            decode_cpu_ns=None if clock.first_step_cpu_ns is None else end_cpu_ns - clock.first_step_cpu_ns,
+            energy_uj=None
+            if energy_start is None or energy_end is None
+            else self.energy.delta_uj(energy_start, energy_end),
+            clock_event_mask=clock_event_mask,
+        )
+
+    def _energy_uj(self, start: Any, end: Any) -> int | None:
+        return None if start is None or end is None else self.energy.delta_uj(start, end)
+
+    def warmup(self, rounds: int) -> None:
+        for _ in range(rounds):
+            self.generate_once()
+
+    def measured_round(self) -> None:
+        self.rounds.append(self.generate_once())
+
+    def result(self, memory: MemoryPeaks, warmup_rounds: int = 0) -> CaseResult:
+        per_round = [round_metrics(t, self.case.batch_size, self.case.prompt_tokens) for t in self.rounds]
+        samples = {
+            name: [m[name] for m in per_round]
+            for name in METRIC_UNITS
+            if per_round and all(name in m for m in per_round)
+        }
+        absent: dict[str, str] = {}
+        if self.case.max_new_tokens < 2:
+            for name in ("tpot_ms", "decode_tokens_per_s"):
+                absent[name] = "needs max_new_tokens >= 2 (decode time is E2E - TTFT over N - 1 tokens)"
+        if per_round:
+            absent.update({name: self._host_absent_reason() for name in HOST_METRICS if name not in samples})
+            absent.update({name: self._energy_absent_reason() for name in ENERGY_METRICS if name not in samples})
+        digest = None
+        if not DECODINGS[self.case.decoding].deterministic:
+            absent["output_digest"] = "sampling draws random tokens: no stable output to fingerprint"
+        elif len(self.digests) == 1:
+            digest = next(iter(self.digests))
+        elif self.digests:
+            absent["output_digest"] = f"{len(self.digests)} different outputs across rounds of a deterministic decoding"
+        clock_events = clock_events_summary([t.clock_event_mask for t in self.rounds])
+        if not clock_events and self.rounds:
+            absent["gpu_clock_events"] = self.clock_events.absent_reason or "not read in every round"
+        return CaseResult(
+            case=self.case,
+            device=self.device.describe(),
+            rounds=list(self.rounds),
+            samples=samples,
+            memory=memory,
+            output_digest=digest,
+            absent=absent,
+            model_source=self.loaded.source,
+            warmup_rounds=warmup_rounds,
+            gpu_clock_events=clock_events,
+        )
+
+    def _host_absent_reason(self) -> str:
+        if self.case.max_new_tokens < 2:
+            return "needs max_new_tokens >= 2 (the decode window runs from the first token to the end)"
+        if any(t.decode_cpu_ns is None for t in self.rounds):
+            return "the process CPU time was not read in every round"
+        return "a round's decode window had zero length"
+
+    def _energy_absent_reason(self) -> str:
+        if self.energy.absent_reason is not None:
+            return self.energy.absent_reason
+        stalled = sum(1 for t in self.rounds if t.energy_uj == 0)
+        if stalled:
+            return (
+                f"the energy counter did not advance in {stalled} of {len(self.rounds)} rounds: they are shorter "
+                "than its update interval (more new tokens make longer rounds)"
+            )
+        return "the energy counter was not read in every round"
+
+
+def round_probes(device: Device) -> tuple[EnergyCounter, ClockEvents]:
+    """The energy counter and the clock-event reader for ``device``; each says why where it has none."""
+    if device.kind != "gpu":
+        return RaplEnergyCounter(), ClockEvents(None, "on a CPU: clock event reasons are a GPU reading (NVML)")
+    try:
+        nvml = open_device(device.index)
+    except NvmlUnavailable as error:
+        return NoEnergyCounter(str(error)), ClockEvents(None, str(error))
+    return NvmlEnergyCounter(nvml), ClockEvents(nvml)
+
+
+def clock_events_summary(masks: list[int | None]) -> dict[str, Any]:
+    """The reasons seen after the measured rounds, and those that slow the GPU; {} unless every round was read."""
+    if not masks or any(mask is None for mask in masks):
+        return {}
+    read = [int(mask) for mask in masks if mask is not None]
+    combined = 0
+    for mask in read:
+        combined |= mask
+    slowed = [mask for mask in read if set(decode_throttle_reasons(mask)) & SLOWDOWN_REASONS]
+    slowdowns = [reason for reason in decode_throttle_reasons(combined) if reason in SLOWDOWN_REASONS]
+    summary: dict[str, Any] = {
+        "masks": read,
+        "reasons": decode_throttle_reasons(combined),
+        "slowdowns": slowdowns,
+        "rounds_slowed": len(slowed),
+    }
+    if slowdowns:
+        summary["warning"] = (
+            f"clocks held back by {', '.join(slowdowns)} after {len(slowed)} of {len(read)} measured rounds: "
+            "these figures are slower than the GPU runs unthrottled"
+        )
+    return summary
+
+
+def _digest(ids: np.ndarray[Any, Any]) -> str:
+    array = np.ascontiguousarray(ids, dtype=np.int64)
+    return "sha256:" + hashlib.sha256(str(array.shape).encode() + array.tobytes()).hexdigest()[:16]

@@ -1,0 +1,315 @@
+"""Models without downloads: presets of real architectures with random weights, or a local checkpoint.
+
+A synthetic preset is written once into the cache as an ordinary checkpoint directory
+(``config.json`` + ``model.safetensors``) and then loaded through
+``AutoModelForCausalLM.from_pretrained``, the path users rely on. With the output length forced,
+generation speed does not depend on the weights' values, so random weights cost what real ones do.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paddle_llm_bench.core.config import HUB_PREFIX, QUANTIZED_DTYPES, ConfigError
+from paddle_llm_bench.runtime.device import Device, first_line, import_paddle, import_paddlenlp
+
+# The prompt of the field report (docs/facts.md §1): "write a quicksort".
+REPORT_PROMPT = "写一个快速排序代码"
+
+QWEN2_FAMILY: dict[str, Any] = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_act": "silu",
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "use_sliding_window": False,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Exactly DeepSeek-R1-Distill-Qwen-1.5B's architecture (docs/facts.md §2), about 1.777 B parameters.
+    "deepseek-r1-distill-qwen-1.5b": {
+        **QWEN2_FAMILY,
+        "vocab_size": 151936,
+        "hidden_size": 1536,
+        "intermediate_size": 8960,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 131072,
+        "bos_token_id": 151643,
+        "eos_token_id": 151643,
+    },
+    # The same family scaled down (same head layout: 6:1 query to key/value heads, head dim 32)
+    # for CPU runs and tests: Python-overhead bound, like eager decode of a large model on a GPU.
+    "tiny": {
+        **QWEN2_FAMILY,
+        "vocab_size": 1000,
+        "hidden_size": 192,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 4096,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    },
+}
+
+# The smallest model of the family: loaded in each dtype once per session to find out, by running
+# it, whether this device and Paddle build can generate in that dtype.
+PROBE_ARCHITECTURE: dict[str, Any] = {
+    **QWEN2_FAMILY,
+    "vocab_size": 64,
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "max_position_embeddings": 64,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
+# The dtype probe's generation: weight-only matmuls take a GEMV kernel for m <= 3 rows and a GEMM
+# kernel above; every prefill and every batch-8 step uses the GEMM one, so the probe must reach it.
+PROBE_BATCH_SIZE = 2
+PROBE_PROMPT_TOKENS = 8
+PROBE_NEW_TOKENS = 2
+
+# Bump when the way synthetic checkpoints are written changes: old cache entries are then rebuilt.
+SYNTHETIC_FORMAT = 1
+WEIGHT_SCALE = 0.02
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PADDLE_LLM_BENCH_CACHE", Path.cwd() / ".cache" / "paddle-llm-bench"))
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, with what a case needs to build its inputs."""
+
+    name: str
+    dtype: str
+    model: Any
+    vocab_size: int
+    eos_token_id: int
+    source: str
+    prompt_token_ids: list[int] | None  # the tokenized report prompt, when a tokenizer exists
+
+    def prompt_ids(self, batch_size: int, prompt_tokens: int, seed: int = 0) -> np.ndarray[Any, Any]:
+        """``[batch_size, prompt_tokens]`` int64 ids: the real prompt tiled, or seeded random ids."""
+        if self.prompt_token_ids:
+            row = np.resize(np.asarray(self.prompt_token_ids, dtype=np.int64), prompt_tokens)
+            return np.tile(row, (batch_size, 1))
+        rng = np.random.default_rng(seed)
+        ids = rng.integers(3, self.vocab_size, size=(batch_size, prompt_tokens), dtype=np.int64)
+        ids[ids == self.eos_token_id] = 3
+        return ids
+
+
+def synthetic_checkpoint(preset: str, cache_dir: Path, seed: int = 0, progress: Callable[[str], None] = print) -> Path:
+    """The directory of preset ``preset``'s checkpoint, built (once, atomically) if missing."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: allowed values are {', '.join(PRESETS)}")
+    return _synthetic_checkpoint(preset, PRESETS[preset], cache_dir, seed, progress)
+
+
+def _synthetic_checkpoint(
+    preset: str, architecture: dict[str, Any], cache_dir: Path, seed: int, progress: Callable[[str], None]
+) -> Path:
+    target = cache_dir / "models" / f"{preset}-seed{seed}-v{SYNTHETIC_FORMAT}"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    progress(f"building synthetic {preset} (random weights, seed {seed}) into {target} - once per cache")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=target.parent))
+    try:
+        _write_synthetic(architecture, staging, seed)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first: theirs is as good as ours
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _write_synthetic(architecture: dict[str, Any], directory: Path, seed: int) -> None:
+    """Write config.json and float16 weights uniform in ±WEIGHT_SCALE (norm weights 1)."""
+    paddle = import_paddle()
+    import_paddlenlp()
+    from paddlenlp.transformers import Qwen2Config, Qwen2ForCausalLM
+    from paddlenlp.transformers.model_utils import no_init_weights
+    from safetensors.numpy import save_file
+
+    config = Qwen2Config(**architecture)
+    # Only the parameters' names and shapes are needed: build lazily, without initialization
+    # and without the RoPE caches (their size follows max_position_embeddings, not the weights).
+    shape_config = Qwen2Config(**{**architecture, "max_position_embeddings": 16})
+    with no_init_weights(), paddle.LazyGuard():
+        shapes = {name: list(p.shape) for name, p in Qwen2ForCausalLM(shape_config).state_dict().items()}
+    rng = np.random.default_rng(seed)
+    weights: dict[str, np.ndarray[Any, Any]] = {}
+    for name, shape in shapes.items():
+        if name.endswith("norm.weight"):
+            weights[name] = np.ones(shape, dtype=np.float16)
+            continue
+        values = rng.random(shape, dtype=np.float32)
+        values -= 0.5
+        values *= 2 * WEIGHT_SCALE
+        weights[name] = values.astype(np.float16)
+    save_file(weights, str(directory / "model.safetensors"))
+    config.save_pretrained(str(directory))
+
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model_state.pdparams",
+    "model.safetensors.index.json",
+    "model_state.pdparams.index.json",
+)
+
+
+def check_checkpoint_dir(path: Path) -> None:
+    """A clear error for a directory that is missing or holds no model."""
+    if not path.exists():
+        raise ConfigError(
+            f"model directory {str(path)!r} does not exist: "
+            f"give a checkpoint directory or a preset ({', '.join(PRESETS)})"
+        )
+    if not path.is_dir():
+        raise ConfigError(f"model path {str(path)!r} is not a directory: give the checkpoint's directory")
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"model directory {str(path)!r} has no config.json: it does not hold a PaddleNLP/HF checkpoint"
+        )
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ConfigError(f"model directory {str(path)!r} has no weights (expected one of {', '.join(WEIGHT_FILES)})")
+
+
+def load_model(
+    model: str,
+    dtype: str,
+    cache_dir: Path,
+    max_positions: int | None,
+    progress: Callable[[str], None] = print,
+) -> LoadedModel:
+    """Load a preset (built into the cache first if needed), a local checkpoint directory, or
+    ``hub:ORG/NAME`` (downloaded by PaddleNLP; needs a network).
+
+    ``max_positions`` caps ``max_position_embeddings``: PaddleNLP precomputes float32 RoPE caches of
+    that many positions in every layer (3.7 GB for the 1.5B model's 131072), which grow on demand
+    when a longer sequence comes; None keeps the checkpoint's value.
+    """
+    import_paddle(cache_dir)
+    source_name: str
+    if model in PRESETS:
+        directory = synthetic_checkpoint(model, cache_dir, progress=progress)
+        source, source_name = f"synthetic {model} (random weights, seed 0) from {directory}", str(directory)
+    elif model.startswith(HUB_PREFIX):
+        source_name = model.removeprefix(HUB_PREFIX)
+        source = f"hub {source_name}"
+    else:
+        directory = Path(model).expanduser()
+        check_checkpoint_dir(directory)
+        source, source_name = f"checkpoint {directory.resolve()}", str(directory)
+    overrides: dict[str, Any] = {}
+    if max_positions is not None:
+        overrides["max_position_embeddings"] = max_positions
+    progress(f"loading {model} as {dtype}")
+    try:
+        loaded = _from_pretrained(source_name, dtype, overrides)
+        prompt_token_ids = _report_prompt_ids(source_name)
+    except Exception as error:
+        if not model.startswith(HUB_PREFIX):
+            raise
+        raise ConfigError(
+            f"could not load {source_name!r} from the hub ({first_line(error)}); without a network, "
+            "copy the checkpoint here and pass its directory to --llm-model"
+        ) from None
+    config = loaded.config
+    eos = config.eos_token_id
+    eos_token_id = int(eos[0] if isinstance(eos, (list, tuple)) else eos)
+    return LoadedModel(
+        name=model,
+        dtype=dtype,
+        model=loaded,
+        vocab_size=int(config.vocab_size),
+        eos_token_id=eos_token_id,
+        source=source,
+        prompt_token_ids=prompt_token_ids,
+    )
+
+
+def _from_pretrained(name_or_directory: str | Path, dtype: str, overrides: dict[str, Any]) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` in ``dtype``; weight-only quantized dtypes load float16
+    weights and quantize them on load (PaddleNLP's QuantizationConfig), computing in float16."""
+    import_paddlenlp()
+    from paddlenlp.transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "low_cpu_mem_usage": True, **overrides}
+    if dtype in QUANTIZED_DTYPES:
+        from paddlenlp.quantization.quantization_config import QuantizationConfig
+
+        kwargs["dtype"] = QUANTIZED_DTYPES[dtype]
+        kwargs["quantization_config"] = QuantizationConfig(weight_quantize_algo=dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(name_or_directory), **kwargs)
+    model.eval()
+    return model
+
+
+@functools.cache
+def dtype_unsupported_reason(device: Device, dtype: str, cache_dir: Path) -> str | None:
+    """None if generation in ``dtype`` works on ``device``, else the real error, found by loading a
+    micro model of the family in that dtype through the usual loading path and generating 2 tokens
+    for a batch of 2 prompts of 8 tokens, so that both the GEMV (decode) and GEMM (prefill, 16
+    rows) paths of weight-only matmuls run (a fraction of a second, once per session). Nothing here
+    is a fixed table: a Paddle that gains the missing kernels gets measured."""
+    paddle = import_paddle(cache_dir)
+    directory = _synthetic_checkpoint("probe", PROBE_ARCHITECTURE, cache_dir, 0, progress=lambda _: None)
+    try:
+        model = _from_pretrained(directory, dtype, {})
+        ids = paddle.to_tensor(probe_prompt_ids(), dtype="int64")
+        model.generate(
+            input_ids=ids,
+            attention_mask=paddle.ones_like(ids),
+            max_new_tokens=PROBE_NEW_TOKENS,
+            min_new_tokens=PROBE_NEW_TOKENS,
+            eos_token_id=2,
+        )
+        device.synchronize()
+    except Exception as error:  # noqa: BLE001 - any failure means "cannot run here"; we report its text
+        where = f"{device.describe()} with Paddle {paddle.__version__}"
+        return f"{dtype} generation does not run on {where}: {first_line(error)}"
+    return None
+
+
+def probe_prompt_ids() -> list[list[int]]:
+    """``PROBE_BATCH_SIZE`` different prompts of ``PROBE_PROMPT_TOKENS`` ids inside the probe's vocabulary, no EOS."""
+    vocab = int(PROBE_ARCHITECTURE["vocab_size"])
+    rows = range(PROBE_BATCH_SIZE)
+    return [[3 + (row * 7 + col) % (vocab - 3) for col in range(PROBE_PROMPT_TOKENS)] for row in rows]
+
+
+def _report_prompt_ids(name_or_directory: str) -> list[int] | None:
+    """The field report's prompt through the checkpoint's own tokenizer, if it ships one."""
+    local = Path(name_or_directory)
+    if local.is_dir() and not (local / "tokenizer_config.json").is_file():
+        return None
+    from paddlenlp.transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_directory)
+    ids = tokenizer(REPORT_PROMPT)["input_ids"]
+    return [int(i) for i in ids] or None

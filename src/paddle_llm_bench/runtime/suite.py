@@ -1,0 +1,165 @@
+"""One benchmark session: the device, the loaded model, the measured results. No pytest here.
+
+The pytest plugin hands each case to ``Suite.run`` with a ``timed_rounds`` function (pytest-benchmark's
+``pedantic``), so the same code measures under pytest, from the CLI and in tests.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from paddle_llm_bench.core.bandwidth import batch1_decode_ceiling, ceiling_extra_info, decode_weight_bytes
+from paddle_llm_bench.core.config import HUB_PREFIX, Case, ConfigError, Sweep
+from paddle_llm_bench.runtime.checkpoints import CheckpointError, check_checkpoint_files
+from paddle_llm_bench.runtime.device import Device, import_paddle
+from paddle_llm_bench.runtime.measure import CaseResult, CaseRunner, host_load
+from paddle_llm_bench.runtime.memory import MemoryTracker
+from paddle_llm_bench.runtime.models import PRESETS, LoadedModel, dtype_unsupported_reason, load_model
+from paddle_llm_bench.runtime.operators import profile_operators
+
+# timed_rounds(one_round, after_each_round, rounds): runs and times `rounds` calls of one_round.
+TimedRounds = Callable[[Callable[[], None], Callable[[], None], int], None]
+
+
+class CaseFailed(Exception):
+    """A case could not be measured (out of memory, a kernel error); the message says why and what to try."""
+
+
+def run_rounds_plainly(one_round: Callable[[], None], after_each_round: Callable[[], None], rounds: int) -> None:
+    for _ in range(rounds):
+        one_round()
+        after_each_round()
+
+
+@dataclass
+class Suite:
+    sweep: Sweep
+    device: Device
+    cache_dir: Path
+    max_positions: int | None = 4096
+    progress: Callable[[str], None] = print
+    profile_operators: bool = False
+    results: list[CaseResult] = field(default_factory=list)
+    # From the session-start self-check (SKU table, else NVML's memory bus); None: the SKU table by name.
+    memory_bandwidth_bytes_per_s: float | None = None
+    _loaded: LoadedModel | None = None
+    # Why a model (or a model in one dtype) could not be loaded: its later cases fail at once, no reload.
+    _load_failures: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        return dtype_unsupported_reason(self.device, case.dtype, self.cache_dir)
+
+    def model_for(self, case: Case) -> LoadedModel:
+        """The case's model, loaded once and kept while consecutive cases share (model, dtype).
+
+        A local checkpoint's files are checked first (``checkpoints``); a model that failed to load fails
+        its later cases with the same message, without being loaded again."""
+        loaded = self._loaded
+        if loaded is not None and (loaded.name, loaded.dtype) == (case.model, case.dtype):
+            return loaded
+        for key in ((case.model, ""), (case.model, case.dtype)):
+            if key in self._load_failures:
+                raise CaseFailed(self._load_failures[key])
+        self._loaded = None
+        del loaded
+        self._free_memory()
+        self._check_files(case)
+        self.device.activate()
+        try:
+            self._loaded = load_model(case.model, case.dtype, self.cache_dir, self.max_positions, self.progress)
+        except (ConfigError, MemoryError):
+            raise
+        except Exception as error:
+            if "out of memory" in str(error).lower():
+                raise
+            first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            message = (
+                f"model {case.model!r} could not be loaded as {case.dtype} ({type(error).__name__}: "
+                f"{first.strip()[:300]}); its other cases in {case.dtype} are skipped without reloading"
+            )
+            self._load_failures[(case.model, case.dtype)] = message
+            raise CaseFailed(message) from error
+        return self._loaded
+
+    def _check_files(self, case: Case) -> None:
+        """A local checkpoint directory's files, before Paddle reads them."""
+        directory = Path(case.model).expanduser()
+        if case.model in PRESETS or case.model.startswith(HUB_PREFIX) or not directory.is_dir():
+            return
+        try:
+            check_checkpoint_files(directory)
+        except CheckpointError as error:
+            message = f"model {case.model!r} cannot be loaded: {error}"
+            self._load_failures[(case.model, "")] = message
+            raise CaseFailed(message) from None
+
+    def run(self, case: Case, timed_rounds: TimedRounds = run_rounds_plainly, record: bool = True) -> CaseResult:
+        """Warm up, reset the memory peaks, time the rounds, and keep the result (unless ``record`` is False)."""
+        loaded = self.model_for(case)
+        try:
+            runner = CaseRunner(loaded, case, self.device)
+            tracker = MemoryTracker(self.device)
+            runner.warmup(self.sweep.warmup_rounds)
+            tracker.reset()
+            timed_rounds(runner.measured_round, tracker.sample, self.sweep.rounds)
+            result = runner.result(tracker.read(), self.sweep.warmup_rounds)
+            result.host_load = host_load()
+            if self.profile_operators:
+                result.operator_profile = profile_operators(runner.generate_once, self.device)
+        except MemoryError as error:
+            raise CaseFailed(_out_of_memory(case, error)) from error
+        except Exception as error:
+            if "out of memory" in str(error).lower() or "ResourceExhausted" in type(error).__name__:
+                raise CaseFailed(_out_of_memory(case, error)) from error
+            raise
+        finally:
+            self._free_memory()
+        result.bandwidth, result.measurement_error = self._bandwidth_ceiling(case, loaded, result)
+        if record and result.measurement_error is None:
+            self.results.append(result)
+        return result
+
+    def _bandwidth_ceiling(
+        self, case: Case, loaded: LoadedModel, result: CaseResult
+    ) -> tuple[dict[str, Any], str | None]:
+        """Batch-1 decode on a GPU: its share of the memory-bandwidth ceiling (docs/facts.md §3), and
+        an error if a round was faster than the ceiling allows (a measurement error)."""
+        if case.batch_size != 1:
+            return {}, None
+        if self.device.kind != "gpu":
+            return {
+                "absent": {"bandwidth_ceiling": "on a CPU: the ceiling is checked for GPUs (HBM bandwidth by SKU)"}
+            }, None
+        ceiling = batch1_decode_ceiling(
+            self.device.name,
+            loaded.model.config.to_dict(),
+            case.dtype,
+            case.prompt_tokens,
+            case.max_new_tokens,
+            self.memory_bandwidth_bytes_per_s,
+            weight_bytes=decode_weight_bytes(loaded.model),
+        )
+        return ceiling_extra_info(ceiling, result.samples.get("decode_tokens_per_s", []))
+
+    def release_model(self) -> None:
+        """Drop the loaded model (before other processes need the device's memory)."""
+        self._loaded = None
+        self._free_memory()
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        if self.device.kind == "gpu":
+            import_paddle().device.cuda.empty_cache()
+
+
+def _out_of_memory(case: Case, error: BaseException) -> str:
+    first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return (
+        f"{case.id} ran out of memory ({first_line.strip()[:200]}); the rest of the sweep goes on. "
+        f"Try a smaller --llm-batch-size (now {case.batch_size}), --llm-prompt-tokens (now {case.prompt_tokens}) "
+        f"or --llm-max-new-tokens (now {case.max_new_tokens})."
+    )
