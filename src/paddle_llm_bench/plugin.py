@@ -34,8 +34,7 @@ from paddle_llm_bench.core.config import (
     parse_sweep_dimension,
 )
 from paddle_llm_bench.core.gate import REGRESSION, GateSettings
-from paddle_llm_bench.core.gate_options import GATE_OPTIONS as GATE_SETTING_OPTIONS
-from paddle_llm_bench.core.gate_options import gate_settings
+from paddle_llm_bench.core.gate_options import GATE_OPTIONS, gate_settings
 from paddle_llm_bench.envs.reference import ReferenceOutcome, compare_with_reference, reference_side
 from paddle_llm_bench.paired.results import PairedSettings
 from paddle_llm_bench.paired.sides import Side
@@ -91,10 +90,10 @@ FLAG_OPTIONS: tuple[tuple[str, str], ...] = (
     ("require-baseline", "fail when a case has no baseline for this hardware (default: report it)"),
     ("no-gate", "do not compare against baselines"),
 )
-GATE_OPTIONS: tuple[tuple[str, str], ...] = (
+BASELINE_OPTIONS: tuple[tuple[str, str], ...] = (
     ("baseline-dir", "directory of baseline files, one per hardware fingerprint (default: baselines)"),
     ("baseline-from", "use this saved pytest-benchmark run (.benchmarks/.../NNNN_*.json) as the reference"),
-    *((f"gate-{suffix}", help_text) for suffix, (_, help_text) in GATE_SETTING_OPTIONS.items()),
+    *((f"gate-{suffix}", option.help) for suffix, option in GATE_OPTIONS.items()),
     (
         "reference",
         "after the sweep, measure every case interleaved (paired, in fresh worker processes) against this reference: "
@@ -157,7 +156,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(_ini(suffix), help_text, default=None)
     for suffix, help_text in FLAG_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), action="store_true", default=False, help=help_text)
-    for suffix, help_text in (*GATE_OPTIONS, *PAIRED_OPTIONS):
+    for suffix, help_text in (*BASELINE_OPTIONS, *PAIRED_OPTIONS):
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
         parser.addini(_ini(suffix), help_text, default=None)
 
@@ -196,7 +195,7 @@ def pytest_configure(config: pytest.Config) -> None:
             if text is not None:
                 settings[suffix] = text
                 _check_setting(suffix, text, source)
-        gate = gate_settings({suffix: _raw(config, f"gate-{suffix}") for suffix in GATE_SETTING_OPTIONS})
+        gate = gate_settings({suffix: _raw(config, f"gate-{suffix}") for suffix in GATE_OPTIONS})
         _check_reference_files(config)
         paired = paired_settings(config)
     except ConfigError as error:

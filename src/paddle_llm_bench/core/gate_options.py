@@ -9,38 +9,44 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from paddle_llm_bench.core.config import parse_float, parse_min_effects
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.metrics import BASELINE_METRICS
 
 _DEFAULTS = GateSettings()
-# option suffix -> (parser of its text given the option's name, help)
-GATE_OPTIONS: dict[str, tuple[Callable[[str, str], object], str]] = {
-    "alpha": (
+
+
+class GateOption(NamedTuple):
+    field: str  # of GateSettings
+    parse: Callable[[str, str], object]  # (text, the option's name as the user gave it) -> value
+    help: str
+
+
+GATE_OPTIONS: dict[str, GateOption] = {  # by option suffix
+    "alpha": GateOption(
+        "alpha",
         lambda text, option: parse_float(text, option, 1e-9, 0.5),
         f"family-wise false-alarm rate per run, Holm-corrected over all tests (default {_DEFAULTS.alpha})",
     ),
-    "min-effect": (
+    "min-effect": GateOption(
+        "min_effect_percent",
         lambda text, option: parse_min_effects(text, option, BASELINE_METRICS, _DEFAULTS.min_effect_percent),
         "smallest change that counts, per metric in percent, e.g. decode_tokens_per_s=5,ttft_ms=10 (default "
         + ",".join(f"{m}={p:g}" for m, p in _DEFAULTS.min_effect_percent.items())
         + f"); metrics: {', '.join(BASELINE_METRICS)} (the ones baselines store)",
     ),
-    "noise-floor": (
+    "noise-floor": GateOption(
+        "noise_floor_percent",
         lambda text, option: parse_float(text, option, 0.0, 100.0),
         f"run-to-run noise assumed at least, in percent (default {_DEFAULTS.noise_floor_percent:g})",
     ),
-    "max-cv": (
+    "max-cv": GateOption(
+        "max_cv_percent",
         lambda text, option: parse_float(text, option, 0.0, 1000.0),
         f"a case whose CV across rounds exceeds this percentage is inconclusive (default {_DEFAULTS.max_cv_percent:g})",
     ),
-}
-_FIELDS = {
-    "alpha": "alpha",
-    "min-effect": "min_effect_percent",
-    "noise-floor": "noise_floor_percent",
-    "max-cv": "max_cv_percent",
 }
 
 
@@ -50,7 +56,8 @@ def gate_settings(texts: Mapping[str, tuple[str | None, str]]) -> GateSettings:
     values = {}
     for suffix, (text, source) in texts.items():
         if text is not None:
-            values[_FIELDS[suffix]] = GATE_OPTIONS[suffix][0](text, source)
+            option = GATE_OPTIONS[suffix]
+            values[option.field] = option.parse(text, source)
     return GateSettings(**values)  # type: ignore[arg-type]
 
 
@@ -58,8 +65,8 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     """``--alpha``, ``--min-effect``, ``--noise-floor``, ``--max-cv`` for a subcommand; read them back with
     ``gate_settings_from_args``."""
     group = parser.add_argument_group("gate")
-    for suffix, (_, help_text) in GATE_OPTIONS.items():
-        group.add_argument(f"--{suffix}", dest=f"gate_{suffix.replace('-', '_')}", metavar="VALUE", help=help_text)
+    for suffix, option in GATE_OPTIONS.items():
+        group.add_argument(f"--{suffix}", dest=f"gate_{suffix.replace('-', '_')}", metavar="VALUE", help=option.help)
 
 
 def gate_settings_from_args(args: argparse.Namespace) -> GateSettings:
