@@ -27,7 +27,6 @@ from paddle_llm_bench.runtime.doctor import (
     Check,
     DoctorReport,
     NvmlUnavailable,
-    decode_throttle_reasons,
     judge_bandwidth,
     judge_memory_probes,
     judge_other_processes,
@@ -38,7 +37,9 @@ from paddle_llm_bench.runtime.doctor import (
     nvml_process_reading,
     nvml_report,
     other_processes,
+    why_on_the_cpu,
 )
+from paddle_llm_bench.runtime.nvml import decode_throttle_reasons
 
 
 def nvml_initializes() -> bool:
@@ -103,8 +104,8 @@ def test_the_cpu_path_on_a_machine_with_a_gpu_says_paddle_runs_on_the_cpu(
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("ok: device: cpu (") for line in lines)
     assert any(line.startswith("ok: nvml: CUDA device 0: NVIDIA H100 80GB HBM3, driver 550.54.15") for line in lines)
-    unused = "warn: device: NVIDIA H100 80GB HBM3 is present but Paddle runs on the CPU (the CPU build of Paddle?)"
-    assert unused in lines
+    why = why_on_the_cpu(bool(import_paddle().is_compiled_with_cuda()))
+    assert f"warn: device: NVIDIA H100 80GB HBM3 is present but Paddle does not run on it: {why}" in lines
     assert "skipped: needs a GPU: synchronization, memory probes" in lines
     assert lines[-1] == "doctor: no check failed"
 
@@ -251,6 +252,9 @@ def test_the_nvml_side_runs_without_paddle(without_a_driver: bool, fact: str, nv
     assert lines[0].startswith("FAIL: paddle: cannot import paddle")
     assert "skip: synchronization: needs Paddle" in lines
     assert any(line.startswith(nvml_line) for line in lines), lines
+    if not without_a_driver:
+        unused = "warn: device: NVIDIA H100 80GB HBM3 is present but Paddle does not run on it: Paddle is not installed"
+        assert unused in lines
 
 
 # The GPU path through the fake NVML (tests/fake_nvml.py): what would break on real runners.
@@ -258,7 +262,7 @@ def test_the_nvml_side_runs_without_paddle(without_a_driver: bool, fact: str, nv
 
 def nvml_checks_of(index: int = 0) -> DoctorReport:
     report = DoctorReport()
-    nvml_checks(report, index, paddle_runs_on_gpu=True)
+    nvml_checks(report, index, why_paddle_is_not_on_it=None)
     return report
 
 

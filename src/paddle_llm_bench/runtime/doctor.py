@@ -34,11 +34,13 @@ from typing import Any
 from paddle_llm_bench.core.bandwidth import GB, bandwidth_from_memory_bus, lookup_bandwidth, mig_memory_share
 from paddle_llm_bench.core.metrics import MIB
 from paddle_llm_bench.runtime.nvml import (
+    SLOWDOWN_REASONS,
     NvmlDevice,
     NvmlUnavailable,
     ProcessesUnreadable,
     clock_event_mask,
     compute_processes,
+    decode_throttle_reasons,
     driver_version,
     explain,
     garbled_process_entries,
@@ -58,32 +60,6 @@ SYNC_MIN_RATIO = 3.0
 # SKU table and NVML's memory bus may differ this much before a warning.
 BANDWIDTH_AGREEMENT = 0.15
 
-# NVML clock event ("throttle") reason bits -> names (nvmlClocksEventReason* / nvmlClocksThrottleReason*).
-THROTTLE_REASON_BITS: tuple[tuple[int, str], ...] = (
-    (0x1, "gpu_idle"),
-    (0x2, "applications_clocks_setting"),
-    (0x4, "sw_power_cap"),
-    (0x8, "hw_slowdown"),
-    (0x10, "sync_boost"),
-    (0x20, "sw_thermal_slowdown"),
-    (0x40, "hw_thermal_slowdown"),
-    (0x80, "hw_power_brake_slowdown"),
-    (0x100, "display_clock_setting"),
-    (0x200, "board_limit"),
-    (0x400, "reliability"),
-)
-# Reasons that hold clocks below what the GPU could run at under load: a benchmark on them is slowed.
-SLOWDOWN_REASONS = frozenset(
-    {
-        "sw_power_cap",
-        "hw_slowdown",
-        "sw_thermal_slowdown",
-        "hw_thermal_slowdown",
-        "hw_power_brake_slowdown",
-        "board_limit",
-        "reliability",
-    }
-)
 GPU_ONLY_CHECKS: tuple[tuple[str, str], ...] = (
     ("synchronization", "Paddle's CPU kernels run synchronously: there is no queue to wait for"),
     ("memory probes", "Paddle's GPU allocator against NVML's per-process figure"),
@@ -139,21 +115,6 @@ class DoctorReport:
 
 # ---------------------------------------------------------------------------------------------
 # Pure judgements: numbers in, a Check out.
-
-
-def decode_throttle_reasons(mask: int) -> list[str]:
-    """Names of the bits set in an NVML clock-event/throttle-reason mask; unknown bits as hex."""
-    names = [name for bit, name in THROTTLE_REASON_BITS if mask & bit]
-    known = 0
-    for bit, _ in THROTTLE_REASON_BITS:
-        known |= bit
-    unknown = mask & ~known
-    bit = 1
-    while unknown >= bit:
-        if unknown & bit:
-            names.append(f"unknown_{bit:#x}")
-        bit <<= 1
-    return names
 
 
 def judge_throttle(mask: int) -> Check:
@@ -393,8 +354,9 @@ def other_processes(index: int, own_pid: int, device: NvmlDevice | None = None) 
     return list(found.values())
 
 
-def nvml_checks(report: DoctorReport, index: int, paddle_runs_on_gpu: bool) -> None:
+def nvml_checks(report: DoctorReport, index: int, why_paddle_is_not_on_it: str | None) -> None:
     """Add the NVML checks for CUDA device ``index`` to ``report`` (skips with the reason where NVML is absent).
+    ``why_paddle_is_not_on_it``: None where Paddle runs on that GPU, else why not (said where NVML sees one).
 
     Nothing NVML refuses here is a FAIL: an unreadable fact is a warning that names what goes missing.
     """
@@ -418,8 +380,8 @@ def nvml_checks(report: DoctorReport, index: int, paddle_runs_on_gpu: bool) -> N
         f"CUDA device {index}: {where}{name}, driver {facts.get('gpu_driver_version', '?')}; "
         f"found by {device.found_by}",
     )
-    if not paddle_runs_on_gpu:
-        report.add(WARN, "device", f"{name} is present but Paddle runs on the CPU (the CPU build of Paddle?)")
+    if why_paddle_is_not_on_it is not None:
+        report.add(WARN, "device", f"{name} is present but Paddle does not run on it: {why_paddle_is_not_on_it}")
     _state_checks(report, facts)
     report.checks.append(judge_throttle_facts(facts))
     report.checks.append(judge_energy_counter(facts))
@@ -588,14 +550,20 @@ def self_check(device: Any) -> DoctorReport:
     if device.kind == "gpu":
         report.checks.append(_guarded("synchronization", lambda: measure_synchronization(paddle, device.place)))
         report.checks.append(_guarded("memory probes", lambda: measure_memory_probes(paddle, device.index)))
-        nvml_checks(report, device.index, paddle_runs_on_gpu=True)
+        nvml_checks(report, device.index, why_paddle_is_not_on_it=None)
         paddle.device.cuda.empty_cache()  # the probes' blocks leave Paddle's pool before anything is measured
     else:
         report.checks.append(measure_host_allocator(paddle))
         for name, why in GPU_ONLY_CHECKS:
             report.add(SKIP, name, f"needs a GPU ({why})")
-        nvml_checks(report, 0, paddle_runs_on_gpu=False)
+        nvml_checks(report, 0, why_paddle_is_not_on_it=why_on_the_cpu(bool(paddle.is_compiled_with_cuda())))
     return report
+
+
+def why_on_the_cpu(compiled_with_cuda: bool) -> str:
+    if compiled_with_cuda:
+        return "this CUDA build of Paddle runs on the CPU (asked for with --device cpu, or it sees no GPU)"
+    return "this is the CPU build of Paddle (paddlepaddle-gpu runs on GPUs: README, 'On a GPU')"
 
 
 def _guarded(name: str, measure: Callable[[], Check]) -> Check:
@@ -619,7 +587,7 @@ def run_doctor(requested_device: str = "auto") -> DoctorReport:
         report.add(FAIL, "paddle", f"cannot import paddle ({error}): install paddlepaddle or paddlepaddle-gpu (README)")
         for name, _why in GPU_ONLY_CHECKS:
             report.add(SKIP, name, "needs Paddle")
-        nvml_checks(report, 0, paddle_runs_on_gpu=False)
+        nvml_checks(report, 0, why_paddle_is_not_on_it="Paddle is not installed")
         return report
     except ConfigError as error:
         report = DoctorReport()

@@ -34,11 +34,16 @@ from paddle_llm_bench.core.metrics import (
 from paddle_llm_bench.core.record import RECORD_FORMAT
 from paddle_llm_bench.core.stats import percentile, summarize
 from paddle_llm_bench.runtime.device import Device, import_paddle
-from paddle_llm_bench.runtime.doctor import SLOWDOWN_REASONS, decode_throttle_reasons
 from paddle_llm_bench.runtime.energy import EnergyCounter, NoEnergyCounter, NvmlEnergyCounter, RaplEnergyCounter
 from paddle_llm_bench.runtime.memory import MemoryPeaks
 from paddle_llm_bench.runtime.models import LoadedModel
-from paddle_llm_bench.runtime.nvml import ClockEvents, NvmlUnavailable, open_device
+from paddle_llm_bench.runtime.nvml import (
+    SLOWDOWN_REASONS,
+    ClockEvents,
+    NvmlUnavailable,
+    decode_throttle_reasons,
+    open_device,
+)
 
 
 class TokenCountError(AssertionError):

@@ -37,6 +37,49 @@ HINTS = {
 }
 
 
+# NVML clock event ("throttle") reason bits -> names (nvmlClocksEventReason* / nvmlClocksThrottleReason*).
+THROTTLE_REASON_BITS: tuple[tuple[int, str], ...] = (
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks_setting"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+    (0x200, "board_limit"),
+    (0x400, "reliability"),
+)
+# Reasons that hold clocks below what the GPU could run at under load: a benchmark on them is slowed.
+SLOWDOWN_REASONS = frozenset(
+    {
+        "sw_power_cap",
+        "hw_slowdown",
+        "sw_thermal_slowdown",
+        "hw_thermal_slowdown",
+        "hw_power_brake_slowdown",
+        "board_limit",
+        "reliability",
+    }
+)
+
+
+def decode_throttle_reasons(mask: int) -> list[str]:
+    """Names of the bits set in an NVML clock-event/throttle-reason mask; unknown bits as hex."""
+    names = [name for bit, name in THROTTLE_REASON_BITS if mask & bit]
+    known = 0
+    for bit, _ in THROTTLE_REASON_BITS:
+        known |= bit
+    unknown = mask & ~known
+    bit = 1
+    while unknown >= bit:
+        if unknown & bit:
+            names.append(f"unknown_{bit:#x}")
+        bit <<= 1
+    return names
+
+
 class NvmlUnavailable(Exception):
     """NVML cannot be used here (no driver, no GPU, no such device); the message says why."""
 
