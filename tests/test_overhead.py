@@ -22,7 +22,7 @@ from paddle_llm_bench.envs.overhead import add_arguments, sides_for, summary
 from paddle_llm_bench.paired import engine
 from paddle_llm_bench.paired.engine import WorkerProcess, round_times
 from paddle_llm_bench.paired.results import load_paired_run
-from paddle_llm_bench.paired.sides import Side
+from paddle_llm_bench.paired.sides import Side, SideError
 from paddle_llm_bench.paired.worker import RUNNERS, check_runner, serve
 
 NEW_TOKENS = 8
@@ -95,12 +95,15 @@ def test_sides_are_bare_against_suite_by_default_and_name_an_a_a_run() -> None:
     assert [side.name for side in sides_for("bare", "bare")] == ["bare", "bare (A/A)"]
 
 
-def test_overhead_runs_end_to_end_and_writes_its_outputs(tmp_path: Path, llm_cache_dir: Path) -> None:
+@pytest.mark.parametrize("same_process", [False, True], ids=["process-per-side", "same-process"])
+def test_overhead_runs_end_to_end_and_writes_its_outputs(
+    tmp_path: Path, llm_cache_dir: Path, same_process: bool
+) -> None:
     out_dir = tmp_path / "out"
     command = [sys.executable, "-m", "paddle_llm_bench.cli", "overhead", "--device", "cpu"]
     command += ["--pairs-per-block", "3", "--min-blocks", "2", "--max-blocks", "2", "--max-new-tokens", "8"]
     command += ["--prompt-tokens", "8", "--decoding", "greedy", "--cache-dir", str(llm_cache_dir)]
-    command += ["--out-dir", str(out_dir)]
+    command += ["--out-dir", str(out_dir)] + (["--same-process"] if same_process else [])
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     names = {"paired.json", "comparison.txt", "comparison.md", "comparison.csv", "comparison.json", "forest.png"}
@@ -110,10 +113,28 @@ def test_overhead_runs_end_to_end_and_writes_its_outputs(tmp_path: Path, llm_cac
     (comparison,) = run.cases
     assert comparison.error is None and comparison.case.decoding == "greedy"
     assert len(comparison.blocks) == 2 and all(len(block.pairs) == 3 for block in comparison.blocks)
-    assert len({pid for block in comparison.blocks for pid in block.pids}) == 4  # fresh processes per block
+    # Fresh processes per block: one per side, or one both sides share.
+    assert [len(set(block.pids)) for block in comparison.blocks] == [1 if same_process else 2] * 2
+    assert len({pid for block in comparison.blocks for pid in block.pids}) == (2 if same_process else 4)
+    assert run.settings.same_process is same_process
+    absent = comparison.memory_absent(1, "peak_allocated_bytes")
+    assert (absent == engine.SHARED_MEMORY_ABSENT) if same_process else comparison.memory(1, "peak_allocated_bytes")
     text = (out_dir / "overhead.txt").read_text()
     assert text == summary(run) and text in result.stdout
-    assert text.startswith("suite ÷ bare (95 % interval")
+    blocks = "fresh worker processes, both sides in one" if same_process else "fresh processes"
+    assert text.startswith(f"suite ÷ bare (95 % interval over blocks of {blocks};")
     case_id = comparison.case.id
     assert f"{case_id} decode tok/s: " in text and f"{case_id} e2e tok/s: " in text
     assert "goal" in text or "not resolved" in text
+
+
+def test_sides_share_a_process_only_when_one_process_can_be_each_of_them() -> None:
+    bare, suite = sides_for("bare", "suite")
+    engine.check_same_process([bare, suite])  # one Python, no slowdown: allowed
+    other = Side("other", "/opt/other/bin/python")
+    with pytest.raises(SideError, match=r"different Pythons or environments"):
+        engine.check_same_process([bare, other])
+    with pytest.raises(SideError, match=r"different Pythons or environments"):
+        engine.check_same_process([bare, Side("env", sys.executable, env={"OMP_NUM_THREADS": "1"})])
+    with pytest.raises(SideError, match=r"injected slowdown needs a process of its own"):
+        engine.check_same_process([bare, Side("slow", sys.executable, slowdown_fraction=0.1)])

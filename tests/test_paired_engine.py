@@ -20,6 +20,7 @@ import pytest
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.paired import engine
 from paddle_llm_bench.paired.engine import run_paired
+from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION
 from paddle_llm_bench.paired.results import PairedRun, PairedSettings, judge, load_paired_run
 from paddle_llm_bench.paired.sides import Side, SideError, python_side
 from paddle_llm_bench.paired.stats import SLOWER
@@ -135,7 +136,9 @@ def test_a_worker_of_another_protocol_is_refused(tmp_path: Path, llm_cache_dir: 
     )
     impostor.chmod(0o755)
     sides = [Side("reference", str(impostor)), Side("candidate", sys.executable)]
-    with pytest.raises(SideError, match=r"paddle-llm-bench 9.9 with worker protocol 99, this one speaks 1"):
+    with pytest.raises(
+        SideError, match=rf"paddle-llm-bench 9.9 with worker protocol 99, this one speaks {PROTOCOL_VERSION}"
+    ):
         run_paired([CASE], sides, QUICK, llm_cache_dir, progress=quiet)
 
 

@@ -6,7 +6,9 @@ stopping criterion, one after; ``paired.worker.BareLoop``), the candidate the su
 (``CaseRunner``: synchronized step clock, exact token checks, CPU-time and energy reads). They are
 measured interleaved, in blocks of fresh worker processes, per decoding strategy; the result is the
 suite's throughput over the bare loop's, with a 95 % interval that includes the process-to-process
-spread. ``--candidate-runner bare`` runs bare against bare: an A/A run, whose interval should cover 1
+spread. With ``--same-process`` both runners live in one worker process per block (the model loaded once,
+turns interleaved as before): process luck cancels, and what is left is the cost of the timed path itself.
+``--candidate-runner bare`` runs bare against bare: an A/A run, whose interval should cover 1
 and shows how finely this machine can resolve the suite's cost.
 
 Everything lands in ``--out-dir`` (default ``.benchmarks/overhead/<UTC time>/``) as for ``paired``:
@@ -18,6 +20,7 @@ printed at the end). Exit status: 0 measured (whatever the ratio: this is a find
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="suite",
         help="what the candidate side runs (default suite; bare against a bare reference is an A/A run)",
     )
+    parser.add_argument(
+        "--same-process",
+        action="store_true",
+        help="both sides' runners in one worker process per block, the model loaded once: the process-to-process "
+        "spread cancels, so the timed path's cost is resolved far more finely; what a process of its own would "
+        "show (imports, heap, threads) is not compared (the default, a process per side, compares that too)",
+    )
     add_sweep_arguments(parser)
     # The paired command's sweep, with every decoding strategy by default.
     parser.set_defaults(decoding=parse_sweep_dimension("decodings", DEFAULT_DECODINGS, "default", tuple(PRESETS)))
@@ -68,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        settings = settings_from_args(args, args.device, args.max_positions or None)
+        settings = dataclasses.replace(
+            settings_from_args(args, args.device, args.max_positions or None), same_process=args.same_process
+        )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
@@ -100,7 +112,8 @@ def summary(run: PairedRun) -> str:
     reference, candidate = run.sides[0].name, run.sides[1].name
     aa = run.sides[0].name.split()[0] == run.sides[1].name.split()[0]
     estimates = {(j.case_id, j.metric): j.estimate for j in judge(run) if j.side == 1}
-    lines = [f"{candidate} ÷ {reference} (95 % interval over blocks of fresh processes; goal >= {GOAL_RATIO:g})"]
+    blocks = "fresh worker processes, both sides in one" if run.settings.same_process else "fresh processes"
+    lines = [f"{candidate} ÷ {reference} (95 % interval over blocks of {blocks}; goal >= {GOAL_RATIO:g})"]
     for comparison in run.cases:
         if comparison.error:
             lines.append(f"{comparison.case.id}: FAILED: {comparison.error.splitlines()[0]}")

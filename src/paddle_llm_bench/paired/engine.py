@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from paddle_llm_bench.core import stopping
 from paddle_llm_bench.core.config import Case
-from paddle_llm_bench.core.metrics import PAIRED_METRICS, RoundTimes, round_metrics
+from paddle_llm_bench.core.metrics import MEMORY_METRICS, PAIRED_METRICS, RoundTimes, round_metrics
 from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION, WORKER_MODULE, ProtocolError, decode, encode
 from paddle_llm_bench.paired.results import (
     Block,
@@ -45,6 +45,7 @@ PREPARE_TIMEOUT_S = 1800.0  # the 1.5B architecture is built on a CPU in about a
 TURN_TIMEOUT_S = 900.0
 STDERR_TAIL_LINES = 15
 LIVE_WORKERS: list[WorkerProcess] = []  # started and not yet closed, in the order they started
+SHARED_MEMORY_ABSENT = "the sides shared one worker process (same-process run): its peaks are no one side's"
 
 
 class WorkerFailed(Exception):
@@ -138,17 +139,60 @@ class WorkerProcess:
             self.process.wait()
 
 
-def start_workers(sides: Sequence[Side], rng: random.Random | None = None) -> list[WorkerProcess]:
+class SideWorker:
+    """One side's worker: its own process, or (``same_process``) its slot in the one process every side shares."""
+
+    def __init__(self, side: Side, process: WorkerProcess, slot: int) -> None:
+        self.side = side
+        self.process = process
+        self.slot = slot
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def hello(self) -> dict[str, Any]:
+        return self.process.hello
+
+    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        return self.process.request({**message, "slot": self.slot}, timeout_s)
+
+
+def check_same_process(sides: Sequence[Side]) -> None:
+    """Sides can share one worker process only if that process can be each of them: one Python, one
+    environment, and no injected slowdown (it would slow the shared model, every side's rounds)."""
+    first = sides[0]
+    for side in sides[1:]:
+        if (side.python, side.env) != (first.python, first.env):
+            raise SideError(
+                f"{side.describe()} and {first.describe()} are different Pythons or environments: sides can share "
+                "one worker process only when they run the same Python (leave out the same-process option)"
+            )
+    if any(side.slowdown_fraction for side in sides):
+        raise SideError("an injected slowdown needs a process of its own per side (leave out the same-process option)")
+
+
+def start_workers(
+    sides: Sequence[Side], rng: random.Random | None = None, same_process: bool = False
+) -> list[SideWorker]:
     """One worker per side (in ``sides``' order), all starting at once (imports overlap), then each greeted
     and checked. With ``rng`` they start in a random order: which process starts first can decide which
-    core it lands on, and that must not be the same side every time."""
+    core it lands on, and that must not be the same side every time. With ``same_process``, one worker
+    process holds every side's runner (slot = side index): what differs between the sides inside a process
+    is compared without the process-to-process spread."""
     order = list(range(len(sides)))
     if rng is not None:
         rng.shuffle(order)
-    started = {index: WorkerProcess(sides[index]) for index in order}
-    workers = [started[index] for index in range(len(sides))]
+    if same_process:
+        check_same_process(sides)
+        shared = WorkerProcess(sides[0])
+        started = dict.fromkeys(order, shared)
+    else:
+        started = {index: WorkerProcess(sides[index]) for index in order}
+    processes = list(dict.fromkeys(started[index] for index in range(len(sides))))
     try:
-        for worker in workers:
+        for worker in processes:
             try:
                 reply = worker.request({"op": "hello"}, HELLO_TIMEOUT_S)
             except (WorkerFailed, CaseError) as error:
@@ -159,14 +203,14 @@ def start_workers(sides: Sequence[Side], rng: random.Random | None = None) -> li
             check_hello(worker.side, reply, PROTOCOL_VERSION)
             worker.hello = reply
     except BaseException:
-        close_all(workers)
+        close_all([SideWorker(side, started[index], index) for index, side in enumerate(sides)])
         raise
-    return workers
+    return [SideWorker(side, started[index], index) for index, side in enumerate(sides)]
 
 
-def close_all(workers: Sequence[WorkerProcess]) -> None:
-    for worker in workers:
-        worker.close()
+def close_all(workers: Sequence[SideWorker]) -> None:
+    for process in dict.fromkeys(worker.process for worker in workers):
+        process.close()
 
 
 def turn_value(rounds: Sequence[RoundTimes], case: Case) -> dict[str, float]:
@@ -197,7 +241,7 @@ def round_times(fields: dict[str, Any]) -> RoundTimes:
 
 def measure_block(
     comparison: CaseComparison,
-    workers: Sequence[WorkerProcess],
+    workers: Sequence[SideWorker],
     block_index: int,
     settings: PairedSettings,
     cache_dir: Path,
@@ -234,6 +278,10 @@ def measure_block(
             values[side] = turn_value(kept, case)
         block.pairs.append(Pair(order, values))
     for worker in workers:
+        if settings.same_process:
+            block.memory_bytes.append({})
+            block.memory_absent.append(dict.fromkeys(MEMORY_METRICS, SHARED_MEMORY_ABSENT))
+            continue
         memory = worker.request({"op": "memory"}, TURN_TIMEOUT_S)
         block.memory_bytes.append(memory["bytes"])
         block.memory_absent.append(memory["absent"])
@@ -280,7 +328,7 @@ def run_paired(
     if len(sides) < 2:
         raise SideError("a paired comparison needs two sides at least")
     rng = random.Random(settings.seed)
-    workers: list[WorkerProcess] = start_workers(sides, rng)
+    workers: list[SideWorker] = start_workers(sides, rng, settings.same_process)
     run = PairedRun(
         sides=[_side_info(worker) for worker in workers],
         settings=settings,
@@ -293,7 +341,7 @@ def run_paired(
     try:
         while active:
             if not workers:
-                workers = start_workers(sides, rng)
+                workers = start_workers(sides, rng, settings.same_process)
             for comparison in list(active):
                 started = time.monotonic()
                 try:
@@ -303,7 +351,7 @@ def run_paired(
                     comparison.error = str(error) + _memory_hint(str(error), len(sides))
                     comparison.stop_reason = "failed"
                     close_all(workers)
-                    workers = start_workers(sides, rng)
+                    workers = start_workers(sides, rng, settings.same_process)
                 comparison.seconds += time.monotonic() - started
                 if not comparison.stop_reason:
                     comparison.stop_reason = stop_reason(comparison, settings, len(sides))
@@ -321,7 +369,7 @@ def run_paired(
         on_update(run)
     finally:
         for worker in workers:
-            worker.kill()
+            worker.process.kill()
         close_all(workers)
     return run
 
@@ -335,7 +383,7 @@ def _memory_hint(error: str, sides: int) -> str:
     )
 
 
-def _side_info(worker: WorkerProcess) -> SideInfo:
+def _side_info(worker: SideWorker) -> SideInfo:
     hello = worker.hello
     return SideInfo(
         name=worker.side.name,

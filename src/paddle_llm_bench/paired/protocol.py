@@ -9,8 +9,10 @@ Requests:
 - ``{"op": "prepare", "case": {...}, "warmup_rounds": 2, "device": "auto", "cache_dir": "...",
   "max_positions": 4096, "slowdown_fraction": 0.0, "runner": "suite"}`` -> ``device``, ``model_source``: load
   (once per model and dtype), warm up, reset the memory peaks, optionally inject a busy-wait of a fraction
-  of each forward pass; ``runner`` names what generates (the suite's measured round, or a bare loop)
-- ``{"op": "turn", "rounds": 1}`` -> ``rounds``: that many measured generations, as RoundTimes fields
+  of each forward pass; ``runner`` names what generates (the suite's measured round, or a bare loop);
+  ``slot`` (default 0) keeps one runner per side when the sides share this worker (the model is loaded once)
+- ``{"op": "turn", "rounds": 1, "slot": 0}`` -> ``rounds``: that many measured generations of the slot's
+  runner, as RoundTimes fields
 - ``{"op": "memory"}`` -> ``bytes``, ``absent``: the peaks since ``prepare``
 - ``{"op": "quit"}`` -> the worker answers and exits; end of input does the same
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: slots (sides sharing one worker)
 WORKER_MODULE = "paddle_llm_bench.paired.worker"
 
 

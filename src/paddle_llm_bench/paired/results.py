@@ -64,6 +64,9 @@ class PairedSettings:
     device: str = "auto"
     max_positions: int | None = 4096
     seed: int = 0
+    # Every side's runner in one worker process per block (sides of one Python only): the process-to-process
+    # spread cancels; what only a process of its own shows (its imports, heap, threads) is not compared.
+    same_process: bool = False
 
     def __post_init__(self) -> None:
         if self.dropped_per_turn >= self.rounds_per_turn:

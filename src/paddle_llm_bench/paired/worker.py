@@ -120,12 +120,13 @@ def check_runner(name: str) -> str:
 
 
 class Worker:
-    """The state of one worker: the device, the loaded model, the prepared case and its memory tracker."""
+    """The state of one worker: the device, the loaded model, the prepared case's runner per slot (one slot
+    unless the sides share this process) and the memory tracker."""
 
     def __init__(self) -> None:
         self.device: Any = None
         self.loaded: Any = None
-        self.runner: Any = None
+        self.runners: dict[int, Any] = {}  # by slot: one per side when the sides share this process
         self.tracker: Any = None
         self.slowdown_hooks: list[Any] = []
 
@@ -171,11 +172,13 @@ class Worker:
         from paddle_llm_bench.runtime.models import load_model
 
         case = Case(**request["case"])
+        slot = int(request.get("slot", 0))
         if self.device is None:
             self.device = detect_device(str(request.get("device", "auto")))
         self._remove_slowdown()
         if self.loaded is None or (self.loaded.name, self.loaded.dtype) != (case.model, case.dtype):
-            self.runner = self.loaded = None
+            self.runners.clear()
+            self.loaded = None
             gc.collect()
             self.loaded = load_model(
                 case.model,
@@ -184,7 +187,7 @@ class Worker:
                 request.get("max_positions"),
                 progress=lambda message: print(message, file=sys.stderr),
             )
-        self.runner = (
+        self.runners[slot] = (
             CaseRunner(self.loaded, case, self.device)
             if runner == "suite"
             else BareLoop(self.loaded, case, self.device)
@@ -192,7 +195,7 @@ class Worker:
         fraction = float(request.get("slowdown_fraction", 0.0))
         if fraction > 0.0:
             self._inject_slowdown(fraction)
-        self.runner.warmup(int(request.get("warmup_rounds", 2)))
+        self.runners[slot].warmup(int(request.get("warmup_rounds", 2)))
         self.tracker = MemoryTracker(self.device)
         self.tracker.reset()
         return {"device": self.device.describe(), "model_source": self.loaded.source}
@@ -218,9 +221,10 @@ class Worker:
         self.slowdown_hooks = []
 
     def turn(self, request: dict[str, Any]) -> dict[str, Any]:
-        if self.runner is None:
-            raise RuntimeError("no case prepared: send prepare before turn")
-        rounds = [dataclasses.asdict(self.runner.generate_once()) for _ in range(int(request.get("rounds", 1)))]
+        runner = self.runners.get(int(request.get("slot", 0)))
+        if runner is None:
+            raise RuntimeError(f"no case prepared in slot {request.get('slot', 0)}: send prepare before turn")
+        rounds = [dataclasses.asdict(runner.generate_once()) for _ in range(int(request.get("rounds", 1)))]
         self.tracker.sample()
         return {"rounds": rounds}
 
