@@ -190,22 +190,23 @@ def start_workers(
         started = dict.fromkeys(order, shared)
     else:
         started = {index: WorkerProcess(sides[index]) for index in order}
-    processes = list(dict.fromkeys(started[index] for index in range(len(sides))))
+    workers = [SideWorker(side, started[index], index) for index, side in enumerate(sides)]
+    processes = list(dict.fromkeys(worker.process for worker in workers))
     try:
-        for worker in processes:
+        for process in processes:
             try:
-                reply = worker.request({"op": "hello"}, HELLO_TIMEOUT_S)
+                reply = process.request({"op": "hello"}, HELLO_TIMEOUT_S)
             except (WorkerFailed, CaseError) as error:
                 raise SideError(
-                    f"{worker.side.describe()} cannot run a worker: {hello_failure_hint(worker.side, str(error))}\n"
+                    f"{process.side.describe()} cannot run a worker: {hello_failure_hint(process.side, str(error))}\n"
                     f"{error}"
                 ) from None
-            check_hello(worker.side, reply, PROTOCOL_VERSION)
-            worker.hello = reply
+            check_hello(process.side, reply, PROTOCOL_VERSION)
+            process.hello = reply
     except BaseException:
-        close_all([SideWorker(side, started[index], index) for index, side in enumerate(sides)])
+        close_all(workers)
         raise
-    return [SideWorker(side, started[index], index) for index, side in enumerate(sides)]
+    return workers
 
 
 def close_all(workers: Sequence[SideWorker]) -> None:
