@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--same-process",
         action="store_true",
         help="both sides' runners in one worker process per block, the model loaded once: the process-to-process "
-        "spread cancels, so the timed path's cost is resolved far more finely; what a process of its own would "
+        "spread cancels, leaving the timed path's cost and pair-to-pair noise; what a process of its own would "
         "show (imports, heap, threads) is not compared (the default, a process per side, compares that too)",
     )
     add_sweep_arguments(parser)
