@@ -28,6 +28,7 @@ from paddle_llm_bench.core.metrics import (
     round_metrics,
 )
 from paddle_llm_bench.core.record import RECORD_FORMAT, RecordError, upgrade_record
+from paddle_llm_bench.paired.results import PairedSettings
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
 
 
@@ -37,6 +38,9 @@ def test_registry_names_are_unique_and_every_view_comes_from_it() -> None:
     assert set(DEFAULT_GATE_MIN_EFFECT_PERCENT) <= set(BASELINE_METRICS)  # a default the gate could never judge
     assert set(MEMORY_TOLERANCE) == set(MEMORY_METRICS)
     assert all(METRICS[m].family != "memory" for m in PAIRED_METRICS + BASELINE_METRICS)
+    paired = PairedSettings()  # the paired engine's defaults are the registry's, not literals of its own
+    assert set(paired.min_effect_percent) == set(PAIRED_METRICS)
+    assert set(paired.gated_metrics) == set(PAIRED_METRICS) & set(DEFAULT_GATE_MIN_EFFECT_PERCENT)
 
 
 def test_round_metrics_computes_exactly_the_registered_round_metrics() -> None:

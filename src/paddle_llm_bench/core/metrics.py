@@ -38,7 +38,9 @@ class Metric:
     digits: int = 1  # decimals in tables
     in_baseline: bool = False  # baselines keep its per-round samples: the stored-baseline gate can judge it
     gate_min_effect_percent: float | None = None  # judged by default, with this smallest change that counts
-    paired: bool = False  # the paired engine estimates its ratio
+    # The paired engine estimates its ratio, and calls a change faster/slower from this size on (paired
+    # intervals are finer than a stored baseline's, so these are smaller than the gate's).
+    paired_min_effect_percent: float | None = None
     # memory: the allowed growth is the larger of (percent, bytes)
     memory_tolerance: tuple[float, int] | None = None
 
@@ -46,11 +48,12 @@ class Metric:
 MIB = 1024 * 1024
 REGISTRY: tuple[Metric, ...] = (
     Metric("decode_tokens_per_s", "tokens/s", "decode tok/s", True, in_baseline=True, gate_min_effect_percent=5.0,
-           paired=True),
-    Metric("ttft_ms", "ms", "TTFT ms", False, digits=2, in_baseline=True, gate_min_effect_percent=10.0, paired=True),
+           paired_min_effect_percent=3.0),
+    Metric("ttft_ms", "ms", "TTFT ms", False, digits=2, in_baseline=True, gate_min_effect_percent=10.0,
+           paired_min_effect_percent=10.0),
     Metric("tpot_ms", "ms", "TPOT ms", False, digits=3, in_baseline=True),
     Metric("e2e_ms", "ms", "E2E ms", False, digits=1),
-    Metric("e2e_tokens_per_s", "tokens/s", "E2E tok/s", True, paired=True),
+    Metric("e2e_tokens_per_s", "tokens/s", "E2E tok/s", True, paired_min_effect_percent=3.0),
     # The field report's (input+output)/time: prompt tokens inflate it; kept for continuity, never judged.
     Metric("input_output_tokens_per_s", "tokens/s", "(in+out) tok/s", True),
     Metric("host_cpu_ms_per_token", "ms", "host CPU ms/token", False, family=HOST, digits=3),
@@ -75,7 +78,12 @@ HOST_METRICS = tuple(m.name for m in REGISTRY if m.family == HOST)
 ENERGY_METRICS = tuple(m.name for m in REGISTRY if m.family == ENERGY)
 MEMORY_METRICS = tuple(m.name for m in REGISTRY if m.family == MEMORY)
 BASELINE_METRICS = tuple(m.name for m in REGISTRY if m.in_baseline)  # also: the ones the gate can judge
-PAIRED_METRICS = tuple(m.name for m in REGISTRY if m.paired)
+PAIRED_METRICS = tuple(m.name for m in REGISTRY if m.paired_min_effect_percent is not None)
+PAIRED_MIN_EFFECT_PERCENT = {
+    m.name: m.paired_min_effect_percent for m in REGISTRY if m.paired_min_effect_percent is not None
+}
+# The paired gate judges what the stored-baseline gate judges by default (of the metrics it estimates).
+PAIRED_GATED_METRICS = tuple(m for m in PAIRED_METRICS if METRICS[m].gate_min_effect_percent is not None)
 DEFAULT_GATE_MIN_EFFECT_PERCENT = {
     m.name: m.gate_min_effect_percent for m in REGISTRY if m.gate_min_effect_percent is not None
 }

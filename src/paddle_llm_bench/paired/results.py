@@ -18,7 +18,13 @@ from typing import Any
 
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.gate import GateSettings
-from paddle_llm_bench.core.metrics import HIGHER_IS_BETTER, MEMORY_METRICS, PAIRED_METRICS
+from paddle_llm_bench.core.metrics import (
+    HIGHER_IS_BETTER,
+    MEMORY_METRICS,
+    PAIRED_GATED_METRICS,
+    PAIRED_METRICS,
+    PAIRED_MIN_EFFECT_PERCENT,
+)
 from paddle_llm_bench.core.stats import holm_adjust
 from paddle_llm_bench.paired.stats import (
     SLOWER,
@@ -54,10 +60,8 @@ class PairedSettings:
     warmup_rounds: int = 2
     confidence: float = 0.95
     alpha: float = 0.01  # family-wise false-alarm rate of the gate, Holm-corrected over the sweep
-    min_effect_percent: dict[str, float] = field(
-        default_factory=lambda: {"decode_tokens_per_s": 3.0, "ttft_ms": 10.0, "e2e_tokens_per_s": 3.0}
-    )
-    gated_metrics: tuple[str, ...] = ("decode_tokens_per_s", "ttft_ms")
+    min_effect_percent: dict[str, float] = field(default_factory=lambda: dict(PAIRED_MIN_EFFECT_PERCENT))
+    gated_metrics: tuple[str, ...] = PAIRED_GATED_METRICS
     # Weight, in degrees of freedom, of the spread pooled over the sweep's other comparisons when judging one
     # (as the stored-baseline gate's pooled noise): a case's own 4-10 blocks say little about its noise.
     pooled_spread_dof: float = 4.0
