@@ -138,3 +138,18 @@ def test_sides_share_a_process_only_when_one_process_can_be_each_of_them() -> No
         engine.check_same_process([bare, Side("env", sys.executable, env={"OMP_NUM_THREADS": "1"})])
     with pytest.raises(SideError, match=r"injected slowdown needs a process of its own"):
         engine.check_same_process([bare, Side("slow", sys.executable, slowdown_fraction=0.1)])
+
+
+def test_a_shared_workers_errors_name_the_side_whose_runner_was_asked() -> None:
+    """One process holds every side's runner; its errors must not all be blamed on the side it started for."""
+    sides = sides_for("bare", "suite")
+    workers = engine.start_workers(sides, same_process=True)
+    try:
+        assert workers[0].process is workers[1].process
+        with pytest.raises(engine.CaseError, match=r"^suite: .*no case prepared in slot 1"):
+            workers[1].request({"op": "turn", "rounds": 1}, 60.0)
+        workers[1].process.kill()
+        with pytest.raises(engine.WorkerFailed, match=r"^suite \(.*\) worker \(pid \d+\) could not send 'turn'"):
+            workers[1].request({"op": "turn", "rounds": 1}, 60.0)
+    finally:
+        engine.close_all(workers)

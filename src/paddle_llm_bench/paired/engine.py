@@ -80,39 +80,40 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    def request(self, message: dict[str, Any], timeout_s: float, side: Side | None = None) -> dict[str, Any]:
+        """Send one request and wait for its answer; errors name ``side`` (whose runner was asked: in a process
+        that every side shares, not always the one it was started for)."""
         assert self.process.stdin is not None and self.process.stdout is not None
+        side = side or self.side
         try:
             self.process.stdin.write(encode(message))
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise WorkerFailed(self._died(f"could not send {message.get('op')!r}")) from None
+            raise WorkerFailed(self._died(side, f"could not send {message.get('op')!r}")) from None
         ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
         if not ready:
             self.kill()
-            raise WorkerFailed(self._died(f"no answer to {message.get('op')!r} within {timeout_s:g} s (hung)"))
+            raise WorkerFailed(self._died(side, f"no answer to {message.get('op')!r} within {timeout_s:g} s (hung)"))
         line = self.process.stdout.readline()
         if not line:
             try:  # its output closed: it is exiting; its status says how
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
-            raise WorkerFailed(self._died(f"ended its output during {message.get('op')!r}"))
+            raise WorkerFailed(self._died(side, f"ended its output during {message.get('op')!r}"))
         try:
             reply = decode(line)
         except ProtocolError as error:
             self.kill()
-            raise WorkerFailed(self._died(str(error))) from None
+            raise WorkerFailed(self._died(side, str(error))) from None
         if not reply.get("ok"):
-            raise CaseError(f"{self.side.name}: {reply.get('kind', 'error')}: {reply.get('error', '')}")
+            raise CaseError(f"{side.name}: {reply.get('kind', 'error')}: {reply.get('error', '')}")
         return reply
 
-    def _died(self, what: str) -> str:
+    def _died(self, side: Side, what: str) -> str:
         code = self.process.poll()
         status = f"exit status {code}" if code is not None else "still running, killed"
-        return (
-            f"{self.side.describe()} worker (pid {self.pid}) {what}; {status}; its stderr ends:\n{self.stderr_tail()}"
-        )
+        return f"{side.describe()} worker (pid {self.pid}) {what}; {status}; its stderr ends:\n{self.stderr_tail()}"
 
     def stderr_tail(self, lines: int = STDERR_TAIL_LINES) -> str:
         self.stderr.seek(0)
@@ -156,7 +157,7 @@ class SideWorker:
         return self.process.hello
 
     def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        return self.process.request({**message, "slot": self.slot}, timeout_s)
+        return self.process.request({**message, "slot": self.slot}, timeout_s, self.side)
 
 
 def check_same_process(sides: Sequence[Side]) -> None:
