@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "overhead": "envs.overhead",
     "paired": "paired.command",
     "merge": "results.merge",
-    "doctor": "runtime.doctor",
+    "doctor": "doctor_cli",
 }
 HELPS: dict[str, str] = {
     "compare": "compare saved runs: per case medians, ratios and verdicts (table, Markdown, CSV, JSON, plots)",

@@ -1,4 +1,5 @@
-"""`paddle-llm-bench doctor`: can this machine's numbers be trusted? Also the session-start self-check.
+"""Can this machine's numbers be trusted? The checks of `paddle-llm-bench doctor` and of the session-start
+self-check (the command itself: ``doctor_cli``).
 
 On a GPU (Paddle built with CUDA):
 - synchronization really waits: a batch of large matmuls is timed to the host's return (enqueue
@@ -21,9 +22,7 @@ GPU machine without Paddle. Every check is a ``Check(status, name, message)``; `
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -604,26 +603,3 @@ def run_doctor(requested_device: str = "auto") -> DoctorReport:
 def _threads_text() -> str:
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
     return f"{os.cpu_count()} logical CPU cores, OMP_NUM_THREADS={omp}"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from paddle_llm_bench.runtime.device import DEVICE_CHOICES
-
-    parser.add_argument(
-        "--device", choices=DEVICE_CHOICES, default="auto", help="which device to check (default auto: the GPU if any)"
-    )
-    parser.add_argument("--json", action="store_true", help="print the checks and facts as one JSON object")
-
-
-def main(args: argparse.Namespace) -> int:
-    report = run_doctor(args.device)
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2, default=str))
-    else:
-        for line in report.lines():
-            print(line)
-        skipped = [c.name for c in report.checks if c.status == SKIP and c.message.startswith("needs a GPU")]
-        if skipped:
-            print(f"skipped: needs a GPU: {', '.join(skipped)}")
-        print("FAIL: numbers from this setup cannot be trusted" if report.failed else "doctor: no check failed")
-    return 1 if report.failed else 0
