@@ -140,14 +140,25 @@ def test_sides_share_a_process_only_when_one_process_can_be_each_of_them() -> No
         engine.check_same_process([bare, Side("slow", sys.executable, slowdown_fraction=0.1)])
 
 
-def test_a_shared_workers_errors_name_the_side_whose_runner_was_asked() -> None:
-    """One process holds every side's runner; its errors must not all be blamed on the side it started for."""
+def test_a_shared_worker_routes_each_sides_requests_to_its_runner_and_names_that_side_in_errors(
+    llm_cache_dir: Path,
+) -> None:
+    """One process holds every side's runner: each side's turns must come from its own runner (known here:
+    only the suite's reads the CPU time), and its errors must not be blamed on the side it started for."""
     sides = sides_for("bare", "suite")
     workers = engine.start_workers(sides, same_process=True)
     try:
         assert workers[0].process is workers[1].process
         with pytest.raises(engine.CaseError, match=r"^suite: .*no case prepared in slot 1"):
             workers[1].request({"op": "turn", "rounds": 1}, 60.0)
+        case = Case("tiny", "float32", "greedy", NEW_TOKENS, batch_size=1, prompt_tokens=8)
+        for worker in workers:
+            worker.request(prepare_request(case, llm_cache_dir, worker.side.runner), engine.PREPARE_TIMEOUT_S)
+        bare, suite = (
+            round_times(worker.request({"op": "turn", "rounds": 1}, engine.TURN_TIMEOUT_S)["rounds"][0])
+            for worker in workers
+        )
+        assert bare.decode_cpu_ns is None and suite.decode_cpu_ns is not None
         workers[1].process.kill()
         with pytest.raises(engine.WorkerFailed, match=r"^suite \(.*\) worker \(pid \d+\) could not send 'turn'"):
             workers[1].request({"op": "turn", "rounds": 1}, 60.0)
