@@ -12,12 +12,17 @@ What it can simulate, as on real runners:
 - any function raising any NVML error after a number of calls (``fail``), e.g. NOT_SUPPORTED,
   FunctionNotFound (a binding newer than the driver), GPU_IS_LOST mid-case;
 - a driver without the ``_v3`` process query (the binding raises NVMLLibraryMismatchError);
-- an energy counter that advances by a fixed step per read, and a clock event mask.
+- an energy counter that advances by a fixed step per read, and a clock event mask;
+- clock-limit violation counters (``nvmlDeviceGetViolationStatus``: cumulative ns per performance
+  policy) that a test advances with ``FakeGpu.hold_back`` or by a fixed step per read, and policies a
+  GPU does not count (NOT_SUPPORTED); on a MIG slice's own handle the call is NOT_SUPPORTED, as for
+  the other per-GPU readings.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +63,22 @@ class FakeGpu:
     energy_mj: int = 5_000_000
     energy_step_mj: int = 700  # per read: 0.7 J
     clock_event_mask: int = 0x1  # gpu_idle
+    # Violation counters, ns since the driver loaded, by NVML performance policy (NVML_PERF_POLICY_*).
+    violation_ns: dict[int, int] = field(default_factory=dict)
+    violation_step_ns: dict[int, int] = field(default_factory=dict)  # added to a policy's counter at each read
+    uncounted_policies: frozenset[int] = frozenset()  # policies this GPU answers NOT_SUPPORTED for
+
+    def hold_back(self, policy: int, ns: int) -> None:
+        """A limit (``policy``) capped the clocks for ``ns`` nanoseconds: its counter advances by that much."""
+        self.violation_ns[policy] = self.violation_ns.get(policy, 0) + ns
+
+
+@dataclass(frozen=True)
+class ViolationTime:
+    """``pynvml.c_nvmlViolationTime_t``: ``referenceTime`` (CPU timestamp, µs) and ``violationTime`` (ns)."""
+
+    referenceTime: int
+    violationTime: int
 
 
 @dataclass(frozen=True)
@@ -223,6 +244,14 @@ class FakeNvml:
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Handle) -> int:
         return handle.gpu.clock_event_mask
+
+    def nvmlDeviceGetViolationStatus(self, handle: Handle, policy: int) -> ViolationTime:
+        if handle.mig is not None or policy in handle.gpu.uncounted_policies:
+            raise real.NVMLError_NotSupported()
+        if not 0 <= policy < real.NVML_PERF_POLICY_COUNT:
+            raise real.NVMLError_InvalidArgument()
+        handle.gpu.hold_back(policy, handle.gpu.violation_step_ns.get(policy, 0))
+        return ViolationTime(time.time_ns() // 1000, handle.gpu.violation_ns.get(policy, 0))
 
     def _processes(self, handle: Handle) -> list[FakeProcess]:
         if handle.mig is not None:

@@ -23,6 +23,7 @@ import pytest
 from fake_nvml import FakeNvml
 from fake_nvml import gpus as fake_gpus
 from fake_nvml import install as install_fake_nvml
+from pynvml import NVML_PERF_POLICY_POWER as POWER
 
 from paddle_llm_bench.analysis.report import summary_table
 from paddle_llm_bench.core.config import Case, Sweep
@@ -33,7 +34,7 @@ from paddle_llm_bench.runtime.energy import NvmlEnergyCounter, RaplEnergyCounter
 from paddle_llm_bench.runtime.measure import CaseResult, CaseRunner, TokenCountError
 from paddle_llm_bench.runtime.memory import MemoryPeaks
 from paddle_llm_bench.runtime.models import LoadedModel
-from paddle_llm_bench.runtime.nvml import ClockEvents, open_device
+from paddle_llm_bench.runtime.nvml import ClockEvents, ViolationCounters, open_device
 from paddle_llm_bench.runtime.suite import Suite
 
 NEW_TOKENS = 16
@@ -266,13 +267,18 @@ def test_energy_and_clock_events_are_absent_with_the_reason_on_this_cpu(greedy_r
 def test_energy_and_clock_events_are_read_around_each_measured_round(
     loaded: LoadedModel, cpu: Device, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The real tiny model generates; NVML's energy counter and clock events come from the fake NVML.
+    # The real tiny model generates; NVML's energy counter, violation counters and clock events come from the
+    # fake NVML.
     (gpu,) = fake_gpus(1, energy_step_mj=700)
     install_fake_nvml(monkeypatch, FakeNvml([gpu]))
     runner = CaseRunner(loaded, tiny_case("greedy", batch_size=3), cpu)
     runner.energy, runner.clock_events = NvmlEnergyCounter(open_device(0)), ClockEvents(open_device(0))
+    runner.violations = ViolationCounters(open_device(0))
+    runner.warmup(1)
     runner.measured_round()
-    gpu.clock_event_mask = 0x4  # the power cap holds the clocks back from the second round on
+    # The power cap holds the clocks back from the second round on: 5 ms per counter reading, so 5 ms from the
+    # reading before a round's start stamp to the one after its end stamp. The mask after a round sees an idle GPU.
+    gpu.violation_step_ns = {POWER: 5_000_000}
     runner.measured_round()
     runner.measured_round()
     result = runner.result(MemoryPeaks())
@@ -282,8 +288,38 @@ def test_energy_and_clock_events_are_read_around_each_measured_round(
     e2e_s = [(t.end_ns - t.start_ns) / 1e9 for t in result.rounds]
     assert result.samples["average_power_w"] == pytest.approx([0.7 / s for s in e2e_s])
     events = result.as_extra_info()["gpu_clock_events"]
-    assert events["masks"] == [0x1, 0x4, 0x4] and events["slowdowns"] == ["sw_power_cap"]
-    assert "after 2 of 3 measured rounds" in events["warning"]
+    assert len(runner.round_violations) == 3  # measured rounds only, not the warm-up
+    assert events["violation_ns"]["power"] == [0, 5_000_000, 5_000_000] and events["held_back_by"] == ["power"]
+    assert events["violation_ns"]["thermal"] == [0, 0, 0]
+    assert events["violation_percent_of_round"]["power"][1:] == pytest.approx(
+        [0.5e9 / (t.end_ns - t.start_ns) for t in result.rounds[1:]], rel=1e-3
+    )
+    assert events["masks_after_round"] == [0x1, 0x1, 0x1] and events["reasons_after_rounds"] == ["gpu_idle"]
+    assert "clocks held back during 2 of 3 measured rounds (power limit up to" in events["warning"]
+    assert f"WARNING: {result.case.id}: {events['warning']}" in summary_table([result.as_extra_info()])
+
+
+def test_the_violation_counters_are_read_outside_the_timed_span(
+    loaded: LoadedModel, cpu: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_nvml(monkeypatch, FakeNvml(fake_gpus(1)))
+    runner = CaseRunner(loaded, tiny_case("greedy"), cpu)
+    counters = ViolationCounters(open_device(0))
+    spans: list[tuple[int, int]] = []  # (entered, returned) of each reading
+
+    def timed_read() -> dict[str, int] | None:
+        entered = time.perf_counter_ns()
+        values: dict[str, int] | None = ViolationCounters.read(counters)
+        spans.append((entered, time.perf_counter_ns()))
+        return values
+
+    monkeypatch.setattr(counters, "read", timed_read)
+    runner.violations = counters
+    runner.measured_round()
+    runner.measured_round()
+    for times, (before, after) in zip(runner.rounds, zip(spans[::2], spans[1::2], strict=True), strict=True):
+        assert before[1] <= times.start_ns and after[0] >= times.end_ns
+    assert runner.round_violations == [{"power": 0, "thermal": 0, "board_limit": 0, "reliability": 0}] * 2
 
 
 def test_an_energy_counter_that_does_not_advance_is_absent_not_zero(

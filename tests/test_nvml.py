@@ -1,5 +1,6 @@
 """NVML on the GPU path, through the fake NVML (tests/fake_nvml.py): finding the right GPU, MIG,
-errors that become reasons, the process list, energy counters and clock events; the nvidia-ml-py pin."""
+errors that become reasons, the process list, energy counters, clock-limit violation counters and clock
+events; the nvidia-ml-py pin."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 import pynvml as real_pynvml
 import pytest
 import tomllib
-from fake_nvml import GIB, FakeMig, FakeNvml, FakeProcess, gpus, install, mig_uuid_of, uuid_of
+from fake_nvml import GIB, FakeMig, FakeNvml, FakeProcess, ViolationTime, gpus, install, mig_uuid_of, uuid_of
 from packaging.requirements import Requirement
 
+from paddle_llm_bench.core.metrics import RoundTimes
 from paddle_llm_bench.runtime.device import Device
 from paddle_llm_bench.runtime.energy import NvmlEnergyCounter, RaplEnergyCounter
 from paddle_llm_bench.runtime.measure import clock_events_summary, round_probes
@@ -22,6 +24,7 @@ from paddle_llm_bench.runtime.nvml import (
     CudaIdentity,
     NvmlUnavailable,
     ProcessesUnreadable,
+    ViolationCounters,
     clock_event_mask,
     garbled_process_entries,
     open_device,
@@ -30,6 +33,9 @@ from paddle_llm_bench.runtime.nvml import (
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = Device("gpu", 0, "NVIDIA H100 80GB HBM3")
+POWER, THERMAL = real_pynvml.NVML_PERF_POLICY_POWER, real_pynvml.NVML_PERF_POLICY_THERMAL
+BOARD_LIMIT, RELIABILITY = real_pynvml.NVML_PERF_POLICY_BOARD_LIMIT, real_pynvml.NVML_PERF_POLICY_RELIABILITY
+MS = 1_000_000  # ns
 
 
 def mig_gpu(processes: list[FakeProcess] | None = None) -> FakeNvml:
@@ -49,6 +55,11 @@ def test_the_fake_uses_only_names_the_real_pynvml_has() -> None:
         name for name in names if not hasattr(real_pynvml, name)
     ]
     assert module.NVMLError_NoPermission is real_pynvml.NVMLError_NoPermission
+
+
+def test_the_fakes_violation_record_has_the_real_structs_fields() -> None:
+    real_fields = [name for name, _ in real_pynvml.c_nvmlViolationTime_t._fields_]
+    assert real_fields == list(ViolationTime.__dataclass_fields__) == ["referenceTime", "violationTime"]
 
 
 # Item 3: the right GPU, by UUID or PCI bus id, not by CUDA's index.
@@ -157,7 +168,8 @@ def test_nvidia_ml_py_is_pinned_to_the_tested_range_and_the_installed_one_is_in_
     assert "12.535.77" not in spec.specifier  # reads a larger process record: garbled on every other driver
 
 
-# Item 5: the clock event reasons fall back to the older call; read around the rounds.
+# Item 5: the clock event reasons fall back to the older call; clock limits during the rounds come from
+# NVML's violation counters, read right before each round's start stamp and right after its end stamp.
 
 
 def test_clock_events_fall_back_when_the_driver_lacks_the_newer_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,17 +181,97 @@ def test_clock_events_fall_back_when_the_driver_lacks_the_newer_call(monkeypatch
     assert fake.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 1
 
 
-def test_clock_events_summary_warns_about_slowdowns_during_the_rounds() -> None:
-    assert clock_events_summary([0x1, 0x1]) == {
-        "masks": [1, 1],
-        "reasons": ["gpu_idle"],
-        "slowdowns": [],
-        "rounds_slowed": 0,
-    }
-    summary = clock_events_summary([0x1, 0x4, 0x44])
-    assert summary["slowdowns"] == ["sw_power_cap", "hw_thermal_slowdown"] and summary["rounds_slowed"] == 2
-    assert "after 2 of 3 measured rounds" in summary["warning"]
-    assert clock_events_summary([0x1, None]) == {} and clock_events_summary([]) == {}
+def round_of(wall_ms: int, mask: int | None = 0x1) -> RoundTimes:
+    """A measured round of ``wall_ms`` (two steps) whose clock event mask, read after it, is ``mask``."""
+    return RoundTimes(0, (wall_ms * MS // 2, wall_ms * MS), wall_ms * MS, clock_event_mask=mask)
+
+
+def test_counters_that_advance_during_a_round_give_the_warning_though_the_gpu_is_idle_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (gpu,) = gpus(1, violation_ns={POWER: 7 * MS})  # counters are cumulative: some ns before the case
+    install(monkeypatch, FakeNvml([gpu]))
+    counters = ViolationCounters(open_device(0))
+    deltas = []
+    for capped_ms in (0, 30, 0):
+        start = counters.read()  # right before the round's start stamp
+        gpu.hold_back(POWER, capped_ms * MS)  # a power cap during the round
+        deltas.append(counters.delta(start, counters.read()))  # right after its end stamp
+    summary = clock_events_summary([round_of(100)] * 3, deltas, counters.not_counted)
+    assert summary["violation_ns"]["power"] == [0, 30 * MS, 0] and summary["violation_ns"]["thermal"] == [0, 0, 0]
+    assert summary["violation_percent_of_round"]["power"] == [0.0, 30.0, 0.0]
+    assert summary["held_back_by"] == ["power"] and summary["rounds_held_back"] == 1
+    assert summary["reasons_after_rounds"] == ["gpu_idle"]  # what the old after-the-round mask saw
+    assert summary["warning"].startswith("clocks held back during 1 of 3 measured rounds (power limit up to 30.0 %")
+
+
+def test_counters_that_do_not_advance_during_the_rounds_give_no_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    (gpu,) = gpus(1)
+    install(monkeypatch, FakeNvml([gpu]))
+    counters = ViolationCounters(open_device(0))
+    deltas = []
+    for _ in range(3):
+        start = counters.read()
+        end = counters.read()
+        deltas.append(counters.delta(start, end))
+        gpu.hold_back(THERMAL, 50 * MS)  # between rounds, outside the timed span: not the rounds' concern
+    summary = clock_events_summary([round_of(100, mask=0x4)] * 3, deltas)  # a power cap bit read at idle
+    assert summary["held_back_by"] == [] and summary["rounds_held_back"] == 0 and "warning" not in summary
+    assert set(summary["violation_ns"]) == {"power", "thermal", "board_limit", "reliability"}
+
+
+def test_the_summary_needs_every_round_read() -> None:
+    assert clock_events_summary([round_of(100)] * 2, [{"power": 0, "thermal": 0}, None]) == {}
+    assert clock_events_summary([], []) == {}
+    assert "masks_after_round" not in clock_events_summary([round_of(100, mask=None)], [{"power": 1, "thermal": 0}])
+
+
+@pytest.mark.parametrize(
+    "error",
+    [real_pynvml.NVMLError_NotSupported, real_pynvml.NVMLError_FunctionNotFound, real_pynvml.NVMLError_NoPermission],
+)
+def test_an_unsupported_violation_call_makes_clock_limits_absent_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    fake = install(monkeypatch, FakeNvml(gpus(1)))
+    fake.fail("nvmlDeviceGetViolationStatus", error)
+    counters = ViolationCounters(open_device(0))
+    assert counters.read() is None and counters.read() is None
+    assert fake.calls["nvmlDeviceGetViolationStatus"] == 1  # not asked again
+    reason = str(counters.absent_reason)
+    assert "power violation counter is unreadable" in reason and error.__name__ in reason
+    assert clock_events_summary([round_of(100)], [counters.delta(None, None)]) == {}
+
+
+def test_limits_a_gpu_does_not_count_are_left_out_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    (gpu,) = gpus(1, uncounted_policies=frozenset({BOARD_LIMIT, RELIABILITY}))
+    install(monkeypatch, FakeNvml([gpu]))
+    counters = ViolationCounters(open_device(0))
+    start = counters.read()
+    gpu.hold_back(THERMAL, 10 * MS)
+    delta = counters.delta(start, counters.read())
+    assert delta == {"power": 0, "thermal": 10 * MS} and counters.absent_reason is None
+    assert set(counters.not_counted) == {"board_limit", "reliability"}
+    assert "NVMLError_NotSupported" in counters.not_counted["reliability"]
+    summary = clock_events_summary([round_of(100)], [delta], counters.not_counted)
+    assert summary["not_counted"] == counters.not_counted and summary["held_back_by"] == ["thermal"]
+
+
+def test_violation_counters_on_a_mig_slice_are_the_physical_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, mig_gpu(), cuda_visible_devices=mig_uuid_of(1))
+    counters = ViolationCounters(open_device(0))  # the slice's own handle answers NOT_SUPPORTED in the fake
+    start = counters.read()
+    fake.gpus[0].hold_back(POWER, MS)
+    assert counters.delta(start, counters.read()) == {"power": MS, "thermal": 0, "board_limit": 0, "reliability": 0}
+
+
+def test_violation_counters_failing_mid_case_stop_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, FakeNvml(gpus(1)))
+    fake.fail("nvmlDeviceGetViolationStatus", real_pynvml.NVMLError_GpuIsLost, after_calls=4)
+    counters = ViolationCounters(open_device(0))
+    start = counters.read()  # 4 calls: one per policy
+    assert start is not None and counters.delta(start, counters.read()) is None
+    assert "became unreadable" in str(counters.absent_reason) and "NVMLError_GpuIsLost" in str(counters.absent_reason)
 
 
 def test_a_clock_event_reader_that_fails_stops_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,8 +288,8 @@ def test_a_clock_event_reader_that_fails_stops_with_the_reason(monkeypatch: pyte
 
 def test_the_gpu_energy_counter_gives_microjoules_between_readings(monkeypatch: pytest.MonkeyPatch) -> None:
     install(monkeypatch, FakeNvml(gpus(1)))
-    energy, clock_events = round_probes(GPU)
-    assert isinstance(energy, NvmlEnergyCounter) and clock_events.read() == 0x1
+    energy, clock_events, violations = round_probes(GPU)
+    assert isinstance(energy, NvmlEnergyCounter) and clock_events.read() == 0x1 and violations.read() is not None
     start, end = energy.read(), energy.read()
     assert energy.delta_uj(start, end) == 700_000 and energy.absent_reason is None
 
@@ -216,9 +308,10 @@ def test_without_nvml_the_gpu_probes_say_why(monkeypatch: pytest.MonkeyPatch) ->
     # No NVIDIA driver: nvmlInit raises what the real pynvml raises there (so also on a runner that has one).
     fake = install(monkeypatch, FakeNvml([]))
     fake.fail("nvmlInit", real_pynvml.NVMLError_LibraryNotFound)
-    energy, clock_events = round_probes(GPU)
+    energy, clock_events, violations = round_probes(GPU)
     assert energy.read() is None and "NVMLError_LibraryNotFound" in str(energy.absent_reason)
     assert clock_events.read() is None and "NVMLError_LibraryNotFound" in str(clock_events.absent_reason)
+    assert violations.read() is None and "NVMLError_LibraryNotFound" in str(violations.absent_reason)
 
 
 def write_rapl(root: Path, energy_uj: int, max_range_uj: int = 262_143_328_850) -> None:

@@ -425,7 +425,8 @@ def _state_checks(report: DoctorReport, facts: dict[str, Any]) -> None:
 
 
 def judge_throttle_facts(facts: dict[str, Any]) -> Check:
-    """At idle, before any load; the measured rounds read them again (``gpu_clock_events`` per case)."""
+    """At idle, before any load. What capped the clocks during the measured rounds comes from NVML's violation
+    counters, read around each round (``gpu_clock_events`` per case)."""
     if "gpu_throttle_reasons_mask" in facts:
         return judge_throttle(facts["gpu_throttle_reasons_mask"])
     return Check(WARN, "throttle reasons", f"unreadable: {facts.get('gpu_throttle_reasons_mask_absent')}")

@@ -6,7 +6,10 @@ search). It synchronizes the device before reading the clock. Nothing here impor
 
 Each round also reads, outside its timed span: the process CPU time at the first token and at the
 end (host overhead), the device energy counter at the start and end (energy per round), and on a
-GPU the clock event ("throttle") reasons after the end (``metrics`` and docs/gpu-path.md).
+GPU NVML's clock-limit violation counters right before the start stamp and right after the end
+stamp (their increase is the time a power, thermal, board or reliability limit capped the clocks
+during the round) and the clock event ("throttle") reasons after the end, when the GPU is idle again
+(informative only) (``metrics`` and docs/gpu-path.md).
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ from paddle_llm_bench.runtime.energy import EnergyCounter, NoEnergyCounter, Nvml
 from paddle_llm_bench.runtime.memory import MemoryPeaks
 from paddle_llm_bench.runtime.models import LoadedModel
 from paddle_llm_bench.runtime.nvml import (
-    SLOWDOWN_REASONS,
     ClockEvents,
     NvmlUnavailable,
+    ViolationCounters,
     decode_throttle_reasons,
     open_device,
 )
@@ -119,7 +122,7 @@ class CaseResult:
     bandwidth: dict[str, Any] = field(default_factory=dict)  # batch 1 on a GPU: share of the bandwidth ceiling
     measurement_error: str | None = None  # a figure that cannot be true (e.g. above the bandwidth ceiling)
     host_load: dict[str, Any] = field(default_factory=dict)  # the machine's load while measuring
-    gpu_clock_events: dict[str, Any] = field(default_factory=dict)  # GPU: throttle reasons after each round
+    gpu_clock_events: dict[str, Any] = field(default_factory=dict)  # GPU: clock limits during the rounds
 
     def median(self, metric: str) -> float | None:
         values = self.samples.get(metric)
@@ -189,11 +192,17 @@ class CaseRunner:
         self._synchronize = device.synchronize
         self._step_synchronize = step_synchronize(device)
         self.rounds: list[RoundTimes] = []
+        # Per measured round: each violation counter's increase (ns) from before the start stamp to after the end.
+        self.round_violations: list[dict[str, int] | None] = []
         self.digests: set[str] = set()
-        self.energy, self.clock_events = round_probes(device)
+        self.energy, self.clock_events, self.violations = round_probes(device)
 
     def generate_once(self) -> RoundTimes:
         """One generation: synchronized start, per-step stamps, synchronized end, exact count checked."""
+        return self._generate()[0]
+
+    def _generate(self) -> tuple[RoundTimes, dict[str, int] | None]:
+        """``generate_once`` and the violation counters' increases during the round (None where not read)."""
         paddle = import_paddle()
         from paddlenlp.generation.stopping_criteria import StoppingCriteriaList
 
@@ -201,6 +210,7 @@ class CaseRunner:
         criteria = StoppingCriteriaList([clock])
         self._synchronize()
         energy_start = self.energy.read()
+        violations_start = self.violations.read()
         start_ns = time.perf_counter_ns()
         with paddle.no_grad():
             output_ids, _scores = self.loaded.model.generate(
@@ -213,6 +223,7 @@ class CaseRunner:
         end_ns = time.perf_counter_ns()
         end_cpu_ns = time.process_time_ns()
         energy_end = self.energy.read()
+        violations_end = self.violations.read()
         clock_event_mask = self.clock_events.read()
         expected = [self.case.batch_size, self.case.max_new_tokens]
         shape = list(output_ids.shape)
@@ -229,7 +240,7 @@ class CaseRunner:
             )
         if DECODINGS[self.case.decoding].deterministic:
             self.digests.add(_digest(ids))
-        return RoundTimes(
+        times = RoundTimes(
             start_ns,
             tuple(clock.step_ns),
             end_ns,
@@ -239,6 +250,7 @@ class CaseRunner:
             else self.energy.delta_uj(energy_start, energy_end),
             clock_event_mask=clock_event_mask,
         )
+        return times, self.violations.delta(violations_start, violations_end)
 
     def _energy_uj(self, start: Any, end: Any) -> int | None:
         return None if start is None or end is None else self.energy.delta_uj(start, end)
@@ -248,7 +260,9 @@ class CaseRunner:
             self.generate_once()
 
     def measured_round(self) -> None:
-        self.rounds.append(self.generate_once())
+        times, violations = self._generate()
+        self.rounds.append(times)
+        self.round_violations.append(violations)
 
     def result(self, memory: MemoryPeaks, warmup_rounds: int = 0) -> CaseResult:
         per_round = [round_metrics(t, self.case.batch_size, self.case.prompt_tokens) for t in self.rounds]
@@ -271,9 +285,9 @@ class CaseRunner:
             digest = next(iter(self.digests))
         elif self.digests:
             absent["output_digest"] = f"{len(self.digests)} different outputs across rounds of a deterministic decoding"
-        clock_events = clock_events_summary([t.clock_event_mask for t in self.rounds])
+        clock_events = clock_events_summary(self.rounds, self.round_violations, self.violations.not_counted)
         if not clock_events and self.rounds:
-            absent["gpu_clock_events"] = self.clock_events.absent_reason or "not read in every round"
+            absent["gpu_clock_events"] = self.violations.absent_reason or "not read in every round"
         return CaseResult(
             case=self.case,
             device=self.device.describe(),
@@ -306,36 +320,53 @@ class CaseRunner:
         return "the energy counter was not read in every round"
 
 
-def round_probes(device: Device) -> tuple[EnergyCounter, ClockEvents]:
-    """The energy counter and the clock-event reader for ``device``; each says why where it has none."""
+def round_probes(device: Device) -> tuple[EnergyCounter, ClockEvents, ViolationCounters]:
+    """The energy counter, the clock-event reader and the violation counters for ``device``; each says why
+    where it has none."""
     if device.kind != "gpu":
-        return RaplEnergyCounter(), ClockEvents(None, "on a CPU: clock event reasons are a GPU reading (NVML)")
+        why = "on a CPU: clock limits are a GPU reading (NVML)"
+        return RaplEnergyCounter(), ClockEvents(None, why), ViolationCounters(None, why)
     try:
         nvml = open_device(device.index)
     except NvmlUnavailable as error:
-        return NoEnergyCounter(str(error)), ClockEvents(None, str(error))
-    return NvmlEnergyCounter(nvml), ClockEvents(nvml)
+        return NoEnergyCounter(str(error)), ClockEvents(None, str(error)), ViolationCounters(None, str(error))
+    return NvmlEnergyCounter(nvml), ClockEvents(nvml), ViolationCounters(nvml)
 
 
-def clock_events_summary(masks: list[int | None]) -> dict[str, Any]:
-    """The reasons seen after the measured rounds, and those that slow the GPU; {} unless every round was read."""
-    if not masks or any(mask is None for mask in masks):
+def clock_events_summary(
+    rounds: list[RoundTimes], violations: list[dict[str, int] | None], not_counted: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What held the GPU's clocks back during the measured rounds: each violation counter's increase per round
+    (ns, and % of the round's wall time) and a warning where one advanced; {} unless every round was read.
+    The clock event reasons read after each round (the GPU idle again) are kept as context, not as the verdict."""
+    if not rounds or len(violations) != len(rounds) or any(v is None for v in violations):
         return {}
-    read = [int(mask) for mask in masks if mask is not None]
-    combined = 0
-    for mask in read:
-        combined |= mask
-    slowed = [mask for mask in read if set(decode_throttle_reasons(mask)) & SLOWDOWN_REASONS]
-    slowdowns = [reason for reason in decode_throttle_reasons(combined) if reason in SLOWDOWN_REASONS]
+    read = [v for v in violations if v is not None]
+    wall_ns = [max(t.end_ns - t.start_ns, 1) for t in rounds]
+    by_policy = {name: [r[name] for r in read] for name in read[0]}
+    percent = {name: [round(100 * ns / wall, 3) for ns, wall in zip(values, wall_ns, strict=True)]
+               for name, values in by_policy.items()}  # fmt: skip
+    held_back = [name for name, values in by_policy.items() if any(values)]
+    rounds_held = sum(1 for r in read if any(r.values()))
     summary: dict[str, Any] = {
-        "masks": read,
-        "reasons": decode_throttle_reasons(combined),
-        "slowdowns": slowdowns,
-        "rounds_slowed": len(slowed),
+        "violation_ns": by_policy,
+        "violation_percent_of_round": percent,
+        "held_back_by": held_back,
+        "rounds_held_back": rounds_held,
     }
-    if slowdowns:
+    if not_counted:
+        summary["not_counted"] = dict(not_counted)
+    masks = [t.clock_event_mask for t in rounds]
+    if all(mask is not None for mask in masks):
+        combined = 0
+        for mask in masks:
+            combined |= int(mask or 0)
+        summary["masks_after_round"] = masks
+        summary["reasons_after_rounds"] = decode_throttle_reasons(combined)
+    if held_back:
+        worst = ", ".join(f"{name} limit up to {max(percent[name]):.1f} %" for name in held_back)
         summary["warning"] = (
-            f"clocks held back by {', '.join(slowdowns)} after {len(slowed)} of {len(read)} measured rounds: "
+            f"clocks held back during {rounds_held} of {len(read)} measured rounds ({worst} of a round's time): "
             "these figures are slower than the GPU runs unthrottled"
         )
     return summary

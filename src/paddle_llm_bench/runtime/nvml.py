@@ -1,8 +1,9 @@
 """NVML for the GPU path: the right device, readings that fail as reasons, never as crashes.
 
 Shared by ``doctor`` (facts and checks), ``memory`` (this process's GPU memory), ``energy`` and
-``measure`` (energy and clock events around each measured round). Imports pynvml (nvidia-ml-py)
-and, to identify Paddle's GPU, the CUDA driver library through ctypes; never Paddle.
+``measure`` (energy, clock-limit violation counters and clock events around each measured round).
+Imports pynvml (nvidia-ml-py) and, to identify Paddle's GPU, the CUDA driver library through ctypes;
+never Paddle.
 
 Which GPU (docs/gpu-path.md): CUDA numbers devices its own way (``CUDA_VISIBLE_DEVICES`` may list
 ``GPU-<uuid>`` or ``MIG-<uuid>`` entries, and ``CUDA_DEVICE_ORDER`` defaults to fastest first)
@@ -13,7 +14,13 @@ is right only when CUDA orders GPUs as NVML does. A UUID that matches nothing is
 "GPU 0".
 
 On a MIG slice the device handle is the slice's (its processes, its memory) and ``gpu_handle`` is
-the physical GPU's (clocks, power, energy, clock events: NVML reports those per GPU).
+the physical GPU's (clocks, power, energy, clock events, violation counters: NVML reports those per GPU).
+
+What held the clocks back during a round comes from NVML's violation counters
+(``nvmlDeviceGetViolationStatus``: nanoseconds, cumulative, per performance policy), read before the
+round's start stamp and after its end stamp: their increase is the time a power, thermal, board or
+reliability limit capped the clocks inside the round. The clock event mask says only what holds
+them back at the instant it is read, which after a round's closing synchronize is an idle GPU.
 """
 
 from __future__ import annotations
@@ -62,6 +69,17 @@ SLOWDOWN_REASONS = frozenset(
         "board_limit",
         "reliability",
     }
+)
+
+
+# NVML performance policies whose violation counters say a limit capped the clocks (nvmlPerfPolicyType_t):
+# (name in records, pynvml constant, required). Without a required one the verdict is absent; an optional one
+# a GPU does not count is left out with the reason.
+VIOLATION_POLICIES: tuple[tuple[str, str, bool], ...] = (
+    ("power", "NVML_PERF_POLICY_POWER", True),
+    ("thermal", "NVML_PERF_POLICY_THERMAL", True),
+    ("board_limit", "NVML_PERF_POLICY_BOARD_LIMIT", False),
+    ("reliability", "NVML_PERF_POLICY_RELIABILITY", False),
 )
 
 
@@ -287,6 +305,11 @@ def clock_event_mask(pynvml: Any, gpu_handle: Any) -> int:
     return int(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(gpu_handle))
 
 
+def violation_ns(pynvml: Any, gpu_handle: Any, policy: int) -> int:
+    """Nanoseconds (cumulative, since the driver loaded) the clocks were held back by ``policy``."""
+    return int(pynvml.nvmlDeviceGetViolationStatus(gpu_handle, policy).violationTime)
+
+
 def driver_version(pynvml: Any) -> str:
     return _text(pynvml.nvmlSystemGetDriverVersion())
 
@@ -339,7 +362,9 @@ def process_used_bytes(device: NvmlDevice, pid: int) -> int | None:
 
 
 class ClockEvents:
-    """The physical GPU's clock event reasons, read after each measured round; None once unreadable."""
+    """The physical GPU's clock event reasons at the instant of reading; None once unreadable. Read after each
+    measured round's closing synchronize, when the GPU is idle: informative only; whether a limit held the
+    clocks back during the round is ``ViolationCounters``' verdict."""
 
     def __init__(self, device: NvmlDevice | None, absent_reason: str | None = None) -> None:
         self.device = device
@@ -353,3 +378,62 @@ class ClockEvents:
         except self.device.errors as error:
             self.absent_reason = f"clock event reasons unreadable: {explain(error)}"
             return None
+
+
+class ViolationCounters:
+    """The physical GPU's violation counters (ns per policy of ``VIOLATION_POLICIES``), read right before a
+    round's start stamp and right after its end stamp. The first reading finds which policies this GPU
+    counts; ``read()`` gives None once unreadable, and ``absent_reason`` says why."""
+
+    def __init__(self, device: NvmlDevice | None, absent_reason: str | None = None) -> None:
+        self.device = device
+        self.absent_reason = absent_reason
+        self.policies: dict[str, int] | None = None  # name -> NVML policy, fixed by the first reading
+        self.not_counted: dict[str, str] = {}  # optional policies this GPU or driver does not count, and why
+
+    def read(self) -> dict[str, int] | None:
+        if self.device is None or self.absent_reason is not None:
+            return None
+        if self.policies is None:
+            return self._first_read(self.device)
+        try:
+            return {
+                name: violation_ns(self.device.pynvml, self.device.gpu_handle, p) for name, p in self.policies.items()
+            }
+        except self.device.errors as error:
+            self.absent_reason = f"NVML's clock-limit violation counters became unreadable: {explain(error)}"
+            return None
+
+    def _first_read(self, device: NvmlDevice) -> dict[str, int] | None:
+        values: dict[str, int] = {}
+        policies: dict[str, int] = {}
+        for name, constant, required in VIOLATION_POLICIES:
+            policy = getattr(device.pynvml, constant, None)
+            if policy is None:
+                why = f"this nvidia-ml-py has no {constant}"
+            else:
+                try:
+                    values[name], policies[name] = violation_ns(device.pynvml, device.gpu_handle, policy), policy
+                    continue
+                except device.errors as error:
+                    why = f"nvmlDeviceGetViolationStatus({constant}) failed: {explain(error)}"
+            if required:
+                self.absent_reason = (
+                    f"NVML's {name} violation counter is unreadable, so clock limits are not known: {why}"
+                )
+                return None
+            self.not_counted[name] = why
+        self.policies = policies
+        return values
+
+    def delta(self, start: dict[str, int] | None, end: dict[str, int] | None) -> dict[str, int] | None:
+        """Each counter's increase between two readings; None where either is missing or a counter went back."""
+        if start is None or end is None:
+            return None
+        back = [name for name in start if end[name] < start[name]]
+        if back:
+            self.absent_reason = (
+                f"NVML's {', '.join(back)} violation counter went backwards during a round (the driver was reloaded?)"
+            )
+            return None
+        return {name: end[name] - start[name] for name in start}
