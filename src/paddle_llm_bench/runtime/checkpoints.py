@@ -5,6 +5,14 @@ inside PaddleNLP that does not name the file. Checked here, without Paddle and w
 weights: ``config.json`` is a JSON object whose size fields are positive whole numbers; each
 safetensors file's header parses and the file holds every byte its header promises; a sharded
 checkpoint's index names shards that exist.
+
+``torch_weights`` tells a checkpoint PyTorch saved (a Hugging Face directory) from one Paddle saved:
+PaddleNLP loads the former only through its converter (``convert_from_torch``: Linear weights
+transposed, names mapped). The signal is the one PaddleNLP's own loader goes by: the safetensors
+header's ``__metadata__["format"]``, which Hugging Face's ``save_pretrained`` sets to ``"pt"`` and
+PaddleNLP's to ``"np"`` (PaddleNLP refuses any other); and ``pytorch_model*.bin`` files, which only
+PyTorch writes. ``config.json`` fields are no signal: converted checkpoints keep Hugging Face's
+config, and a config says nothing of the weights' layout.
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ POSITIVE_CONFIG_FIELDS = (
     "max_position_embeddings",
 )
 HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
+TORCH_FORMAT = "pt"  # safetensors metadata "format" of weights PyTorch saved (Paddle's: "np")
+SAFE_INDEX, SAFE_WEIGHTS = "model.safetensors.index.json", "model.safetensors"
+PADDLE_INDEX, PADDLE_WEIGHTS = "model_state.pdparams.index.json", "model_state.pdparams"
+TORCH_INDEX, TORCH_WEIGHTS = "pytorch_model.bin.index.json", "pytorch_model.bin"
 
 
 class CheckpointError(Exception):
@@ -38,12 +50,12 @@ def check_checkpoint_files(directory: Path) -> None:
     if not (directory / "config.json").is_file():
         return
     _check_config(directory / "config.json", fix)
-    index = directory / "model.safetensors.index.json"
+    index = directory / SAFE_INDEX
     if index.is_file():
         for shard in _shards(index, fix):
             _check_safetensors(directory / shard, fix)
-    elif (directory / "model.safetensors").is_file():
-        _check_safetensors(directory / "model.safetensors", fix)
+    elif (directory / SAFE_WEIGHTS).is_file():
+        _check_safetensors(directory / SAFE_WEIGHTS, fix)
 
 
 def _read_json(path: Path, fix: str) -> Any:
@@ -78,8 +90,43 @@ def _shards(index: Path, fix: str) -> list[str]:
     return [name for name in shards if name.endswith(".safetensors")]
 
 
-def _check_safetensors(path: Path, fix: str) -> None:
-    """The 8-byte header length, the JSON header, and a file long enough for every tensor it lists."""
+def torch_weights(directory: Path) -> Path | None:
+    """The weight file PaddleNLP loads from ``directory`` if PyTorch saved it (it must be converted), else None.
+
+    PaddleNLP's order: sharded safetensors, safetensors, Paddle's pdparams (sharded or not), then
+    PyTorch's ``pytorch_model.bin`` (sharded or not)."""
+    fix = f"save every weight file in {directory} from the same framework (re-export the checkpoint)"
+    if (directory / SAFE_INDEX).is_file():
+        shards = [directory / name for name in _shards(directory / SAFE_INDEX, fix)]
+        formats = {shard.name: safetensors_format(shard, fix) for shard in shards}
+        torch = [name for name, saved in formats.items() if saved == TORCH_FORMAT]
+        if torch and len(torch) < len(formats):
+            raise CheckpointError(
+                f"{directory / SAFE_INDEX}: shards {', '.join(torch)} were saved by PyTorch (format "
+                f"{TORCH_FORMAT!r}), the others not: {formats}; {fix}"
+            )
+        return directory / SAFE_INDEX if torch else None
+    if (directory / SAFE_WEIGHTS).is_file():
+        weights = directory / SAFE_WEIGHTS
+        return weights if safetensors_format(weights, fix) == TORCH_FORMAT else None
+    if (directory / PADDLE_INDEX).is_file() or (directory / PADDLE_WEIGHTS).is_file():
+        return None
+    for name in (TORCH_INDEX, TORCH_WEIGHTS):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def safetensors_format(path: Path, fix: str) -> str | None:
+    """The ``format`` a safetensors file's header metadata names ("pt": PyTorch, "np": Paddle), None if none."""
+    header, _length, _size = _read_header(path, fix)
+    metadata = header.get("__metadata__")
+    saved = metadata.get("format") if isinstance(metadata, dict) else None
+    return saved if isinstance(saved, str) else None
+
+
+def _read_header(path: Path, fix: str) -> tuple[dict[str, Any], int, int]:
+    """A safetensors file's JSON header, its length and the file's size."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -97,6 +144,12 @@ def _check_safetensors(path: Path, fix: str) -> None:
         raise CheckpointError(f"{path} has a corrupt header ({error}); {fix}") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} has a corrupt header (not a JSON object); {fix}")
+    return header, length, size
+
+
+def _check_safetensors(path: Path, fix: str) -> None:
+    """The 8-byte header length, the JSON header, and a file long enough for every tensor it lists."""
+    header, length, size = _read_header(path, fix)
     data_bytes = size - 8 - length
     needed = max(_end_offset(path, name, entry, fix) for name, entry in header.items()) if header else 0
     if needed > data_bytes:

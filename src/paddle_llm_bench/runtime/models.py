@@ -4,11 +4,19 @@ A synthetic preset is written once into the cache as an ordinary checkpoint dire
 (``config.json`` + ``model.safetensors``) and then loaded through
 ``AutoModelForCausalLM.from_pretrained``, the path users rely on. With the output length forced,
 generation speed does not depend on the weights' values, so random weights cost what real ones do.
+
+A checkpoint directory PyTorch saved (a Hugging Face download: safetensors with metadata format
+"pt", or ``pytorch_model*.bin``; ``checkpoints.torch_weights``) is converted once per cache by
+PaddleNLP's own converter (what ``from_pretrained(convert_from_torch=True)`` runs: names mapped,
+Linear weights transposed) into ``<cache>/converted/``, and that Paddle checkpoint is loaded. The
+user's directory is only read (``convert_from_torch`` itself writes ``model_state.pdparams`` into it,
+fails on a read-only one, converts again at every load, and cannot load with ``low_cpu_mem_usage``).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import tempfile
@@ -20,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from paddle_llm_bench.core.config import HUB_PREFIX, QUANTIZED_DTYPES, ConfigError
+from paddle_llm_bench.runtime.checkpoints import PADDLE_WEIGHTS, CheckpointError, torch_weights
 from paddle_llm_bench.runtime.device import Device, first_line, import_paddle, import_paddlenlp
 
 # The prompt of the field report (docs/facts.md §1): "write a quicksort".
@@ -89,6 +98,10 @@ PROBE_NEW_TOKENS = 2
 # Bump when the way synthetic checkpoints are written changes: old cache entries are then rebuilt.
 SYNTHETIC_FORMAT = 1
 WEIGHT_SCALE = 0.02
+# Bump when the way PyTorch checkpoints are converted into the cache changes.
+CONVERTED_FORMAT = 1
+# Files a converted copy is keyed on (with their sizes and modification times): another file, another copy.
+CONVERSION_INPUTS = ("config.json", "model*.safetensors*", "pytorch_model*.bin*")
 
 
 def default_cache_dir() -> Path:
@@ -132,18 +145,71 @@ def _synthetic_checkpoint(
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     progress(f"building synthetic {preset} (random weights, seed {seed}) into {target} - once per cache")
+    return _build_atomically(target, "model.safetensors", lambda staging: _write_synthetic(architecture, staging, seed))
+
+
+def _build_atomically(target: Path, weights: str, build: Callable[[Path], None]) -> Path:
+    """``build`` a checkpoint into a staging directory next to ``target``, then rename it into place: no
+    half-written checkpoint is ever at ``target``, and a concurrent build's result is as good as ours."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _write_synthetic(architecture, staging, seed)
+        build(staging)
         try:
             staging.rename(target)
         except OSError:  # another process finished first: theirs is as good as ours
-            if not (target / "model.safetensors").is_file():
+            if not (target / weights).is_file():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def converted_checkpoint(
+    directory: Path, weight_file: Path, cache_dir: Path, progress: Callable[[str], None] = print
+) -> Path:
+    """A Paddle copy (``config.json`` + ``model_state.pdparams``) of the PyTorch checkpoint in ``directory``,
+    whose weights PaddleNLP would load from ``weight_file``; converted once per cache and per file version."""
+    target = cache_dir / "converted" / f"{directory.resolve().name}-{_conversion_key(directory)}"
+    if (target / "config.json").is_file() and (target / PADDLE_WEIGHTS).is_file():
+        return target
+    progress(f"converting the PyTorch weights of {directory} into {target} with PaddleNLP - once per cache")
+    try:
+        return _build_atomically(
+            target, PADDLE_WEIGHTS, lambda staging: _convert_torch(directory, weight_file, staging)
+        )
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever PaddleNLP's converter raised: its text, and the way out
+        raise CheckpointError(
+            f"{weight_file} holds PyTorch weights that PaddleNLP could not convert ({first_line(error)}); convert "
+            f"the checkpoint first, e.g. AutoModelForCausalLM.from_pretrained({str(directory)!r}, "
+            "convert_from_torch=True).save_pretrained(NEW_DIR) with PaddleNLP, and pass NEW_DIR to --llm-model"
+        ) from None
+
+
+def _conversion_key(directory: Path) -> str:
+    """Changes with the directory, its weight and config files (names, sizes, modification times) and PaddleNLP."""
+    paddlenlp = import_paddlenlp()
+    inputs = sorted({path for pattern in CONVERSION_INPUTS for path in directory.glob(pattern) if path.is_file()})
+    stats = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in inputs]
+    text = repr((str(directory.resolve()), stats, paddlenlp.__version__, CONVERTED_FORMAT))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _convert_torch(directory: Path, weight_file: Path, staging: Path) -> None:
+    """PaddleNLP's converter (the one ``from_pretrained(convert_from_torch=True)`` runs), writing into ``staging``."""
+    import_paddlenlp()
+    from paddlenlp.transformers import AutoModelForCausalLM
+
+    model_class = AutoModelForCausalLM._get_model_class_from_config(None, str(directory / "config.json"))
+    config = model_class.config_class.from_pretrained(str(directory))
+    model_class.convert(str(weight_file), config, cache_dir=str(staging))  # writes model_state.pdparams
+    if not (staging / PADDLE_WEIGHTS).is_file():
+        raise CheckpointError(f"PaddleNLP's converter wrote no {PADDLE_WEIGHTS}")
+    for name in ("config.json", "generation_config.json"):
+        if (directory / name).is_file():
+            shutil.copyfile(directory / name, staging / name)
 
 
 def _write_synthetic(architecture: dict[str, Any], directory: Path, seed: int) -> None:
@@ -179,6 +245,8 @@ WEIGHT_FILES = (
     "model_state.pdparams",
     "model.safetensors.index.json",
     "model_state.pdparams.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
 )
 
 
@@ -215,6 +283,7 @@ def load_model(
     """
     import_paddle(cache_dir)
     source_name: str
+    converted: Path | None = None  # a PyTorch checkpoint's Paddle copy, where the weights are read instead
     if model in PRESETS:
         directory = synthetic_checkpoint(model, cache_dir, progress=progress)
         source, source_name = f"synthetic {model} (random weights, seed 0) from {directory}", str(directory)
@@ -225,12 +294,16 @@ def load_model(
         directory = Path(model).expanduser()
         check_checkpoint_dir(directory)
         source, source_name = f"checkpoint {directory.resolve()}", str(directory)
+        torch_file = torch_weights(directory)
+        if torch_file is not None:
+            converted = converted_checkpoint(directory, torch_file, cache_dir, progress)
+            source += f" (PyTorch weights {torch_file.name}, converted by PaddleNLP into {converted})"
     overrides: dict[str, Any] = {}
     if max_positions is not None:
         overrides["max_position_embeddings"] = max_positions
     progress(f"loading {model} as {dtype}")
     try:
-        loaded = _from_pretrained(source_name, dtype, overrides)
+        loaded = _from_pretrained(converted or source_name, dtype, overrides)
         prompt_token_ids = _report_prompt_ids(source_name)
     except Exception as error:
         if not model.startswith(HUB_PREFIX):

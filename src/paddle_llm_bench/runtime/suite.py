@@ -7,6 +7,7 @@ The pytest plugin hands each case to ``Suite.run`` with a ``timed_rounds`` funct
 from __future__ import annotations
 
 import gc
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,10 @@ class Suite:
             self._loaded = load_model(case.model, case.dtype, self.cache_dir, self.max_positions, self.progress)
         except (ConfigError, MemoryError):
             raise
+        except CheckpointError as error:  # e.g. PyTorch weights PaddleNLP cannot convert: any dtype fails
+            message = f"model {case.model!r} cannot be loaded: {error}"
+            self._load_failures[(case.model, "")] = message
+            raise CaseFailed(message) from None
         except Exception as error:
             if "out of memory" in str(error).lower():
                 raise
@@ -98,29 +103,46 @@ class Suite:
             raise CaseFailed(message) from None
 
     def run(self, case: Case, timed_rounds: TimedRounds = run_rounds_plainly, record: bool = True) -> CaseResult:
-        """Warm up, reset the memory peaks, time the rounds, and keep the result (unless ``record`` is False)."""
+        """Warm up, reset the memory peaks, time the rounds, and keep the result (unless ``record`` is False).
+
+        Memory is freed after the case's runner and tracker are gone and, when it ran out of memory, after the
+        error's frames (which hold the failed round's tensors) are dropped: else the next case's reserved and
+        NVML peaks would start from the pool this one left. Then the case fails with ``CaseFailed``."""
         loaded = self.model_for(case)
         try:
-            runner = CaseRunner(loaded, case, self.device)
-            tracker = MemoryTracker(self.device)
-            runner.warmup(self.sweep.warmup_rounds)
-            tracker.reset()
-            timed_rounds(runner.measured_round, tracker.sample, self.sweep.rounds)
-            result = runner.result(tracker.read(), self.sweep.warmup_rounds)
-            result.host_load = host_load()
-            if self.profile_operators:
-                result.operator_profile = profile_operators(runner.generate_once, self.device)
-        except MemoryError as error:
-            raise CaseFailed(_out_of_memory(case, error)) from error
-        except Exception as error:
-            if "out of memory" in str(error).lower() or "ResourceExhausted" in type(error).__name__:
-                raise CaseFailed(_out_of_memory(case, error)) from error
-            raise
+            outcome = self._measure(case, loaded, timed_rounds)
         finally:
-            self._free_memory()
+            self._free_memory()  # another error keeps its frames: its traceback is what the user needs
+        if isinstance(outcome, str):
+            raise CaseFailed(outcome)
+        result = outcome
         result.bandwidth, result.measurement_error = self._bandwidth_ceiling(case, loaded, result)
         if record and result.measurement_error is None:
             self.results.append(result)
+        return result
+
+    def _measure(self, case: Case, loaded: LoadedModel, timed_rounds: TimedRounds) -> CaseResult | str:
+        """The case's result, or why it ran out of memory: that error leaves as a message, its frames cleared."""
+        try:
+            return self._measure_rounds(case, loaded, timed_rounds)
+        except Exception as error:
+            if not _is_out_of_memory(error):
+                raise
+            message = _out_of_memory(case, error)
+            _drop_frames(error)
+            return message
+
+    def _measure_rounds(self, case: Case, loaded: LoadedModel, timed_rounds: TimedRounds) -> CaseResult:
+        """Warm-up, peak reset, timed rounds; the runner and tracker live in this frame only."""
+        runner = CaseRunner(loaded, case, self.device)
+        tracker = MemoryTracker(self.device)
+        runner.warmup(self.sweep.warmup_rounds)
+        tracker.reset()
+        timed_rounds(runner.measured_round, tracker.sample, self.sweep.rounds)
+        result = runner.result(tracker.read(), self.sweep.warmup_rounds)
+        result.host_load = host_load()
+        if self.profile_operators:
+            result.operator_profile = profile_operators(runner.generate_once, self.device)
         return result
 
     def _bandwidth_ceiling(
@@ -154,6 +176,29 @@ class Suite:
         gc.collect()
         if self.device.kind == "gpu":
             import_paddle().device.cuda.empty_cache()
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return (
+        isinstance(error, MemoryError)
+        or "out of memory" in str(error).lower()
+        or "ResourceExhausted" in type(error).__name__
+    )
+
+
+def _drop_frames(error: BaseException) -> None:
+    """Clear the locals of every finished frame the error (and the errors chained to it) passed through, and
+    the tracebacks themselves: the tensors of a failed round are then free to go."""
+    pending: list[BaseException] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)  # skips the frames still running (this one's callers)
+        current.__traceback__ = None
+        pending += [chained for chained in (current.__cause__, current.__context__) if chained is not None]
 
 
 def _out_of_memory(case: Case, error: BaseException) -> str:
