@@ -73,10 +73,23 @@ def collect_gpu(device: Device) -> dict[str, Any]:
 
 
 def hardware_fingerprint(facts: dict[str, Any]) -> str:
-    """GPU model, or CPU model + logical cores: which results may be compared with which."""
+    """Which results may be compared with which (baselines, merged shards, saved runs).
+
+    On a GPU: the GPU model, the host's CPU model and the NVIDIA driver's major version (eager decode is
+    bound by the host CPU launching kernels, and a new driver branch moves launch costs), e.g.
+    ``gpu:NVIDIA H100 80GB HBM3:cpu:Intel(R) Xeon(R) Platinum 8480+:driver550``; an unreadable driver version
+    is ``driver?``. On a CPU: the CPU model and its logical cores."""
+    cpu = facts.get("cpu_model", "unknown")
     if facts.get("gpu_name"):
-        return f"gpu:{facts['gpu_name']}"
-    return f"cpu:{facts.get('cpu_model', 'unknown')}:{facts.get('cpu_logical_cores', '?')}cores"
+        return f"gpu:{facts['gpu_name']}:cpu:{cpu}:driver{driver_major(facts.get('gpu_driver_version'))}"
+    return f"cpu:{cpu}:{facts.get('cpu_logical_cores', '?')}cores"
+
+
+def driver_major(version: Any) -> str:
+    """``"550"`` of an NVIDIA driver version such as ``"550.54.15"`` (str or bytes), ``"?"`` where unknown."""
+    text = version.decode() if isinstance(version, bytes) else str(version or "")
+    major = text.strip().split(".", 1)[0]
+    return major if major.isdigit() else "?"
 
 
 def collect_all(device: Device) -> dict[str, Any]:
