@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paddle_llm_bench.core.gate import NO_BASELINE, REGRESSION, UNCHANGED
+from paddle_llm_bench.core.gate import GateSettings
+from paddle_llm_bench.core.verdicts import INCONCLUSIVE, NO_BASELINE, SAME, SLOWER
 from paddle_llm_bench.results.baselines import (
     FORMAT_VERSION,
     MAX_RUNS_PER_CASE,
@@ -127,7 +128,7 @@ def test_other_hardware_is_never_compared_silently(tmp_path: Path) -> None:
     update_baselines([extra_info(decode=1.0)], {**FACTS, "hardware_fingerprint": "gpu:NVIDIA H100"}, tmp_path, None)
     report = check_run([extra_info()], FINGERPRINT, tmp_path)
     assert not report.failed
-    assert [f.status for f in report.findings] == [NO_BASELINE]
+    assert [v.verdict for v in report.verdicts] == [NO_BASELINE]
     assert any("other hardware" in note and "gpu-nvidia-h100.json" in note for note in report.notes)
 
 
@@ -146,21 +147,47 @@ def test_missing_baseline_is_reported_and_fails_only_when_required(tmp_path: Pat
 
 
 def test_saved_pytest_benchmark_run_as_reference(tmp_path: Path) -> None:
+    """One saved run cannot show run-to-run noise: speed is not judged (said once), memory is."""
     saved = tmp_path / "0001_run.json"
     saved.write_text(
         json.dumps(
             {
                 "machine_info": {"paddle_llm_bench": {"hardware_fingerprint": FINGERPRINT}},
+                "datetime": "2026-12-02T01:00:00.000000",
                 "benchmarks": [{"name": "test_generation[tiny-a]", "extra_info": extra_info()}],
             }
         )
     )
-    same = check_run([extra_info()], FINGERPRINT, tmp_path, reference_run=saved)
-    slower = check_run([extra_info(decode=70.0)], FINGERPRINT, tmp_path, reference_run=saved)
-    assert {f.status for f in same.findings} == {UNCHANGED}
-    assert any(f.status == REGRESSION and f.metric == "decode_tokens_per_s" for f in slower.findings)
+    same = check_run([extra_info()], FINGERPRINT, tmp_path, reference_run=saved, started="2026-12-02T01:10:00+00:00")
+    slower = check_run([extra_info(decode=70.0, allocated=2 * 10**8)], FINGERPRINT, tmp_path, reference_run=saved)
+    speed = [v for v in [*same.verdicts, *slower.verdicts] if v.metric in ("decode_tokens_per_s", "ttft_ms")]
+    assert {v.verdict for v in speed} == {INCONCLUSIVE} and not same.failed
+    assert any(line.startswith("speed NOT judged for 1 case(s): run-to-run noise unknown") for line in slower.lines())
+    assert [v.metric for v in slower.regressions] == ["peak_allocated_bytes"]
     other = check_run([extra_info()], "gpu:other", tmp_path, reference_run=saved)
     assert other.failed and "other hardware" in other.errors[0]
+
+
+def session_baseline(directory: Path, runs: int = 5) -> str:
+    """``runs`` baseline runs minutes apart; returns the start of a run of the same session."""
+    for index in range(runs):
+        spread = 1.0 + 0.004 * (index - runs // 2)
+        info = extra_info()
+        info["samples"] = {k: [v * spread for v in values] for k, values in info["samples"].items()}
+        facts = {**FACTS, "run_id": f"r{index}", "run_started": f"2026-12-02T01:{10 * index:02d}:00+00:00"}
+        update_baselines([info], facts, directory, commit=None)
+    return "2026-12-02T02:00:00+00:00"
+
+
+def test_runs_of_one_session_judge_a_run_of_that_session(tmp_path: Path) -> None:
+    started = session_baseline(tmp_path)
+    quiet = GateSettings(noise_floor_percent=0.5)  # 2 % on 4 dof would leave the interval wider than ±5 %
+    same = check_run([extra_info(decode=100.5)], FINGERPRINT, tmp_path, settings=quiet, started=started)
+    slower = check_run([extra_info(decode=70.0)], FINGERPRINT, tmp_path, started=started)
+    assert {v.verdict for v in same.verdicts if v.metric == "decode_tokens_per_s"} == {SAME}
+    assert [v.verdict for v in slower.regressions] == [SLOWER] and slower.failed
+    tomorrow = check_run([extra_info(decode=70.0)], FINGERPRINT, tmp_path, started="2026-12-03T02:00:00+00:00")
+    assert not tomorrow.failed and any("all of another session" in line for line in tomorrow.lines())
 
 
 def test_a_file_that_is_not_a_saved_run_is_refused(tmp_path: Path) -> None:
@@ -171,19 +198,23 @@ def test_a_file_that_is_not_a_saved_run_is_refused(tmp_path: Path) -> None:
 
 
 def test_remeasurement_decides_a_suspect_regression(tmp_path: Path) -> None:
-    update_baselines([extra_info()], FACTS, tmp_path, commit=None)
+    started = session_baseline(tmp_path)
     asked: list[str] = []
 
     def recovered(case_id: str) -> dict[str, Any]:
         asked.append(case_id)
         return extra_info(case_id)
 
-    report = check_run([extra_info(decode=70.0)], FINGERPRINT, tmp_path, remeasure=recovered)
+    report = check_run([extra_info(decode=70.0)], FINGERPRINT, tmp_path, remeasure=recovered, started=started)
     assert asked == ["tiny-a"]  # once per case, even with two suspect metrics
     assert not report.failed
-    assert any("not confirmed" in f.evidence for f in report.findings)
+    assert any("not confirmed" in v.evidence for v in report.verdicts)
     confirmed = check_run(
-        [extra_info(decode=70.0)], FINGERPRINT, tmp_path, remeasure=lambda c: extra_info(c, decode=71.0)
+        [extra_info(decode=70.0)],
+        FINGERPRINT,
+        tmp_path,
+        remeasure=lambda c: extra_info(c, decode=71.0),
+        started=started,
     )
     assert confirmed.failed
 

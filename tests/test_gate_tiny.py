@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from paddle_llm_bench.core.config import Case, Sweep
-from paddle_llm_bench.core.gate import REGRESSION
 from paddle_llm_bench.results.regression import GateReport, check_run, update_baselines
 from paddle_llm_bench.runtime import suite as suite_module
 from paddle_llm_bench.runtime.device import detect_device, import_paddle
@@ -79,35 +79,37 @@ def gate(suite: Suite, facts: dict[str, Any], baseline_dir: Path) -> GateReport:
         return suite.run(CASE, record=False).as_extra_info()
 
     current = suite.run(CASE, record=False).as_extra_info()
-    return check_run([current], str(facts["hardware_fingerprint"]), baseline_dir, remeasure=remeasure)
+    now = datetime.now(timezone.utc).isoformat()  # the baseline's runs were measured minutes ago: this session
+    return check_run([current], str(facts["hardware_fingerprint"]), baseline_dir, remeasure=remeasure, started=now)
 
 
 def regressions(report: GateReport) -> dict[str, Any]:
-    return {f.metric: f for f in report.findings if f.status == REGRESSION}
+    return {v.metric: v for v in report.regressions}
 
 
 def test_a_a_against_its_own_fresh_baseline_passes(suite: Suite, facts: dict[str, Any], baseline_dir: Path) -> None:
     report = gate(suite, facts, baseline_dir)
     assert not report.failed, report.lines()
-    assert {f.metric for f in report.findings} >= {"decode_tokens_per_s", "ttft_ms", "peak_allocated_bytes"}
+    assert {v.metric for v in report.verdicts} >= {"decode_tokens_per_s", "ttft_ms", "peak_allocated_bytes"}
+    assert not report.unjudged  # five runs of this session show the run-to-run noise: speed was judged
 
 
-def test_a_50_percent_decode_slowdown_fails_on_decode_throughput(
+def test_a_two_thirds_decode_slowdown_fails_on_decode_throughput(
     suite: Suite, facts: dict[str, Any], baseline_dir: Path, step_seconds: float
 ) -> None:
-    # Each step twice as long (-50 % tok/s), not the 25 % first planned nor the 50 % longer steps (-33 %)
-    # after it: this VM's run-to-run noise (10 %, and 19 % between baseline runs in a fresh-clone CI run)
-    # left -33 % inconclusive at p 0.05; README "How well it works" has the figures.
-    with forward_hook(suite, lambda *_: spin(1.0 * step_seconds)):
+    # Each step three times as long (-67 % tok/s): five baseline runs give a t-test on 4 dof, and this VM's
+    # run-to-run noise (10 %, 19 % between baseline runs in one fresh-clone CI run) left -33 % inconclusive
+    # even with a z-test; the stored gate is for large changes here, the paired engine for small ones.
+    with forward_hook(suite, lambda *_: spin(2.0 * step_seconds)):
         report = gate(suite, facts, baseline_dir)
     assert report.failed, report.lines()
     found = regressions(report)["decode_tokens_per_s"]
-    # 1/2 - 1 = -50 % on a quiet machine. The step time the delay is scaled from is measured
+    # 1/3 - 1 = -67 % on a quiet machine. The step time the delay is scaled from is measured
     # separately, so on a busy machine the injected share varies; the delay's accuracy itself is
     # checked in test_measure_tiny.py. Here: a clear slowdown, of a plausible size.
-    assert found.change_percent is not None and -70.0 < found.change_percent < -15.0
+    assert found.change_percent is not None and -85.0 < found.change_percent < -30.0
     assert "confirmed by re-measurement" in found.evidence
-    assert "decode_tokens_per_s regression" in found.message()
+    assert "decode_tokens_per_s slower" in found.message()
 
 
 def test_a_1_percent_slowdown_does_not_fail(
@@ -132,6 +134,6 @@ def test_an_extra_buffer_held_during_generation_fails_the_memory_gate(
         report = gate(suite, facts, baseline_dir)
     held.clear()
     found = regressions(report)["peak_allocated_bytes"]
-    assert found.current is not None and found.baseline is not None
-    assert found.current - found.baseline == pytest.approx(128 * 1024 * 1024, rel=0.05)
+    assert found.candidate is not None and found.reference is not None
+    assert found.candidate - found.reference == pytest.approx(128 * 1024 * 1024, rel=0.05)
     assert report.failed, report.lines()

@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 from paddle_llm_bench.core.config import ConfigError
-from paddle_llm_bench.core.gate import REGRESSION
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
 from paddle_llm_bench.results.regression import check_run, update_baselines
@@ -47,9 +46,15 @@ def main(args: argparse.Namespace) -> int:
                 update = update_baselines(list(by_case.values()), facts, args.baseline_dir, facts.get("commit"))
                 print(f"{path}: {update.message()}")
                 continue
-            report = check_run(list(by_case.values()), fingerprint, args.baseline_dir, settings=settings)
+            report = check_run(
+                list(by_case.values()),
+                fingerprint,
+                args.baseline_dir,
+                settings=settings,
+                started=str(facts.get("run_started", "")),
+            )
             report.require_baseline = args.require_baseline
-            for finding in report.with_status(REGRESSION):
+            for finding in report.regressions:
                 report.notes.append(f"{finding.case_id}: not re-measured (a saved run cannot be); judge with care")
             print(f"{path}:")
             print("\n".join(f"  {line}" for line in report.lines()))

@@ -27,7 +27,7 @@ from typing import Any
 
 from paddle_llm_bench.analysis.report import aligned_table
 from paddle_llm_bench.core.config import ConfigError
-from paddle_llm_bench.core.gate import REGRESSION, CaseMeasurement, GateSettings, judge_confirmed
+from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge_confirmed
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
 
@@ -43,6 +43,7 @@ class Run:
     decode_tokens_per_s: Mapping[str, Sequence[float]]
     ttft_ms: Mapping[str, Sequence[float]]
     e2e_ms: Mapping[str, Sequence[float]]
+    started: str = ""  # when it was measured (ISO 8601): the gate's sessions
 
     def measurement(self, case_id: str, slowdown: float = 0.0) -> CaseMeasurement:
         factor = 1.0 + slowdown
@@ -53,17 +54,19 @@ class Run:
                 "ttft_ms": [v * factor for v in self.ttft_ms[case_id]],
             },
             {},
+            started=self.started,
         )
 
 
 def run_from_saved(path: Path) -> Run:
-    _fingerprint, by_case, _facts = load_saved_run(path)
+    _fingerprint, by_case, facts = load_saved_run(path)
     samples = {case_id: extra.get("samples", {}) for case_id, extra in by_case.items()}
     return Run(
         path.stem,
         {c: s["decode_tokens_per_s"] for c, s in samples.items()},
         {c: s["ttft_ms"] for c, s in samples.items()},
         {c: s["e2e_ms"] for c, s in samples.items()},
+        str(facts.get("run_started", "")),
     )
 
 
@@ -99,12 +102,10 @@ def gate_fails(
 
     current = {c: trial.current.measurement(c, factor(c)) for c in cases}
     baseline = {c: [run.measurement(c) for run in trial.baseline] for c in cases}
-    findings = judge_confirmed(
+    verdicts = judge_confirmed(
         current, baseline, settings, lambda case_id: trial.remeasure.measurement(case_id, factor(case_id))
     )
-    return {
-        f.case_id for f in findings if f.status == REGRESSION and (slowed is None or f.metric == "decode_tokens_per_s")
-    }
+    return {v.case_id for v in verdicts if v.regression and (slowed is None or v.metric == "decode_tokens_per_s")}
 
 
 def pytest_benchmark_fails(trial: Trial, case_id: str, slowdown: float) -> bool:

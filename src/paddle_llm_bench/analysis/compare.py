@@ -4,36 +4,30 @@ Pure: takes saved runs already read (see ``compare_cli``), returns a ``Compariso
 text (aligned table, Markdown, CSV, JSON). No I/O, no printing, no Paddle.
 
 - The first run is the reference. Each later run is judged against it with the gate's own test
-  (``gate.judge`` with the reference as a one-run baseline): a noise-aware test on log medians,
-  Holm-corrected over every speed test of that run's comparison, a minimum effect per metric, and
-  "inconclusive" when a run's CV is too high. Memory uses the gate's tolerance.
-- Verdict words: decode tok/s and TTFT are "faster" / "slower" / "same within noise" / "inconclusive";
-  peak memory is "bigger" / "smaller" / "same within tolerance".
+  (``gate.judge`` with the reference as a one-run baseline). One run on each side cannot show how much
+  runs move from one to the next, so speed is reported as a ratio and judged ``inconclusive`` with that
+  reason (a paired comparison, ``paddle-llm-bench paired``, gives speed verdicts); memory peaks of fixed
+  shapes are deterministic and are judged with the gate's tolerance.
+- Verdict words are the suite's one vocabulary (``core.verdicts``): faster / slower / same /
+  inconclusive for speed, bigger / smaller / same for memory.
 - A metric a run lacks is "n/a" with the reason (the run's ``absent`` entry where present), never 0.
-- For a case whose decode or TTFT verdict is faster or slower and whose two runs both carry an
-  ``operator_profile``, the operators whose time changed most are listed.
+- For a case whose decode tok/s or TTFT moved by at least the minimum effect (or was judged faster or
+  slower) and whose two runs both carry an ``operator_profile``, the operators whose time changed most
+  are listed.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from paddle_llm_bench.core.gate import (
-    IMPROVEMENT,
-    INCONCLUSIVE,
-    REGRESSION,
-    UNCHANGED,
-    CaseMeasurement,
-    Finding,
-    GateSettings,
-    judge,
-)
+from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge
 from paddle_llm_bench.core.metrics import METRICS
 from paddle_llm_bench.core.stats import summarize
+from paddle_llm_bench.core.verdicts import CHANGED, INCONCLUSIVE, Verdict
 from paddle_llm_bench.results.baselines import measurement_from_extra_info
 
 COMPARISON_FORMAT = 1
@@ -41,17 +35,7 @@ NOT_AVAILABLE = "n/a"
 NOT_IN_RUN = "not in this run"
 NO_REFERENCE = "no reference"  # the case is not in the first run
 
-FASTER = "faster"
-SLOWER = "slower"
-SAME_WITHIN_NOISE = "same within noise"
-BIGGER = "bigger"
-SMALLER = "smaller"
-SAME_MEMORY = "same"
 REFERENCE = "reference"
-
-SPEED_VERDICTS = {REGRESSION: SLOWER, IMPROVEMENT: FASTER, UNCHANGED: SAME_WITHIN_NOISE, INCONCLUSIVE: INCONCLUSIVE}
-MEMORY_VERDICTS = {REGRESSION: BIGGER, IMPROVEMENT: SMALLER, UNCHANGED: SAME_MEMORY}
-CHANGED = frozenset({FASTER, SLOWER})
 
 DECODE = "decode_tokens_per_s"
 TTFT = "ttft_ms"
@@ -84,6 +68,7 @@ class SavedRun:
     hardware_fingerprint: str | None
     paddle_version: str | None
     cases: Mapping[str, Mapping[str, Any]]  # extra_info by case id, in the file's order
+    started: str = ""  # when it was measured (ISO 8601)
 
 
 def run_name(path: Path, facts: Mapping[str, Any]) -> str:
@@ -109,6 +94,7 @@ def saved_run(
         hardware_fingerprint=fingerprint,
         paddle_version=str(version) if version else None,
         cases=dict(by_case),
+        started=str(facts.get("run_started", "")),
     )
 
 
@@ -276,19 +262,17 @@ def _unique_names(runs: Sequence[SavedRun]) -> list[SavedRun]:
     for run in runs:
         seen[run.name] = seen.get(run.name, 0) + 1
         if seen[run.name] > 1:
-            run = SavedRun(
-                f"{run.name} #{seen[run.name]}", run.path, run.hardware_fingerprint, run.paddle_version, run.cases
-            )
+            run = replace(run, name=f"{run.name} #{seen[run.name]}")
         unique.append(run)
     return unique
 
 
-def _judge(reference: SavedRun, run: SavedRun, settings: GateSettings) -> dict[tuple[str, str], Finding]:
+def _judge(reference: SavedRun, run: SavedRun, settings: GateSettings) -> dict[tuple[str, str], Verdict]:
     """The gate's verdicts for one run against the reference, Holm-corrected over that comparison's tests."""
     common = [case_id for case_id in run.cases if case_id in reference.cases]
-    current: dict[str, CaseMeasurement] = {c: measurement_from_extra_info(run.cases[c]) for c in common}
-    baseline = {c: [measurement_from_extra_info(reference.cases[c])] for c in common}
-    return {(f.case_id, f.metric): f for f in judge(current, baseline, settings)}
+    current: dict[str, CaseMeasurement] = {c: measurement_from_extra_info(run.cases[c], run.started) for c in common}
+    baseline = {c: [measurement_from_extra_info(reference.cases[c], reference.started)] for c in common}
+    return {(v.case_id, v.metric): v for v in judge(current, baseline, settings)}
 
 
 def _samples(extra_info: Mapping[str, Any], metric: str) -> list[float]:
@@ -346,7 +330,7 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
     return value / reference
 
 
-def _row(case_id: str, run: SavedRun, reference: SavedRun, findings: Mapping[tuple[str, str], Finding]) -> Row:
+def _row(case_id: str, run: SavedRun, reference: SavedRun, findings: Mapping[tuple[str, str], Verdict]) -> Row:
     if case_id not in run.cases:
         missing = Value(None, reason=NOT_IN_RUN)
         return Row(
@@ -363,9 +347,9 @@ def _row(case_id: str, run: SavedRun, reference: SavedRun, findings: Mapping[tup
         verdicts = {DECODE: REFERENCE, TTFT: REFERENCE, PEAK_ALLOCATED: REFERENCE}
     else:
         verdicts = {
-            DECODE: _verdict(case_id, DECODE, run, reference, findings, SPEED_VERDICTS),
-            TTFT: _verdict(case_id, TTFT, run, reference, findings, SPEED_VERDICTS),
-            PEAK_ALLOCATED: _verdict(case_id, PEAK_ALLOCATED, run, reference, findings, MEMORY_VERDICTS),
+            DECODE: _verdict(case_id, DECODE, reference, findings),
+            TTFT: _verdict(case_id, TTFT, reference, findings),
+            PEAK_ALLOCATED: _verdict(case_id, PEAK_ALLOCATED, reference, findings),
         }
     used = [findings[(case_id, m)] for m in (DECODE, TTFT, PEAK_ALLOCATED) if (case_id, m) in findings]
     return Row(
@@ -387,17 +371,10 @@ def _row(case_id: str, run: SavedRun, reference: SavedRun, findings: Mapping[tup
     )
 
 
-def _verdict(
-    case_id: str,
-    metric: str,
-    run: SavedRun,
-    reference: SavedRun,
-    findings: Mapping[tuple[str, str], Finding],
-    words: Mapping[str, str],
-) -> str:
+def _verdict(case_id: str, metric: str, reference: SavedRun, findings: Mapping[tuple[str, str], Verdict]) -> str:
     finding = findings.get((case_id, metric))
     if finding is not None:
-        return words[finding.status]
+        return finding.verdict
     if case_id not in reference.cases:
         return NO_REFERENCE
     return NOT_AVAILABLE
@@ -457,13 +434,17 @@ def _not_available_notes(rows: Sequence[Row], run_count: int) -> list[str]:
 
 
 def _inconclusive_notes(rows: Sequence[Row]) -> list[str]:
-    """Why a verdict is inconclusive: the gate's first piece of evidence (the CV that was too high)."""
-    notes = []
+    """Why verdicts are inconclusive (the gate's first piece of evidence), one note per reason."""
+    by_reason: dict[str, list[str]] = {}
     for row in rows:
         for metric, verdict in ((DECODE, row.decode_verdict), (TTFT, row.ttft_verdict)):
             if verdict == INCONCLUSIVE:
                 reason = row.evidence.get(metric, "").split(";")[0]
-                notes.append(f"{LABELS[metric]} inconclusive for {row.case_id} in {row.run}: {reason}")
+                by_reason.setdefault(reason, []).append(f"{LABELS[metric]} of {row.case_id} in {row.run}")
+    notes = []
+    for reason, where in by_reason.items():
+        which = where[0] if len(where) == 1 else f"{len(where)} verdicts"
+        notes.append(f"inconclusive ({which}): {reason}")
     return notes
 
 
@@ -499,15 +480,29 @@ def operator_changes(
     return changes[:top]
 
 
+def _change(metric: str, verdict: str, value: Value, effects: Mapping[str, float]) -> str:
+    """What changed worth explaining: a faster/slower verdict, or (one run per side: no speed verdict) a ratio
+    at least the metric's minimum effect away from 1; "" when nothing did."""
+    if verdict in CHANGED:
+        return f"{LABELS[metric]} {verdict}"
+    if value.ratio is not None and abs(value.ratio - 1.0) * 100.0 >= effects.get(metric, math.inf):
+        return f"{LABELS[metric]} {100.0 * (value.ratio - 1.0):+.0f}%"
+    return ""
+
+
 def _operator_reports(comparison: Comparison) -> tuple[list[OperatorReport], list[str]]:
     reference = comparison.reference
     reports, notes = [], []
+    effects = comparison.settings.min_effect_percent
     for row in comparison.rows:
         changed = [
-            f"{LABELS[metric]} {verdict}"
-            for metric, verdict in ((DECODE, row.decode_verdict), (TTFT, row.ttft_verdict))
-            if verdict in CHANGED
+            _change(metric, verdict, value, effects)
+            for metric, verdict, value in (
+                (DECODE, row.decode_verdict, row.decode_tokens_per_s),
+                (TTFT, row.ttft_verdict, row.ttft_ms),
+            )
         ]
+        changed = [text for text in changed if text]
         if not changed:
             continue
         run = next(r for r in comparison.runs if r.name == row.run)

@@ -96,9 +96,9 @@ def legend(comparison: Comparison) -> list[str]:
         "consecutive tokens over all rounds (the per-token latency tail); peak alloc MiB: Paddle allocator peak; "
         "host ms/tok: process CPU time per generated token while decoding; tok/J: tokens per joule of the "
         "device's energy counter (both medians, not judged)",
-        "verdicts: the gate's test per run against the reference "
-        f"(Holm over that run's tests, alpha {settings.alpha:g}; min effect {effects}; "
-        f"CV > {settings.max_cv_percent:g}% is inconclusive); "
+        "verdicts: the gate's test per run against the reference, a one-run baseline: one run per side cannot "
+        "show how much runs move, so speed is inconclusive (its ratio is shown; `paddle-llm-bench paired` gives "
+        f"speed verdicts; min effect {effects}); "
         f"memory: allowed change max({percent:g}%, {slack_bytes / MIB:g} MiB)",
     ]
 

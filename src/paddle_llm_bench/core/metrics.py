@@ -61,9 +61,10 @@ REGISTRY: tuple[Metric, ...] = (
     Metric("round_energy_j", "J", "J/round", False, family=ENERGY, digits=2),
     Metric("tokens_per_j", "tokens/J", "tokens/J", True, family=ENERGY, digits=2),
     Metric("average_power_w", "W", "avg W", False, family=ENERGY),
-    Metric("peak_allocated_bytes", "bytes", "peak alloc MiB", False, family=MEMORY, memory_tolerance=(2.0, 64 * MIB)),
-    Metric("peak_reserved_bytes", "bytes", "peak reserved MiB", False, family=MEMORY,
-           memory_tolerance=(2.0, 64 * MIB)),
+    # Allocator peaks of fixed shapes are deterministic: 2 % of the peak, at least 1 MiB (a 64 MiB floor let the
+    # tiny model's 6.7 MiB peak grow tenfold unnoticed).
+    Metric("peak_allocated_bytes", "bytes", "peak alloc MiB", False, family=MEMORY, memory_tolerance=(2.0, MIB)),
+    Metric("peak_reserved_bytes", "bytes", "peak reserved MiB", False, family=MEMORY, memory_tolerance=(2.0, MIB)),
     Metric("peak_nvml_process_bytes", "bytes", "peak NVML MiB", False, family=MEMORY,
            memory_tolerance=(5.0, 256 * MIB)),
     Metric("peak_rss_bytes", "bytes", "peak RSS MiB", False, family=MEMORY, memory_tolerance=(10.0, 256 * MIB)),

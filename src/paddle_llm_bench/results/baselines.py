@@ -125,7 +125,10 @@ class BaselineStore:
     def measurements(self) -> dict[str, list[CaseMeasurement]]:
         return {
             case_id: [
-                CaseMeasurement(case_id, run.get("samples", {}), run.get("memory_bytes", {})) for run in entry["runs"]
+                CaseMeasurement(
+                    case_id, run.get("samples", {}), run.get("memory_bytes", {}), started=str(run.get("date", ""))
+                )
+                for run in entry["runs"]
             ]
             for case_id, entry in self.cases.items()
         }
@@ -229,6 +232,8 @@ def run_entry(
     }
     if environment.get("run_id"):
         entry["run_id"] = str(environment["run_id"])
+    if environment.get("accepted"):
+        entry["accepted"] = str(environment["accepted"])  # why a slower or bigger run was accepted
     return entry
 
 
@@ -251,10 +256,13 @@ def merge(
     environment: Mapping[str, Any],
     commit: str | None = None,
     keep: int = MAX_RUNS_PER_CASE,
+    restart: bool = False,
 ) -> MergeCount:
-    """Add each result (an ``extra_info`` dict) as the newest run of its case, keeping the last ``keep``;
-    a run the case already holds (same run id, or same samples) is not added again."""
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """Add each result (an ``extra_info`` dict) as the newest run of its case, keeping the last ``keep`` (with
+    ``restart``, dropping the older ones); a run the case already holds (same run id, or same samples) is not
+    added again."""
+    # When the run was measured (its sessions decide which runs show the noise), else when it was merged.
+    date = str(environment.get("run_started") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
     count = MergeCount()
     for extra_info in results:
         case_id = str(extra_info["case_id"])
@@ -263,7 +271,7 @@ def merge(
         if any(same_run(kept, new) for kept in entry["runs"]):
             count.already_there.append(case_id)
             continue
-        entry["runs"] = [*entry["runs"], new][-keep:]
+        entry["runs"] = [new] if restart else [*entry["runs"], new][-keep:]
         count.added.append(case_id)
     store.cases = dict(sorted(store.cases.items()))
     return count
@@ -274,12 +282,14 @@ def save_atomic(store: BaselineStore) -> None:
     write_atomic(store.path, json.dumps(store.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def measurement_from_extra_info(extra_info: Mapping[str, Any]) -> CaseMeasurement:
+def measurement_from_extra_info(extra_info: Mapping[str, Any], started: str = "") -> CaseMeasurement:
+    """A case of a run measured at ``started`` (ISO 8601), as the gate reads it."""
     return CaseMeasurement(
         str(extra_info["case_id"]),
         extra_info.get("samples", {}),
         extra_info.get("memory_bytes", {}),
         str(extra_info.get("host_load", {}).get("busy", "")),
+        started,
     )
 
 
@@ -308,6 +318,8 @@ def load_saved_run(path: Path) -> tuple[str | None, dict[str, dict[str, Any]], d
     commit_info = data.get("commit_info")
     if facts and isinstance(commit_info, dict) and commit_info.get("id"):
         facts["commit"] = str(commit_info["id"])  # pytest-benchmark's record of the checkout measured
+    if facts and not facts.get("run_started") and isinstance(data.get("datetime"), str):
+        facts["run_started"] = _utc(data["datetime"])  # saved before runs recorded their start
     if facts and not facts.get("run_id"):
         # Saved before run ids existed: the saved run's own date stands in for one.
         facts["run_id"] = f"saved:{data.get('datetime', path.name)}"
@@ -334,3 +346,12 @@ def _check_saved_run(data: dict[str, Any]) -> str | None:
         if problem:
             return f"field {problem}"
     return None
+
+
+def _utc(text: str) -> str:
+    """pytest-benchmark's ``datetime`` (UTC, naive ISO) as an aware ISO 8601 time; "" if unreadable."""
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        return ""
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).isoformat(timespec="seconds")

@@ -11,17 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paddle_llm_bench.core.gate import (
-    IMPROVEMENT,
-    INCONCLUSIVE,
-    NO_BASELINE,
-    REGRESSION,
-    CaseMeasurement,
-    Finding,
-    GateSettings,
-    judge_confirmed,
-)
+from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge_confirmed
+from paddle_llm_bench.core.verdicts import BETTER, INCONCLUSIVE, NO_BASELINE, Verdict
 from paddle_llm_bench.results.baselines import (
+    MAX_RUNS_PER_CASE,
     BaselineError,
     BaselineStore,
     baseline_path,
@@ -40,42 +33,56 @@ MAX_INCONCLUSIVE_LINES = 5
 
 @dataclass
 class GateReport:
-    findings: list[Finding] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     require_baseline: bool = False
 
-    def with_status(self, *statuses: str) -> list[Finding]:
-        return [f for f in self.findings if f.status in statuses]
+    def with_verdict(self, *words: str) -> list[Verdict]:
+        return [v for v in self.verdicts if v.verdict in words]
+
+    @property
+    def regressions(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.regression]
+
+    @property
+    def unjudged(self) -> list[Verdict]:
+        """Speed verdicts that could not be judged because the baseline cannot show the run-to-run noise."""
+        return [v for v in self.verdicts if v.verdict == INCONCLUSIVE and v.p_value is None and v.ratio is not None]
 
     @property
     def failed(self) -> bool:
-        missing = self.require_baseline and bool(self.with_status(NO_BASELINE))
-        return bool(self.errors or self.with_status(REGRESSION) or missing)
+        missing = self.require_baseline and bool(self.with_verdict(NO_BASELINE))
+        return bool(self.errors or self.regressions or missing)
 
     def lines(self) -> list[str]:
-        counts = {s: len(self.with_status(s)) for s in (REGRESSION, IMPROVEMENT, INCONCLUSIVE, NO_BASELINE)}
-        compared = len({f.case_id for f in self.findings if f.status != NO_BASELINE})
+        improvements = [v for v in self.verdicts if v.verdict in BETTER]
+        inconclusive = [v for v in self.with_verdict(INCONCLUSIVE) if v not in self.unjudged]
+        missing = self.with_verdict(NO_BASELINE)
+        compared = len({v.case_id for v in self.verdicts if v.verdict != NO_BASELINE})
         lines = [f"error: {e}" for e in self.errors]
         lines.append(
-            f"{compared} case(s) compared: {counts[REGRESSION]} regression(s), {counts[IMPROVEMENT]} improvement(s), "
-            f"{counts[INCONCLUSIVE]} inconclusive, {counts[NO_BASELINE]} without baseline"
+            f"{compared} case(s) compared: {len(self.regressions)} regression(s), {len(improvements)} improvement(s), "
+            f"{len(inconclusive)} inconclusive, {len(missing)} without baseline"
         )
-        for status in (REGRESSION, IMPROVEMENT):
-            lines += [f"{status.upper()}: {f.message()}" for f in self.with_status(status)]
-        inconclusive = self.with_status(INCONCLUSIVE)
-        lines += [f"INCONCLUSIVE: {f.message()}" for f in inconclusive[:MAX_INCONCLUSIVE_LINES]]
+        lines += [f"REGRESSION: {v.message()}" for v in self.regressions]
+        lines += [f"IMPROVEMENT: {v.message()}" for v in improvements]
+        lines += [f"INCONCLUSIVE: {v.message()}" for v in inconclusive[:MAX_INCONCLUSIVE_LINES]]
         if len(inconclusive) > MAX_INCONCLUSIVE_LINES:
             lines.append(
                 f"... and {len(inconclusive) - MAX_INCONCLUSIVE_LINES} more inconclusive "
                 "(every verdict is in the saved run, under paddle_llm_bench_gate)"
             )
-        if counts[IMPROVEMENT]:
+        if self.unjudged:
+            lines.append(
+                f"speed NOT judged for {len({v.case_id for v in self.unjudged})} case(s): {self.unjudged[0].evidence}"
+            )
+        if improvements:
             lines.append("improvements found: record them with --llm-baseline-update so later runs are held to them")
-        if counts[NO_BASELINE]:
+        if missing:
             lines.append(
                 "cases without baseline: "
-                + ", ".join(f.case_id for f in self.with_status(NO_BASELINE))
+                + ", ".join(v.case_id for v in missing)
                 + " (record with --llm-baseline-update"
                 + ("; --llm-require-baseline makes this fail)" if not self.require_baseline else ")")
             )
@@ -88,13 +95,14 @@ def reference_measurements(
 ) -> tuple[dict[str, list[CaseMeasurement]], list[str]]:
     """The baseline runs per case, from ``baselines/`` or a saved pytest-benchmark run."""
     if reference_run is not None:
-        run_fingerprint, by_case, _facts = load_saved_run(reference_run)
+        run_fingerprint, by_case, facts = load_saved_run(reference_run)
         if run_fingerprint != fingerprint:
             raise BaselineError(
                 f"saved run {reference_run} was measured on {run_fingerprint!r}, this machine is {fingerprint!r}: "
                 "results from other hardware are not compared"
             )
-        measurements = {case_id: [measurement_from_extra_info(extra)] for case_id, extra in by_case.items()}
+        started = str(facts.get("run_started", ""))
+        measurements = {case_id: [measurement_from_extra_info(extra, started)] for case_id, extra in by_case.items()}
         return measurements, [f"reference: saved run {reference_run} (one run per case)"]
     store, notes = find_for_hardware(baseline_dir, fingerprint)
     if store is None:
@@ -110,8 +118,10 @@ def check_run(
     settings: GateSettings | None = None,
     remeasure: Remeasure | None = None,
     require_baseline: bool = False,
+    started: str = "",
 ) -> GateReport:
-    """Judge this run's results (``extra_info`` dicts) against the reference; re-measure suspect speed regressions."""
+    """Judge this run's results (``extra_info`` dicts, measured at ``started``) against the reference;
+    re-measure suspect speed regressions."""
     settings = settings or GateSettings()
     report = GateReport(require_baseline=require_baseline)
     try:
@@ -119,10 +129,9 @@ def check_run(
     except BaselineError as error:
         report.errors.append(str(error))
         return report
-    current = {str(r["case_id"]): measurement_from_extra_info(r) for r in results}
-    fresh = None if remeasure is None else (lambda case_id: measurement_from_extra_info(remeasure(case_id)))
-    findings = judge_confirmed(current, reference, settings, fresh)
-    report.findings = findings
+    current = {str(r["case_id"]): measurement_from_extra_info(r, started) for r in results}
+    fresh = None if remeasure is None else (lambda case_id: measurement_from_extra_info(remeasure(case_id), started))
+    report.verdicts = judge_confirmed(current, reference, settings, fresh)
     return report
 
 
@@ -142,9 +151,15 @@ class BaselineUpdate:
 
 
 def update_baselines(
-    results: Sequence[Mapping[str, Any]], facts: Mapping[str, Any], baseline_dir: Path, commit: str | None
+    results: Sequence[Mapping[str, Any]],
+    facts: Mapping[str, Any],
+    baseline_dir: Path,
+    commit: str | None,
+    keep: int = MAX_RUNS_PER_CASE,
+    restart: bool = False,
 ) -> BaselineUpdate:
-    """Merge this run into this hardware's baseline file (created if missing).
+    """Merge this run into this hardware's baseline file (created if missing), keeping the last ``keep`` runs per
+    case (``restart``: this run alone).
 
     Load, merge and write happen under an exclusive lock on ``baseline_dir``, so concurrent updates (shards
     of one nightly) all land. A broken file, or one that says it is for other hardware, is never written
@@ -160,7 +175,7 @@ def update_baselines(
                     f"baseline {path} says it is for {store.hardware_fingerprint!r} but this run was measured on "
                     f"{fingerprint!r}: not written into; rename or delete the file"
                 )
-            count = merge(store, results, facts, commit)
+            count = merge(store, results, facts, commit, keep=keep, restart=restart)
             if count.added:
                 save_atomic(store)
     except OSError as error:
