@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from paddle_llm_bench.core.config import Case
+from paddle_llm_bench.core.verdicts import SLOWER
 from paddle_llm_bench.paired import engine
 from paddle_llm_bench.paired.engine import run_paired
 from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION
 from paddle_llm_bench.paired.results import PairedRun, PairedSettings, judge, load_paired_run
 from paddle_llm_bench.paired.sides import Side, SideError, python_side
-from paddle_llm_bench.paired.stats import SLOWER
 
 CASE = Case("tiny", "float32", "greedy", max_new_tokens=16, batch_size=1, prompt_tokens=16)
 OTHER = Case("tiny", "float32", "sampling", max_new_tokens=16, batch_size=1, prompt_tokens=16)
@@ -42,7 +42,7 @@ def three_sides(tmp_path_factory: pytest.TempPathFactory, llm_cache_dir: Path) -
         Side("twin", sys.executable),
         Side("slowed", sys.executable, slowdown_fraction=1.0),
     ]
-    settings = PairedSettings(pairs_per_block=5, min_blocks=3, max_blocks=3, warmup_rounds=1, device="cpu")
+    settings = PairedSettings(pairs_per_block=4, min_blocks=4, max_blocks=4, warmup_rounds=1, device="cpu")
     saved = tmp_path_factory.mktemp("paired") / "paired.json"
     run = run_paired([CASE], sides, settings, llm_cache_dir, progress=quiet, on_update=lambda r: r.save(saved))
     assert load_paired_run(saved).as_dict() == run.as_dict()  # what was saved is what was measured
@@ -51,10 +51,10 @@ def three_sides(tmp_path_factory: pytest.TempPathFactory, llm_cache_dir: Path) -
 
 def test_every_block_runs_in_fresh_processes_with_pairs_in_both_orders(three_sides: PairedRun) -> None:
     comparison = three_sides.cases[0]
-    assert comparison.error is None and comparison.stop_reason.startswith("block budget: 3 blocks")
-    assert len(comparison.blocks) == 3 and all(len(block.pairs) == 5 for block in comparison.blocks)
+    assert comparison.error is None and comparison.stop_reason.startswith("block budget: 4 blocks")
+    assert len(comparison.blocks) == 4 and all(len(block.pairs) == 4 for block in comparison.blocks)
     pids = [pid for block in comparison.blocks for pid in block.pids]
-    assert len(set(pids)) == 9  # 3 sides x 3 blocks, never reused
+    assert len(set(pids)) == 12  # 3 sides x 4 blocks, never reused
     orders = {tuple(pair.order) for block in comparison.blocks for pair in block.pairs}
     assert len(orders) > 1 and all(sorted(order) == [0, 1, 2] for order in orders)
     for block in comparison.blocks:
@@ -67,9 +67,9 @@ def test_a_one_step_busy_wait_halves_decode_speed_and_is_called_slower(three_sid
     slowed = comparison.estimate(2, "decode_tokens_per_s", 0.95)
     assert slowed is not None
     assert 0.3 < slowed.ratio < 0.75, slowed  # 1 / (1 + 1) = 0.5 on a quiet machine
-    verdicts = {(j.side, j.metric): j for j in judge(three_sides)}
-    assert verdicts[(2, "decode_tokens_per_s")].verdict == SLOWER
-    assert verdicts[(2, "decode_tokens_per_s")].regression
+    verdicts = {(v.side, v.metric): v for v in judge(three_sides)}
+    assert verdicts[("slowed", "decode_tokens_per_s")].verdict == SLOWER
+    assert verdicts[("slowed", "decode_tokens_per_s")].regression
 
 
 def test_the_same_code_on_both_sides_is_near_one(three_sides: PairedRun) -> None:

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paddle_llm_bench.core.config import Case
-from paddle_llm_bench.paired.results import Block, CaseComparison, Pair, PairedRun, PairedSettings, SideInfo, judge
-from paddle_llm_bench.paired.stats import (
+from paddle_llm_bench.core.stats import holm_adjust
+from paddle_llm_bench.core.verdicts import (
+    BIGGER,
     FASTER,
     INCONCLUSIVE,
     SAME,
     SLOWER,
-    hodges_lehmann,
+    SMALLER,
+    Verdict,
     memory_verdict,
-    paired_estimate,
     speed_verdict,
 )
+from paddle_llm_bench.paired.results import (
+    Block,
+    CaseComparison,
+    Pair,
+    PairedRun,
+    PairedSettings,
+    SideInfo,
+    judge,
+    load_paired_run,
+)
+from paddle_llm_bench.paired.stats import hodges_lehmann, paired_estimate
 
 finite = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False)
 
@@ -102,49 +116,50 @@ def test_coverage_with_process_luck_is_near_nominal(seed: int) -> None:
     assert 0.91 <= covered / runs <= 0.99
 
 
-def _estimate(ratio: float, low: float, high: float) -> object:
-    from paddle_llm_bench.paired.stats import PairedEstimate
-
-    return PairedEstimate(ratio, low, high, 0.95, 0.01, 4, 40, (ratio,) * 4)
-
-
 @pytest.mark.parametrize(
-    ("ratio", "low", "high", "higher_is_better", "expected"),
+    ("ratio", "low", "high", "p_adjusted", "higher_is_better", "expected"),
     [
-        (0.90, 0.88, 0.92, True, SLOWER),  # tok/s down 10 %, interval below 1
-        (0.90, 0.88, 0.92, False, FASTER),  # latency down 10 %
-        (1.10, 1.08, 1.12, True, FASTER),
-        (0.99, 0.985, 0.995, True, SAME),  # significant but smaller than the 3 % minimum effect
-        (0.98, 0.90, 1.06, True, INCONCLUSIVE),  # too wide to tell
-        (1.00, 0.99, 1.01, True, SAME),
+        (0.90, 0.88, 0.92, 0.001, True, SLOWER),  # tok/s down 10 %, significant after Holm
+        (0.90, 0.88, 0.92, 0.001, False, FASTER),  # latency down 10 %
+        (1.10, 1.08, 1.12, 0.001, True, FASTER),
+        (0.90, 0.88, 0.92, 0.2, True, INCONCLUSIVE),  # excludes 1, but not after Holm over the run
+        (0.99, 0.985, 0.995, 0.001, True, SAME),  # significant but smaller than the 3 % minimum effect
+        (0.98, 0.90, 1.06, 0.5, True, INCONCLUSIVE),  # too wide to tell
+        (1.00, 0.99, 1.01, 1.0, True, SAME),
     ],
 )
-def test_speed_verdicts(ratio: float, low: float, high: float, higher_is_better: bool, expected: str) -> None:
-    assert speed_verdict(_estimate(ratio, low, high), 3.0, higher_is_better) == expected  # type: ignore[arg-type]
-
-
-def test_no_estimate_is_inconclusive() -> None:
-    assert speed_verdict(None, 3.0, True) == INCONCLUSIVE
+def test_speed_verdicts(
+    ratio: float, low: float, high: float, p_adjusted: float, higher_is_better: bool, expected: str
+) -> None:
+    assert speed_verdict(ratio, low, high, p_adjusted, 0.01, 3.0, higher_is_better) == expected
 
 
 def test_memory_verdicts_use_the_larger_tolerance() -> None:
     mib = 1024 * 1024
     assert memory_verdict(100 * mib, 100 * mib + 63 * mib, 2.0, 64 * mib) == SAME
-    assert memory_verdict(100 * mib, 100 * mib + 65 * mib, 2.0, 64 * mib) == "bigger"
-    assert memory_verdict(100 * mib, 30 * mib, 2.0, 64 * mib) == "smaller"
+    assert memory_verdict(100 * mib, 100 * mib + 65 * mib, 2.0, 64 * mib) == BIGGER
+    assert memory_verdict(100 * mib, 30 * mib, 2.0, 64 * mib) == SMALLER
 
 
-def _run(block_ratios: list[list[float]], cases: int = 1, pooled_spread_dof: float = 4.0) -> PairedRun:
-    """A synthetic run: per block the candidate/reference decode ratios of its pairs."""
+def _run(block_ratios: list[list[float]], cases: int = 1, noisy_last: float = 0.0) -> PairedRun:
+    """A synthetic run: per block the candidate/reference decode ratios of its pairs; ``noisy_last`` spreads the
+    last case's blocks that much wider."""
     comparisons = []
     for index in range(cases):
         case = Case("tiny", "float32", "greedy", 32, 1, 32 + index)
+        spread = noisy_last if index == cases - 1 else 0.0
         blocks = [
             Block(
                 b,
                 [1, 2],
                 [
-                    Pair([0, 1], [{"decode_tokens_per_s": 100.0, "ttft_ms": 5.0}, {"decode_tokens_per_s": 100.0 * r}])
+                    Pair(
+                        [0, 1],
+                        [
+                            {"decode_tokens_per_s": 100.0, "ttft_ms": 5.0},
+                            {"decode_tokens_per_s": 100.0 * r * math.exp(spread * (-1) ** b)},
+                        ],
+                    )
                     for r in ratios
                 ],
                 [{"peak_allocated_bytes": 10}, {"peak_allocated_bytes": 10}],
@@ -153,41 +168,68 @@ def _run(block_ratios: list[list[float]], cases: int = 1, pooled_spread_dof: flo
             for b, ratios in enumerate(block_ratios)
         ]
         comparisons.append(CaseComparison(case, blocks, "precision"))
-    settings = PairedSettings(pooled_spread_dof=pooled_spread_dof)
-    return PairedRun([SideInfo("A", "a"), SideInfo("B", "b")], settings, comparisons)
+    return PairedRun([SideInfo("A", "a"), SideInfo("B", "b")], PairedSettings(), comparisons)
+
+
+def _decode(run: PairedRun) -> list[Verdict]:
+    return [v for v in judge(run) if v.metric == "decode_tokens_per_s"]
 
 
 def test_a_clear_slowdown_is_a_regression_and_a_small_one_is_not() -> None:
-    slow = _run([[0.90, 0.91, 0.89], [0.90, 0.92], [0.91, 0.90], [0.89, 0.90]])
-    decode = [j for j in judge(slow) if j.metric == "decode_tokens_per_s"]
-    assert decode[0].verdict == SLOWER and decode[0].regression
-    small = _run([[0.99, 0.985], [0.99, 0.99], [0.985, 0.99], [0.99, 0.99]])
-    decode = [j for j in judge(small) if j.metric == "decode_tokens_per_s"]
-    assert not decode[0].regression
+    slow = _decode(_run([[0.90, 0.91, 0.89], [0.90, 0.92], [0.91, 0.90], [0.89, 0.90]]))
+    assert slow[0].verdict == SLOWER and slow[0].regression and slow[0].side == "B"
+    small = _decode(_run([[0.99, 0.985], [0.99, 0.99], [0.985, 0.99], [0.99, 0.99]]))
+    assert not small[0].regression
 
 
-def test_holm_over_the_sweep_spares_a_marginal_case_among_many() -> None:
-    # a 4 % drop with a p-value near 0.01: a regression alone, not among 20 cases (Holm: p <= 0.01/20)
-    blocks = [[0.95], [0.97], [0.96], [0.955]]
-    alone = [j for j in judge(_run(blocks, pooled_spread_dof=0)) if j.metric == "decode_tokens_per_s"]
-    assert alone[0].estimate is not None and alone[0].estimate.p_value < 0.01
-    assert alone[0].regression
-    many = [j for j in judge(_run(blocks, 20, pooled_spread_dof=0)) if j.metric == "decode_tokens_per_s"]
-    assert all(j.verdict == SLOWER for j in many) and not any(j.regression for j in many)
+def test_faster_and_slower_are_holm_corrected_over_every_speed_test_of_the_run() -> None:
+    run = _run([[0.95], [0.97], [0.96], [0.955]], cases=5, noisy_last=0.02)
+    verdicts = [v for v in judge(run) if v.p_value is not None]
+    expected = holm_adjust([v.p_value for v in verdicts])
+    assert [v.p_adjusted for v in verdicts] == pytest.approx(expected)
+    assert all(f"over {len(verdicts)} tests" in v.evidence for v in verdicts)
 
 
 def test_the_sweep_lends_each_case_its_evidence_about_the_noise() -> None:
-    # 3 blocks alone: 2 degrees of freedom, a wide interval; 10 cases with the same spread: 2 + 4
+    # 3 blocks alone: 2 degrees of freedom, a wide interval; 10 cases with the same spread: 2 + 6 (the prior's
+    # weight, at most 3 times the case's own)
     blocks = [[0.90], [0.93], [0.87]]
-    alone = next(j for j in judge(_run(blocks)) if j.metric == "decode_tokens_per_s")
-    pooled = next(j for j in judge(_run(blocks, cases=10)) if j.metric == "decode_tokens_per_s")
-    assert alone.estimate is not None and pooled.estimate is not None
-    assert alone.estimate.ratio == pytest.approx(pooled.estimate.ratio)
-    assert pooled.estimate.half_width_percent < 0.6 * alone.estimate.half_width_percent
-    assert pooled.estimate.p_value < alone.estimate.p_value
+    alone = _decode(_run(blocks))[0]
+    pooled = _decode(_run(blocks, cases=10))[0]
+    assert alone.ratio == pytest.approx(pooled.ratio)
+    assert "its own noise" in alone.evidence and "moderated" in pooled.evidence
+    assert (pooled.ci_high - pooled.ci_low) < 0.7 * (alone.ci_high - alone.ci_low)  # t(2) 4.30 against t(8) 2.31
+    assert "t on 8 dof" in pooled.evidence
+    assert pooled.p_value < alone.p_value
+
+
+def test_a_case_much_noisier_than_the_sweep_keeps_its_own_noise() -> None:
+    verdicts = _decode(_run([[0.99], [1.0], [1.01], [1.0]], cases=10, noisy_last=0.15))
+    assert all("moderated" in v.evidence for v in verdicts[:-1])
+    assert "its own noise" in verdicts[-1].evidence
+
+
+def test_no_verdict_before_the_minimum_blocks() -> None:
+    verdict = _decode(_run([[0.80], [0.81], [0.80]]))[0]  # 3 blocks < the default 4
+    assert verdict.verdict == INCONCLUSIVE and not verdict.regression
+    assert "fewer than the 4 blocks a verdict needs" in verdict.evidence
 
 
 def test_a_metric_only_one_side_has_gives_no_estimate() -> None:
-    run = _run([[1.0], [1.0]])
-    ttft = [j for j in judge(run) if j.metric == "ttft_ms"]
-    assert ttft[0].estimate is None and ttft[0].verdict == INCONCLUSIVE
+    ttft = [v for v in judge(_run([[1.0], [1.0]])) if v.metric == "ttft_ms"]
+    assert ttft[0].ratio is None and ttft[0].verdict == INCONCLUSIVE
+
+
+def test_version_1_files_load_and_are_judged_anew(tmp_path: Path) -> None:
+    run = _run([[0.90], [0.91], [0.90], [0.92]])
+    document = run.as_dict()
+    document["format_version"] = 1
+    document["settings"]["pooled_spread_dof"] = 4.0
+    document["settings"]["min_blocks"] = 2
+    for case in document["cases"]:
+        del case["pairs_per_block"], case["priors"]
+    path = tmp_path / "paired.json"
+    path.write_text(json.dumps(document))
+    loaded = load_paired_run(path)
+    assert loaded.settings.min_blocks == 2 and loaded.settings.verdict_blocks == 3
+    assert _decode(loaded)[0].verdict == SLOWER

@@ -236,7 +236,7 @@ def test_llm_reference_measures_every_case_paired_and_saves_it_with_the_run(
     """`--llm-reference PYTHON`: the sweep as usual, then each case interleaved against the reference in fresh
     workers; the paired run lands beside the saved run and its summary inside it. Same code on both sides:
     no regression may be called on a case whose ratio is near 1."""
-    paired = ("--llm-paired-pairs-per-block=3", "--llm-paired-min-blocks=2", "--llm-paired-max-blocks=2")
+    paired = ("--llm-paired-pairs-per-block=3", "--llm-paired-min-blocks=3", "--llm-paired-max-blocks=3")
     result = run_benchmarks(
         pytester,
         *ONE_SHORT_CASE,
@@ -252,8 +252,8 @@ def test_llm_reference_measures_every_case_paired_and_saves_it_with_the_run(
     document = json.loads(saved.read_text())
     summary = document["paddle_llm_bench_paired"]
     assert [side["name"] for side in summary["sides"]] == [f"reference {sys.executable}", "this environment"]
-    decode = next(j for j in summary["judgements"] if j["metric"] == "decode_tokens_per_s")
-    assert decode["case_id"] == "tiny-float32-greedy-new4-bs1-prompt4" and decode["blocks"] == 2
+    decode = next(j for j in summary["verdicts"] if j["metric"] == "decode_tokens_per_s")
+    assert decode["case_id"] == "tiny-float32-greedy-new4-bs1-prompt4" and summary["cases"][0]["blocks"] == 3
     assert 0.5 < decode["ratio"] < 2.0
     paired_run = saved.parent / f"{saved.stem}.paired" / "paired.json"
     assert Path(summary["paired_run"]).resolve() == paired_run.resolve() and paired_run.is_file()
@@ -270,4 +270,4 @@ def test_llm_reference_that_is_not_a_python_is_a_usage_error(pytester: pytest.Py
 def test_bad_paired_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     result = run_benchmarks(pytester, *ONE_SHORT_CASE, "--llm-paired-min-blocks=5", "--llm-paired-max-blocks=3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "min blocks (5) <= max blocks (3)" in output(result)
+    assert "--llm-paired-max-blocks 3 must be at least --llm-paired-min-blocks 5" in output(result)

@@ -35,7 +35,7 @@ from paddle_llm_bench.paired.command import (
     sweep_from_args,
 )
 from paddle_llm_bench.paired.options import add_engine_arguments, settings_from_args
-from paddle_llm_bench.paired.results import PairedRun, judge, load_paired_run
+from paddle_llm_bench.paired.results import PairedRun, estimates, load_paired_run
 from paddle_llm_bench.paired.sides import RUNNERS, Side
 from paddle_llm_bench.paired.stats import PairedEstimate
 from paddle_llm_bench.results.files import write_atomic
@@ -111,7 +111,7 @@ def summary(run: PairedRun) -> str:
     paired engine's, moderated by the sweep's spread), and what it says about the goal or, A/A, about 1."""
     reference, candidate = run.sides[0].name, run.sides[1].name
     aa = run.sides[0].name.split()[0] == run.sides[1].name.split()[0]
-    estimates = {(j.case_id, j.metric): j.estimate for j in judge(run) if j.side == 1}
+    found = {(run.cases[i].case.id, metric): e for (i, side, metric), e in estimates(run).items() if side == 1}
     blocks = "fresh worker processes, both sides in one" if run.settings.same_process else "fresh processes"
     lines = [f"{candidate} ÷ {reference} (95 % interval over blocks of {blocks}; goal >= {GOAL_RATIO:g})"]
     for comparison in run.cases:
@@ -120,7 +120,7 @@ def summary(run: PairedRun) -> str:
             continue
         pairs = sum(len(block.pairs) for block in comparison.blocks)
         for metric, label in SUMMARY_METRICS:
-            estimate = estimates.get((comparison.case.id, metric))
+            estimate = found.get((comparison.case.id, metric))
             lines.append(f"{comparison.case.id} {label}: {describe(estimate, aa)}")
         lines.append(f"{comparison.case.id}: {len(comparison.blocks)} blocks, {pairs} pairs; {comparison.stop_reason}")
     return "\n".join(lines) + "\n"

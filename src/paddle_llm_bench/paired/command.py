@@ -216,7 +216,7 @@ def exit_status(run: PairedRun, fail_on_regression: bool) -> int:
     if run.interrupted:
         say("interrupted: what was measured is saved")
         return INTERRUPTED
-    found = failures(judge(run), judge_memory(run))
+    found = failures([*judge(run), *judge_memory(run)])
     for line in found:
         say(f"{'REGRESSION' if fail_on_regression else 'slower or bigger'}: {line}")
     failed = [c for c in run.cases if c.error]

@@ -31,14 +31,18 @@ from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.metrics import MEMORY_METRICS, PAIRED_METRICS, RoundTimes, round_metrics
 from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION, WORKER_MODULE, ProtocolError, decode, encode
 from paddle_llm_bench.paired.results import (
+    MIN_PAIRS_PER_BLOCK,
     Block,
     CaseComparison,
     Pair,
     PairedRun,
     PairedSettings,
+    Priors,
     SideInfo,
+    current_priors,
 )
 from paddle_llm_bench.paired.sides import Side, SideError, check_hello, hello_failure_hint
+from paddle_llm_bench.paired.stats import PairedEstimate
 
 HELLO_TIMEOUT_S = 300.0
 PREPARE_TIMEOUT_S = 1800.0  # the 1.5B architecture is built on a CPU in about a minute; a hub download is slower
@@ -251,8 +255,10 @@ def measure_block(
 ) -> None:
     """Prepare the case on every side, then measure ``pairs_per_block`` pairs in random order."""
     case = comparison.case
+    round_seconds = []
+    started = time.monotonic()
     for worker in rng.sample(list(workers), len(workers)):  # loading and warming up: the order varies too
-        worker.request(
+        reply = worker.request(
             {
                 "op": "prepare",
                 "case": case.as_dict(),
@@ -265,8 +271,13 @@ def measure_block(
             },
             PREPARE_TIMEOUT_S,
         )
+        if reply.get("warmup_round_s") is not None:
+            round_seconds.append(float(reply["warmup_round_s"]))
+    if not comparison.pairs_per_block:  # sized once, from the first block's warm-up and preparation
+        prepare_s = time.monotonic() - started
+        comparison.pairs_per_block = pairs_per_block(settings, max(round_seconds, default=0.0), prepare_s)
     block = Block(block_index, [worker.pid for worker in workers])
-    for _ in range(settings.pairs_per_block):
+    for _ in range(comparison.pairs_per_block):
         stopping.checkpoint()  # a SIGTERM to the run stops it between turns
         order = list(range(len(workers)))
         rng.shuffle(order)
@@ -290,27 +301,70 @@ def measure_block(
     comparison.blocks.append(block)
 
 
-def stop_reason(comparison: CaseComparison, settings: PairedSettings, sides: int) -> str:
-    """Why this case needs no more blocks, or "" if it does: precision reached, or a budget spent."""
-    blocks = len(comparison.blocks)
-    widths = [_half_width(comparison, side, settings) for side in range(1, sides)]
-    width = max(widths) if widths else math.inf
+def pairs_per_block(settings: PairedSettings, round_s: float, prepare_s: float = 0.0) -> int:
+    """Pairs per block for a case whose rounds take ``round_s`` (the slower side's warm-up round) and whose
+    preparation took ``prepare_s``: at most ``settings.pairs_per_block``, fewer when long rounds would else spend
+    the case's budget before its ``min_blocks`` blocks, never fewer than ``MIN_PAIRS_PER_BLOCK``. A 200-token case
+    of a 1.5B model on a GPU (~6 s a round) gets a few pairs per block, so it reaches the blocks its interval
+    needs within its budget."""
+    if round_s <= 0.0:
+        return settings.pairs_per_block
+    per_pair_s = 2.0 * settings.rounds_per_turn * round_s
+    block_s = settings.case_budget_s / settings.min_blocks - prepare_s
+    floor = min(MIN_PAIRS_PER_BLOCK, settings.pairs_per_block)
+    return max(floor, min(settings.pairs_per_block, int(block_s / per_pair_s)))
+
+
+def end_of_round(run: PairedRun, active: Sequence[CaseComparison]) -> list[CaseComparison]:
+    """After a round of blocks: decide which active cases stop (``stop_reason``), with the sweep's prior computed
+    once from every case's blocks so far; returns the cases that stopped in this round (failed ones included)."""
+    priors = current_priors(run)
+    stopped = []
+    for comparison in active:
+        if not comparison.stop_reason:
+            comparison.stop_reason = stop_reason(comparison, run, priors)
+        if comparison.stop_reason:
+            stopped.append(comparison)
+    return stopped
+
+
+def stop_reason(comparison: CaseComparison, run: PairedRun, priors: Priors) -> str:
+    """Why this case needs no more blocks, or "" if it does: precision reached on the interval it will report
+    (moderated by the sweep's noise, ``priors``, frozen at the stop), or a budget spent. The time budget never
+    stops a case before ``min_blocks``: blocks are sized so that they fit it, and a case cut short of them could
+    get no verdict."""
+    settings, sides = run.settings, len(run.sides)
+    found = [_first_estimate(comparison, side, settings, priors) for side in range(1, sides)]
+    width = max((e.half_width_percent if e is not None else math.inf for e in found), default=math.inf)
     shown = f"{width:.2f} %" if math.isfinite(width) else "n/a"
-    if blocks >= settings.min_blocks and width <= settings.target_half_width_percent:
-        return f"precision: half-width {shown} <= {settings.target_half_width_percent:g} % after {blocks} blocks"
-    if blocks >= settings.max_blocks:
-        return f"block budget: {blocks} blocks measured, half-width {shown}"
-    if comparison.seconds >= settings.case_budget_s:
-        return f"time budget: {comparison.seconds:.0f} s >= {settings.case_budget_s:g} s, half-width {shown}"
-    return ""
+    blocks = len(comparison.blocks)
+    # Only an interval moderated by the sweep may end a case early: stopping when a case's own few blocks happen
+    # to agree selects lucky small variances (its interval then covers ~92 %, not 95 %: `simulate`).
+    moderated = all(e is not None and e.moderated for e in found)
+    reason = ""
+    if blocks >= settings.min_blocks and moderated and width <= settings.target_half_width_percent:
+        reason = f"precision: half-width {shown} <= {settings.target_half_width_percent:g} % after {blocks} blocks"
+    elif blocks >= settings.max_blocks:
+        reason = f"block budget: {blocks} blocks measured, half-width {shown}"
+    elif comparison.seconds >= settings.case_budget_s and blocks >= settings.min_blocks:  # never short of a verdict
+        reason = f"time budget: {comparison.seconds:.0f} s >= {settings.case_budget_s:g} s, half-width {shown}"
+    if reason:
+        frozen = {m: priors.get((comparison.case.decoding, m)) for m in PAIRED_METRICS}
+        comparison.priors = {
+            str(side): {m: [p.variance, p.dof] for m, p in frozen.items() if p is not None} for side in range(1, sides)
+        }
+    return reason
 
 
-def _half_width(comparison: CaseComparison, side: int, settings: PairedSettings) -> float:
+def _first_estimate(
+    comparison: CaseComparison, side: int, settings: PairedSettings, priors: Priors
+) -> PairedEstimate | None:
     for metric in PAIRED_METRICS:  # the first metric the case has: decode tok/s, unless N = 1
-        estimate = comparison.estimate(side, metric, settings.confidence)
+        prior = priors.get((comparison.case.decoding, metric))
+        estimate = comparison.estimate(side, metric, settings.confidence, prior)
         if estimate is not None:
-            return estimate.half_width_percent
-    return math.inf
+            return estimate
+    return None
 
 
 def run_paired(
@@ -355,14 +409,14 @@ def run_paired(
                     close_all(workers)
                     workers = start_workers(sides, rng, settings.same_process)
                 comparison.seconds += time.monotonic() - started
-                if not comparison.stop_reason:
-                    comparison.stop_reason = stop_reason(comparison, settings, len(sides))
-                if comparison.stop_reason:
-                    active.remove(comparison)
                 progress(_progress_line(comparison, block_index, settings, len(sides)))
                 on_update(run)
             close_all(workers)
             workers = []
+            for comparison in end_of_round(run, active):
+                progress(f"{comparison.case.id}: done after {len(comparison.blocks)} blocks: {comparison.stop_reason}")
+            active = [comparison for comparison in active if not comparison.stop_reason]
+            on_update(run)
             block_index += 1
     except KeyboardInterrupt:
         run.interrupted = True
@@ -399,6 +453,7 @@ def _side_info(worker: SideWorker) -> SideInfo:
 
 
 def _progress_line(comparison: CaseComparison, block_index: int, settings: PairedSettings, sides: int) -> str:
+    """The case's own interval so far (the reported one is moderated by the sweep)."""
     if comparison.error:
         return f"{comparison.case.id}: FAILED in block {block_index + 1}: {comparison.error.splitlines()[0]}"
     parts = []

@@ -10,7 +10,8 @@ from typing import Any
 
 from paddle_llm_bench.analysis.report import aligned_table, format_number
 from paddle_llm_bench.core.metrics import MIB
-from paddle_llm_bench.paired.results import CaseComparison, Judgement, PairedRun, judge, judge_memory
+from paddle_llm_bench.core.verdicts import BETTER, WORSE, Verdict
+from paddle_llm_bench.paired.results import CaseComparison, PairedRun, judge, judge_memory
 
 FORMATS = ("table", "markdown", "csv", "json")
 HEADER = [
@@ -31,8 +32,7 @@ HEADER = [
 
 def rows(run: PairedRun) -> list[list[str]]:
     """One row per case and side; the reference's row shows its medians only."""
-    judgements = {(j.case_id, j.side, j.metric): j for j in judge(run)}
-    memory = {(m.case_id, m.side, m.metric): m for m in judge_memory(run)}
+    verdicts = {(v.case_id, v.side, v.metric): v for v in [*judge(run), *judge_memory(run)]}
     table: list[list[str]] = []
     for comparison in run.cases:
         case_id = comparison.case.id
@@ -40,19 +40,23 @@ def rows(run: PairedRun) -> list[list[str]]:
             decode = comparison.median(side, "decode_tokens_per_s")
             ttft = comparison.median(side, "ttft_ms")
             alloc = comparison.memory(side, "peak_allocated_bytes")
+
+            def of(metric: str, case_id: str = case_id, name: str = info.name) -> Verdict:
+                return verdicts[(case_id, name, metric)]
+
             row = [
                 case_id if side == 0 else "",
                 info.name,
                 format_number(decode),
-                "reference" if side == 0 else judgements[(case_id, side, "decode_tokens_per_s")].ratio_text,
-                "" if side == 0 else _verdict(judgements[(case_id, side, "decode_tokens_per_s")]),
+                "reference" if side == 0 else of("decode_tokens_per_s").ratio_text,
+                "" if side == 0 else _verdict(of("decode_tokens_per_s")),
                 format_number(ttft, 2),
-                "reference" if side == 0 else judgements[(case_id, side, "ttft_ms")].ratio_text,
-                "" if side == 0 else _verdict(judgements[(case_id, side, "ttft_ms")]),
-                "" if side == 0 else judgements[(case_id, side, "e2e_tokens_per_s")].ratio_text,
+                "reference" if side == 0 else of("ttft_ms").ratio_text,
+                "" if side == 0 else _verdict(of("ttft_ms")),
+                "" if side == 0 else of("e2e_tokens_per_s").ratio_text,
                 _blocks(comparison) if side else "",
                 "n/a" if alloc is None else f"{alloc / MIB:,.1f}",
-                "" if side == 0 else memory[(case_id, side, "peak_allocated_bytes")].verdict,
+                "" if side == 0 else _verdict(of("peak_allocated_bytes")),
             ]
             table.append(row)
         if comparison.error:
@@ -60,8 +64,8 @@ def rows(run: PairedRun) -> list[list[str]]:
     return table
 
 
-def _verdict(judgement: Judgement) -> str:
-    return f"**{judgement.verdict}**" if judgement.regression else judgement.verdict
+def _verdict(verdict: Verdict) -> str:
+    return f"**{verdict.verdict}**" if verdict.regression else verdict.verdict
 
 
 def _blocks(comparison: CaseComparison) -> str:
@@ -93,11 +97,13 @@ def footnotes(run: PairedRun) -> list[str]:
     lines = [
         f"Ratios are side ÷ reference ({run.sides[0].name}), measured interleaved: blocks of fresh worker processes, "
         f"{s.pairs_per_block} pairs per block, turns of {s.rounds_per_turn} round(s) ({s.dropped_per_turn} dropped) "
-        f"in random order; {100 * s.confidence:g} % Student-t interval over the blocks' Hodges-Lehmann estimates.",
-        f"Verdicts: faster/slower when the interval excludes 1 and the change is at least the minimum effect "
+        f"in random order; {100 * s.confidence:g} % Student-t interval over the blocks' Hodges-Lehmann estimates, "
+        "their variance moderated by the sweep's (weight estimated; a case much noisier than the rest keeps its own).",
+        f"Verdicts: faster/slower when significant after Holm over every speed test of the run (alpha {s.alpha:g}: "
+        "the chance of any spurious faster/slower in the run) and at least the minimum effect "
         f"({', '.join(f'{m} {p:g} %' for m, p in s.min_effect_percent.items())}); same when the interval is within "
-        "it; bold: a regression after Holm over the sweep "
-        f"(alpha {s.alpha:g}).",
+        f"it; no verdict before {s.verdict_blocks} blocks; bold: a regression (slower on "
+        f"{', '.join(s.gated_metrics)}, or a bigger allocator peak).",
     ]
     lines += [f"{c.case.id}: stopped on {c.stop_reason}" for c in run.cases if c.stop_reason and not c.error]
     if run.interrupted:
@@ -109,23 +115,19 @@ def as_json(run: PairedRun) -> dict[str, Any]:
     return {
         "sides": [info.__dict__ for info in run.sides],
         "interrupted": run.interrupted,
-        "judgements": [_judgement_json(j, run) for j in judge(run)],
-        "memory": [m.__dict__ for m in judge_memory(run)],
+        "verdicts": [v.as_dict() for v in judge(run)],
+        "memory": [v.as_dict() for v in judge_memory(run)],
         "cases": [
-            {"case_id": c.case.id, "stop_reason": c.stop_reason, "error": c.error, "seconds": round(c.seconds, 1)}
+            {
+                "case_id": c.case.id,
+                "stop_reason": c.stop_reason,
+                "error": c.error,
+                "seconds": round(c.seconds, 1),
+                "blocks": len(c.blocks),
+                "pairs": sum(len(block.pairs) for block in c.blocks),
+            }
             for c in run.cases
         ],
-    }
-
-
-def _judgement_json(judgement: Judgement, run: PairedRun) -> dict[str, Any]:
-    return {
-        "case_id": judgement.case_id,
-        "side": run.sides[judgement.side].name,
-        "metric": judgement.metric,
-        "verdict": judgement.verdict,
-        "regression": judgement.regression,
-        **(judgement.estimate.as_dict() if judgement.estimate is not None else {"absent": "fewer than 2 blocks"}),
     }
 
 
@@ -136,22 +138,22 @@ def forest_plot(run: PairedRun, path: Path, metric: str = "decode_tokens_per_s")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    found = [j for j in judge(run) if j.metric == metric and j.estimate is not None]
+    found = [v for v in judge(run) if v.metric == metric and v.ci_low is not None and v.ci_high is not None]
     figure, axes = plt.subplots(figsize=(8, 1.2 + 0.45 * max(1, len(found))))
-    for position, judgement in enumerate(reversed(found)):
-        estimate = judgement.estimate
-        assert estimate is not None
-        color = {"slower": "tab:red", "faster": "tab:green", "same": "tab:blue"}.get(judgement.verdict, "tab:gray")
+    for position, verdict in enumerate(reversed(found)):
+        assert verdict.ratio is not None and verdict.ci_low is not None and verdict.ci_high is not None
+        color = "tab:red" if verdict.verdict in WORSE else "tab:green" if verdict.verdict in BETTER else "tab:gray"
+        color = "tab:blue" if verdict.verdict == "same" else color
         axes.errorbar(
-            [estimate.ratio],
+            [verdict.ratio],
             [position],
-            xerr=[[estimate.ratio - estimate.ci_low], [estimate.ci_high - estimate.ratio]],
+            xerr=[[verdict.ratio - verdict.ci_low], [verdict.ci_high - verdict.ratio]],
             fmt="o",
             color=color,
             capsize=4,
         )
     axes.set_yticks(range(len(found)))
-    axes.set_yticklabels([f"{j.case_id} · {run.sides[j.side].name}" for j in reversed(found)], fontsize=8)
+    axes.set_yticklabels([f"{v.case_id} · {v.side}" for v in reversed(found)], fontsize=8)
     axes.axvline(1.0, color="black", linewidth=0.8)
     axes.set_xlabel(f"{metric}: side ÷ {run.sides[0].name} ({100 * run.settings.confidence:g} % interval)")
     figure.tight_layout()

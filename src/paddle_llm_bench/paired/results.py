@@ -12,7 +12,7 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +25,26 @@ from paddle_llm_bench.core.metrics import (
     PAIRED_METRICS,
     PAIRED_MIN_EFFECT_PERCENT,
 )
-from paddle_llm_bench.core.stats import holm_adjust
-from paddle_llm_bench.paired.stats import (
+from paddle_llm_bench.core.stats import VariancePrior, holm_adjust
+from paddle_llm_bench.core.verdicts import (
+    INCONCLUSIVE,
     SLOWER,
-    PairedEstimate,
-    block_estimates,
+    WORSE,
+    Verdict,
     memory_verdict,
-    paired_estimate,
-    prior_spreads,
+    peak_spread_problem,
     speed_verdict,
 )
+from paddle_llm_bench.paired.stats import PairedEstimate, block_estimates, paired_estimate, sweep_prior
 from paddle_llm_bench.results.files import write_atomic
 
 FORMAT = "paddle-llm-bench-paired"
-FORMAT_VERSION = 1
-# The metrics compared pair by pair; the first decides when a case is precise enough.
+FORMAT_VERSION = 2
+GATED_MEMORY = ("peak_allocated_bytes", "peak_reserved_bytes")  # deterministic peaks: a bigger one fails
+
+
+MIN_VERDICT_BLOCKS = 3
+MIN_PAIRS_PER_BLOCK = 3
 
 
 class PairedFileError(ValueError):
@@ -50,8 +55,8 @@ class PairedFileError(ValueError):
 class PairedSettings:
     """How long and how finely a paired comparison measures, and how it judges."""
 
-    pairs_per_block: int = 20
-    min_blocks: int = 4
+    pairs_per_block: int = 20  # at most: a case whose rounds are long gets fewer, so min_blocks fit its budget
+    min_blocks: int = 4  # blocks before a case may stop, and before any speed verdict
     max_blocks: int = 10
     target_half_width_percent: float = 2.0
     case_budget_s: float = 300.0
@@ -62,9 +67,6 @@ class PairedSettings:
     alpha: float = 0.01  # family-wise false-alarm rate of the gate, Holm-corrected over the sweep
     min_effect_percent: dict[str, float] = field(default_factory=lambda: dict(PAIRED_MIN_EFFECT_PERCENT))
     gated_metrics: tuple[str, ...] = PAIRED_GATED_METRICS
-    # Weight, in degrees of freedom, of the spread pooled over the sweep's other comparisons when judging one
-    # (as the stored-baseline gate's pooled noise): a case's own 4-10 blocks say little about its noise.
-    pooled_spread_dof: float = 4.0
     device: str = "auto"
     max_positions: int | None = 4096
     seed: int = 0
@@ -80,6 +82,12 @@ class PairedSettings:
             )
         if self.min_blocks < 2 or self.max_blocks < self.min_blocks:
             raise ValueError(f"need 2 <= min blocks ({self.min_blocks}) <= max blocks ({self.max_blocks})")
+
+    @property
+    def verdict_blocks(self) -> int:
+        """Blocks a case needs before any speed verdict: ``min_blocks``, and never fewer than 3 (an interval from
+        two blocks of fresh processes, stopped early, covers far less than it claims)."""
+        return max(self.min_blocks, MIN_VERDICT_BLOCKS)
 
 
 @dataclass
@@ -104,6 +112,14 @@ class CaseComparison:
     stop_reason: str = ""
     error: str | None = None
     seconds: float = 0.0
+    pairs_per_block: int = 0  # chosen in the first block from the warm-up rounds' length (0: not yet)
+    # The sweep's prior at the stop, per side index (as text, for JSON) and metric: [variance, dof]. The
+    # interval a case stopped on is the interval it reports, whatever the other cases measured after it.
+    priors: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def prior(self, side: int, metric: str) -> VariancePrior | None:
+        frozen = self.priors.get(str(side), {}).get(metric)
+        return None if frozen is None else VariancePrior(frozen[0], frozen[1])
 
     def log_ratios(self, side: int, metric: str) -> list[list[float]]:
         """Per block, log(side's turn / reference's turn) of each pair where both have the metric."""
@@ -116,8 +132,10 @@ class CaseComparison:
             for block in self.blocks
         ]
 
-    def estimate(self, side: int, metric: str, confidence: float) -> PairedEstimate | None:
-        return paired_estimate(self.log_ratios(side, metric), confidence)
+    def estimate(
+        self, side: int, metric: str, confidence: float, prior: VariancePrior | None = None
+    ) -> PairedEstimate | None:
+        return paired_estimate(self.log_ratios(side, metric), confidence, prior)
 
     def median(self, side: int, metric: str) -> float | None:
         values = [pair.values[side][metric] for b in self.blocks for pair in b.pairs if metric in pair.values[side]]
@@ -126,6 +144,9 @@ class CaseComparison:
     def memory(self, side: int, metric: str) -> int | None:
         values = [b.memory_bytes[side][metric] for b in self.blocks if metric in b.memory_bytes[side]]
         return int(statistics.median(values)) if values else None
+
+    def memory_peaks(self, side: int, metric: str) -> list[int]:
+        return [b.memory_bytes[side][metric] for b in self.blocks if metric in b.memory_bytes[side]]
 
     def memory_absent(self, side: int, metric: str) -> str | None:
         reasons = [b.memory_absent[side][metric] for b in self.blocks if metric in b.memory_absent[side]]
@@ -168,12 +189,15 @@ def load_paired_run(path: Path) -> PairedRun:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise PairedFileError(f'{path}: not a paired run (no "format": "{FORMAT}")')
     version = document.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
         raise PairedFileError(
-            f"{path}: format_version {version!r} is not {FORMAT_VERSION}, the one this version reads; "
-            "re-run the comparison with this version"
+            f"{path}: format_version {version!r} is not one this version reads (1 to {FORMAT_VERSION}); "
+            "re-run the comparison with this version, or upgrade paddle-llm-bench"
         )
     try:
+        while version < FORMAT_VERSION:
+            document = UPGRADES[version](document)
+            version = document["format_version"]
         settings = document["settings"]
         settings["gated_metrics"] = tuple(settings["gated_metrics"])
         return PairedRun(
@@ -188,6 +212,16 @@ def load_paired_run(path: Path) -> PairedRun:
         raise PairedFileError(f"{path}: malformed paired run ({type(error).__name__}: {error})") from None
 
 
+def _upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 moderated with a fixed weight (``pooled_spread_dof``); format 2 estimates the weight per decoding
+    and freezes each case's prior at its stop. Old runs are judged anew with today's rules."""
+    settings = {k: v for k, v in document["settings"].items() if k != "pooled_spread_dof"}
+    return {**document, "format_version": 2, "settings": settings}
+
+
+UPGRADES = {1: _upgrade_v1}
+
+
 def _case_comparison(item: dict[str, Any]) -> CaseComparison:
     blocks = [
         Block(
@@ -199,95 +233,152 @@ def _case_comparison(item: dict[str, Any]) -> CaseComparison:
         )
         for block in item["blocks"]
     ]
-    return CaseComparison(Case(**item["case"]), blocks, item["stop_reason"], item["error"], item["seconds"])
+    return CaseComparison(
+        Case(**item["case"]),
+        blocks,
+        item["stop_reason"],
+        item["error"],
+        item["seconds"],
+        int(item.get("pairs_per_block", 0)),
+        dict(item.get("priors", {})),
+    )
 
 
 # Verdicts.
 
 
-@dataclass(frozen=True)
-class Judgement:
-    """One side against the reference, for one case and one metric."""
-
-    case_id: str
-    side: int
-    metric: str
-    estimate: PairedEstimate | None
-    verdict: str
-    regression: bool = False  # slower, and significant after Holm over the sweep (gated metrics only)
-
-    @property
-    def ratio_text(self) -> str:
-        e = self.estimate
-        return "n/a" if e is None else f"{e.ratio:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]"
+Priors = dict[tuple[str, str], VariancePrior | None]  # (decoding, metric) -> the sweep's prior
 
 
-@dataclass(frozen=True)
-class MemoryJudgement:
-    case_id: str
-    side: int
-    metric: str
-    reference_bytes: int | None
-    candidate_bytes: int | None
-    verdict: str  # bigger / smaller / same, or why it is absent
-
-
-def judge(run: PairedRun) -> list[Judgement]:
-    """Every (case, side, metric) estimate with its verdict; Holm over the gated ones marks regressions.
-
-    Each estimate's noise is moderated by the spread of the sweep's other comparisons of the same metric.
-    """
-    settings = run.settings
-    keys = [(c, side) for c in run.cases for side in range(1, len(run.sides))]
-    estimates: dict[tuple[int, int, str], PairedEstimate | None] = {}
-    for metric in PAIRED_METRICS:
-        blocks = [comparison.log_ratios(side, metric) for comparison, side in keys]
-        priors = prior_spreads([block_estimates(b) for b in blocks], settings.pooled_spread_dof)
-        for (comparison, side), block, prior in zip(keys, blocks, priors, strict=True):
-            estimates[(id(comparison), side, metric)] = paired_estimate(block, settings.confidence, prior)
-    judgements: list[Judgement] = []
-    for comparison, side in keys:
-        for metric in PAIRED_METRICS:
-            estimate = estimates[(id(comparison), side, metric)]
-            verdict = speed_verdict(estimate, settings.min_effect_percent.get(metric, 0.0), metric in HIGHER_IS_BETTER)
-            judgements.append(Judgement(comparison.case.id, side, metric, estimate, verdict))
-    gated = [j for j in judgements if j.metric in settings.gated_metrics and j.estimate is not None]
-    adjusted = holm_adjust([j.estimate.p_value for j in gated if j.estimate is not None])
-    flagged = {id(j) for j, p in zip(gated, adjusted, strict=True) if j.verdict == SLOWER and p <= settings.alpha}
-    return [
-        Judgement(j.case_id, j.side, j.metric, j.estimate, j.verdict, regression=True) if id(j) in flagged else j
-        for j in judgements
-    ]
-
-
-def judge_memory(run: PairedRun, gate: GateSettings | None = None) -> list[MemoryJudgement]:
-    """Each side's memory peaks against the reference's, with the gate's tolerances (peaks are deterministic)."""
-    tolerances = (gate or GateSettings()).memory_tolerance
-    found: list[MemoryJudgement] = []
+def current_priors(run: PairedRun) -> Priors:
+    """Per decoding and metric, the prior from every comparison of the run as it stands: cases of one decoding
+    are alike in noise (beam search scatters more than greedy search), so they lend each other their evidence."""
+    groups: dict[tuple[str, str], list[list[float]]] = {}
     for comparison in run.cases:
+        for metric in PAIRED_METRICS:
+            key = (comparison.case.decoding, metric)
+            for side in range(1, len(run.sides)):
+                groups.setdefault(key, []).append(block_estimates(comparison.log_ratios(side, metric)))
+    return {key: sweep_prior(found) for key, found in groups.items()}
+
+
+def prior_for(comparison: CaseComparison, side: int, metric: str, priors: Priors) -> VariancePrior | None:
+    """The prior frozen at the case's stop, else the sweep's current one for its decoding."""
+    if comparison.priors:
+        return comparison.prior(side, metric)
+    return priors.get((comparison.case.decoding, metric))
+
+
+def estimates(run: PairedRun) -> dict[tuple[int, int, str], PairedEstimate | None]:
+    """(case index, side, metric) -> the estimate that is reported: with the prior frozen at the case's stop,
+    else (a case still running, or interrupted) the run's current one."""
+    now = current_priors(run)
+    found: dict[tuple[int, int, str], PairedEstimate | None] = {}
+    for index, comparison in enumerate(run.cases):
         for side in range(1, len(run.sides)):
-            for metric in MEMORY_METRICS:
-                reference, candidate = comparison.memory(0, metric), comparison.memory(side, metric)
-                if reference is None or candidate is None:
-                    why = comparison.memory_absent(0, metric) or comparison.memory_absent(side, metric) or "absent"
-                    found.append(MemoryJudgement(comparison.case.id, side, metric, reference, candidate, why))
-                    continue
-                percent, slack = tolerances[metric]
-                verdict = memory_verdict(reference, candidate, percent, slack)
-                found.append(MemoryJudgement(comparison.case.id, side, metric, reference, candidate, verdict))
+            for metric in PAIRED_METRICS:
+                prior = prior_for(comparison, side, metric, now)
+                found[(index, side, metric)] = comparison.estimate(side, metric, run.settings.confidence, prior)
     return found
 
 
-def failures(judgements: Sequence[Judgement], memory: Sequence[MemoryJudgement]) -> list[str]:
-    """The lines that fail a gate: confirmed slower speed, bigger memory."""
-    lines = [
-        f"{j.case_id}: {j.metric} slower, ratio {j.ratio_text} (p = {j.estimate.p_value:.2g}, Holm-corrected)"
-        for j in judgements
-        if j.regression and j.estimate is not None
-    ]
-    lines += [
-        f"{m.case_id}: {m.metric} bigger, {m.reference_bytes} -> {m.candidate_bytes} bytes"
-        for m in memory
-        if m.verdict == "bigger" and m.metric in ("peak_allocated_bytes", "peak_reserved_bytes")
-    ]
-    return lines
+def judge(run: PairedRun) -> list[Verdict]:
+    """Every (case, side, metric) estimate with its verdict (``core.verdicts``): Holm over every speed test of
+    the run decides faster/slower, so spurious ones stay under alpha per sweep; a slower gated metric is a
+    regression. A case with fewer than ``min_blocks`` blocks gets no verdict (it says so)."""
+    settings = run.settings
+    found = estimates(run)
+    tested = [key for key, e in found.items() if e is not None and e.blocks >= settings.verdict_blocks]
+    adjusted = dict(zip(tested, holm_adjust([found[k].p_value for k in tested]), strict=True))  # type: ignore[union-attr]
+    verdicts = []
+    for (index, side, metric), estimate in found.items():
+        comparison = run.cases[index]
+        verdicts.append(
+            _speed_verdict(comparison, run, side, metric, estimate, adjusted.get((index, side, metric)), len(tested))
+        )
+    return verdicts
+
+
+def _speed_verdict(
+    comparison: CaseComparison,
+    run: PairedRun,
+    side: int,
+    metric: str,
+    estimate: PairedEstimate | None,
+    p_adjusted: float | None,
+    family: int,
+) -> Verdict:
+    settings = run.settings
+    base = Verdict(
+        comparison.case.id,
+        metric,
+        INCONCLUSIVE,
+        comparison.median(0, metric),
+        comparison.median(side, metric),
+        side=run.sides[side].name,
+    )
+    if estimate is None:
+        return replace(base, evidence=f"{len(comparison.blocks)} block(s): an interval needs 2")
+    base = replace(
+        base, ratio=estimate.ratio, ci_low=estimate.ci_low, ci_high=estimate.ci_high, p_value=estimate.p_value
+    )
+    moderation = "moderated by the sweep's noise" if estimate.moderated else "its own noise"
+    evidence = f"{estimate.blocks} blocks / {estimate.pairs} pairs, t on {estimate.dof:.3g} dof ({moderation})"
+    if p_adjusted is None:
+        return replace(base, evidence=f"{evidence}; fewer than the {settings.verdict_blocks} blocks a verdict needs")
+    verdict = speed_verdict(
+        estimate.ratio,
+        estimate.ci_low,
+        estimate.ci_high,
+        p_adjusted,
+        settings.alpha,
+        settings.min_effect_percent.get(metric, 0.0),
+        metric in HIGHER_IS_BETTER,
+    )
+    return replace(
+        base,
+        verdict=verdict,
+        p_adjusted=p_adjusted,
+        regression=verdict == SLOWER and metric in settings.gated_metrics,
+        evidence=f"{evidence}; Holm-adjusted p {p_adjusted:.2g} over {family} tests (alpha {settings.alpha:g})",
+    )
+
+
+def judge_memory(run: PairedRun, gate: GateSettings | None = None) -> list[Verdict]:
+    """Each side's memory peaks against the reference's, with the gate's tolerances. Peaks of fixed shapes are
+    deterministic: repeats (blocks) that disagree make the verdict inconclusive, with the spread."""
+    tolerances = (gate or GateSettings()).memory_tolerance
+    found: list[Verdict] = []
+    for comparison in run.cases:
+        for side in range(1, len(run.sides)):
+            for metric in MEMORY_METRICS:
+                found.append(_memory_verdict(comparison, run.sides[side].name, side, metric, tolerances[metric]))
+    return found
+
+
+def _memory_verdict(
+    comparison: CaseComparison, name: str, side: int, metric: str, tolerance: tuple[float, int]
+) -> Verdict:
+    reference, candidate = comparison.memory(0, metric), comparison.memory(side, metric)
+    base = Verdict(comparison.case.id, metric, INCONCLUSIVE, reference, candidate, side=name)
+    if reference is None or candidate is None:
+        why = comparison.memory_absent(0, metric) or comparison.memory_absent(side, metric) or "absent"
+        return replace(base, evidence=why)
+    percent, slack = tolerance
+    for who, index in (("reference", 0), (name, side)):
+        spread = peak_spread_problem(comparison.memory_peaks(index, metric), percent, slack)
+        if spread:
+            return replace(base, ratio=candidate / reference if reference else None, evidence=f"{who}: {spread}")
+    verdict = memory_verdict(reference, candidate, percent, slack)
+    return replace(
+        base,
+        verdict=verdict,
+        ratio=candidate / reference if reference else None,
+        regression=verdict in WORSE and metric in GATED_MEMORY,
+        evidence=f"allowed change max({percent:g} %, {slack / (1024 * 1024):g} MiB); identical in every block",
+    )
+
+
+def failures(verdicts: Sequence[Verdict]) -> list[str]:
+    """The lines that fail a gate: a confirmed slower speed, a bigger allocator peak."""
+    return [v.message() for v in verdicts if v.regression]

@@ -13,25 +13,26 @@ Two sources of noise remain and the interval must hold both:
 So each block is summarized by a robust estimate of its log ratio (Hodges-Lehmann: the median of
 the pairwise means, resistant to outlier pairs), and the blocks' estimates, which each carry one
 draw of process luck, give the estimate (their mean) and a Student-t interval with ``blocks - 1``
-degrees of freedom — the standard analysis of a cluster-randomized design. Its honesty is checked
-by A/A runs (``paddle-llm-bench paired --candidate-python SAME``), not assumed.
+degrees of freedom — the standard analysis of a cluster-randomized design. A case's own few blocks
+say little about its noise, so its variance is moderated by the sweep's cases of the same decoding
+(empirical Bayes, Smyth 2004): the prior's weight is estimated from how alike their variances are; the
+prior may widen an interval or lend it degrees of freedom, never narrow it. Its honesty is checked by
+simulation (``paddle-llm-bench simulate``) and by A/A runs (``paddle-llm-bench paired``, one Python on both
+sides).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-MIN_BLOCKS = 2  # an interval over blocks needs two of them at least
+from paddle_llm_bench.core.stats import VariancePrior, fit_variance_prior, t_quantile, t_two_sided_p
 
-FASTER = "faster"
-SLOWER = "slower"
-SAME = "same"
-INCONCLUSIVE = "inconclusive"
-BIGGER = "bigger"
-SMALLER = "smaller"
+MIN_BLOCKS = 2  # an interval over blocks needs two of them at least
+PRIOR_WEIGHT_PER_DOF = 3  # the sweep's prior weighs at most this many times the case's own degrees of freedom
 
 
 def hodges_lehmann(values: Sequence[float]) -> float:
@@ -54,13 +55,15 @@ class PairedEstimate:
     blocks: int
     pairs: int
     block_ratios: tuple[float, ...]
+    dof: float = 0.0  # of the interval's t: blocks - 1, plus the prior's weight when moderated
+    moderated: bool = False  # the blocks' variance was moderated by the sweep's
 
     @property
     def half_width_percent(self) -> float:
         """Half the interval's width relative to the estimate, in percent (the precision target's unit)."""
         return 100.0 * (self.ci_high - self.ci_low) / (2.0 * self.ratio)
 
-    def as_dict(self) -> dict[str, float | int | list[float]]:
+    def as_dict(self) -> dict[str, float | int | bool | list[float]]:
         return {
             "ratio": self.ratio,
             "ci_low": self.ci_low,
@@ -71,38 +74,47 @@ class PairedEstimate:
             "blocks": self.blocks,
             "pairs": self.pairs,
             "block_ratios": list(self.block_ratios),
+            "dof": self.dof,
+            "moderated": self.moderated,
         }
 
 
-@dataclass(frozen=True)
-class PriorSpread:
-    """The spread of block estimates seen in the rest of a sweep: a prior for one comparison's own.
-
-    ``variance`` is the pooled variance of block estimates (log scale) of the other comparisons of the
-    same metric; ``dof`` its weight in degrees of freedom (the gate's moderated noise, applied here).
-    """
-
-    variance: float
-    dof: float
+@functools.lru_cache(maxsize=65536)
+def _block_estimate(block: tuple[float, ...]) -> float:
+    return hodges_lehmann(block)
 
 
 def block_estimates(blocks: Sequence[Sequence[float]]) -> list[float]:
-    """One robust estimate (Hodges-Lehmann) per non-empty block of pair log ratios."""
-    estimates = [hodges_lehmann(block) for block in blocks if block]
+    """One robust estimate (Hodges-Lehmann) per non-empty block of pair log ratios (a finished block's is
+    computed once: the stop rule and the verdicts ask for them again and again)."""
+    estimates = [_block_estimate(tuple(block)) for block in blocks if block]
     if any(not math.isfinite(value) for value in estimates):
         raise ValueError("log ratios must be finite")
     return estimates
 
 
+def sweep_prior(groups: Sequence[Sequence[float]]) -> VariancePrior | None:
+    """The prior for each comparison's block variance, from every comparison of one metric in a sweep
+    (groups of block estimates): Smyth's moment estimate, its weight estimated from how alike they are."""
+    usable = [group for group in groups if len(group) >= MIN_BLOCKS]
+    return fit_variance_prior([sample_variance(g) for g in usable], [len(g) - 1 for g in usable])
+
+
+def sample_variance(values: Sequence[float]) -> float:
+    """The sample variance (n - 1) in floats (``statistics.variance`` works in fractions: slow in the stop rule)."""
+    mean = math.fsum(values) / len(values)
+    return math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+
 def paired_estimate(
-    blocks: Sequence[Sequence[float]], confidence: float = 0.95, prior: PriorSpread | None = None
+    blocks: Sequence[Sequence[float]], confidence: float = 0.95, prior: VariancePrior | None = None
 ) -> PairedEstimate | None:
     """The ratio and its interval from per-block lists of pair log ratios; None with fewer than 2 blocks.
 
-    Without ``prior`` the interval is Student-t over the blocks (``blocks - 1`` degrees of freedom).
-    With it, the blocks' variance is moderated: (d0·s0² + d·s²) / (d0 + d) on d0 + d degrees of
-    freedom, so that a sweep's many cases lend each other their evidence about the noise. Empty
-    blocks are ignored. All blocks agreeing exactly gives a zero-width interval.
+    Without ``prior`` the interval is Student-t over the blocks (``blocks - 1`` degrees of freedom). With it,
+    a variance at most the prior's is moderated, (d0·s0² + d·s²) / (d0 + d) on d0 + d dof, with d0 at most
+    ``PRIOR_WEIGHT_PER_DOF`` times the case's own d; a larger one is kept, on its own dof. Empty blocks are
+    ignored. All blocks agreeing exactly gives a zero-width interval.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be within (0, 1), got {confidence}")
@@ -112,70 +124,28 @@ def paired_estimate(
     k = len(estimates)
     mean = statistics.fmean(estimates)
     dof: float = k - 1
-    variance = statistics.variance(estimates)
-    if prior is not None and prior.dof > 0:
-        variance = (prior.dof * prior.variance + dof * variance) / (prior.dof + dof)
-        dof += prior.dof
-    from scipy import stats as scipy_stats  # here, not at import: `--help` and the plugin's import stay fast
-
+    variance = sample_variance(estimates)
+    # The sweep may widen a case's interval and lend it degrees of freedom, never narrow it: a case whose own
+    # blocks scatter more than the sweep's keeps its own t-interval (moderating it would shrink its variance
+    # towards quieter cases and call noise a change).
+    moderated = prior is not None and prior.dof > 0 and variance <= prior.variance
+    if moderated and prior is not None:
+        # The sweep cannot know a case's noise far better than the case's own blocks do (a case of unlike noise
+        # that looks quiet by chance would else be judged on its group's variance as if it were exact).
+        weight = min(prior.dof, PRIOR_WEIGHT_PER_DOF * (k - 1))
+        variance, dof = VariancePrior(prior.variance, weight).moderate(variance, dof)
     standard_error = math.sqrt(variance / k)
-    t_quantile = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, dof))
-    if standard_error > 0.0:
-        p_value = float(2.0 * scipy_stats.t.sf(abs(mean) / standard_error, dof))
-    else:
-        p_value = 1.0 if mean == 0.0 else 0.0
+    half = t_quantile(0.5 + confidence / 2.0, dof) * standard_error
+    p_value = t_two_sided_p(mean / standard_error, dof) if standard_error > 0.0 else float(mean == 0.0)
     return PairedEstimate(
         ratio=math.exp(mean),
-        ci_low=math.exp(mean - t_quantile * standard_error),
-        ci_high=math.exp(mean + t_quantile * standard_error),
+        ci_low=math.exp(mean - half),
+        ci_high=math.exp(mean + half),
         confidence=confidence,
         p_value=p_value,
         blocks=k,
         pairs=sum(len(block) for block in blocks),
         block_ratios=tuple(math.exp(value) for value in estimates),
+        dof=dof,
+        moderated=moderated,
     )
-
-
-def prior_spreads(groups: Sequence[Sequence[float]], max_dof: float) -> list[PriorSpread | None]:
-    """For each group of block estimates, the pooled variance of all the *other* groups (leave-one-out),
-    weighted by at most ``max_dof`` degrees of freedom; None where no other group has two blocks."""
-    pieces = [(len(g) - 1, statistics.variance(g) if len(g) > 1 else 0.0) for g in groups]
-    total_dof = sum(d for d, _ in pieces if d > 0)
-    total_ss = sum(d * v for d, v in pieces if d > 0)
-    spreads: list[PriorSpread | None] = []
-    for dof, variance in pieces:
-        other_dof = total_dof - max(dof, 0)
-        other_ss = total_ss - (dof * variance if dof > 0 else 0.0)
-        spreads.append(PriorSpread(other_ss / other_dof, min(max_dof, other_dof)) if other_dof > 0 else None)
-    return spreads
-
-
-def speed_verdict(estimate: PairedEstimate | None, min_effect_percent: float, higher_is_better: bool) -> str:
-    """faster / slower / same / inconclusive for the candidate, from the metric's ratio and interval.
-
-    - faster or slower: the whole interval is on one side of 1 and the estimate is at least the
-      minimum effect away from 1 (a real, and a large enough, difference);
-    - same: the whole interval lies within ±minimum effect (any difference is too small to matter);
-    - inconclusive: otherwise (too few blocks, or an interval too wide to tell).
-    """
-    if estimate is None:
-        return INCONCLUSIVE
-    effect = min_effect_percent / 100.0
-    if estimate.ci_low > 1.0 and estimate.ratio >= 1.0 + effect:
-        return FASTER if higher_is_better else SLOWER
-    if estimate.ci_high < 1.0 and estimate.ratio <= 1.0 - effect:
-        return SLOWER if higher_is_better else FASTER
-    if 1.0 - effect <= estimate.ci_low and estimate.ci_high <= 1.0 + effect:
-        return SAME
-    return INCONCLUSIVE
-
-
-def memory_verdict(reference_bytes: int, candidate_bytes: int, tolerance_percent: float, slack_bytes: int) -> str:
-    """bigger / smaller / same: peaks of fixed shapes are deterministic, so a tolerance decides, not a test."""
-    tolerance = max(reference_bytes * tolerance_percent / 100.0, slack_bytes)
-    delta = candidate_bytes - reference_bytes
-    if delta > tolerance:
-        return BIGGER
-    if -delta > tolerance:
-        return SMALLER
-    return SAME

@@ -195,10 +195,26 @@ class Worker:
         fraction = float(request.get("slowdown_fraction", 0.0))
         if fraction > 0.0:
             self._inject_slowdown(fraction)
-        self.runners[slot].warmup(int(request.get("warmup_rounds", 2)))
+        round_s = []
+        for _ in range(int(request.get("warmup_rounds", 2))):
+            started = time.perf_counter()
+            self.runners[slot].warmup(1)
+            round_s.append(time.perf_counter() - started)
+        self._free_pool()  # the previous case's pool must not set this case's reserved peak
         self.tracker = MemoryTracker(self.device)
         self.tracker.reset()
-        return {"device": self.device.describe(), "model_source": self.loaded.source}
+        return {
+            "device": self.device.describe(),
+            "model_source": self.loaded.source,
+            "warmup_round_s": min(round_s) if round_s else None,  # the engine sizes blocks by it
+        }
+
+    def _free_pool(self) -> None:
+        gc.collect()
+        if self.device is not None and self.device.kind == "gpu":
+            from paddle_llm_bench.runtime.device import import_paddle
+
+            import_paddle().device.cuda.empty_cache()
 
     def _inject_slowdown(self, fraction: float) -> None:
         """After every forward pass (one per decoding step, and the prefill), busy-wait ``fraction`` of the
