@@ -1,0 +1,50 @@
+"""Both gates' statistics under known noise, by seeded simulation through the real verdict code
+(``paddle-llm-bench simulate`` prints the README's tables with more sweeps). Seeded: the same figures every run."""
+
+from __future__ import annotations
+
+import pytest
+
+from paddle_llm_bench.analysis.gate_simulation import DEDICATED, SHAPES, THIS_VM, gate_rates
+from paddle_llm_bench.cli import main as cli_main
+from paddle_llm_bench.paired.simulation import dedicated, one_case, rates, vm, vm_mixed
+
+
+def test_a_lone_case_is_covered_95_percent_and_rarely_called_different() -> None:
+    """No sweep to lend its noise: the case's own t-interval, run to its full length (never stopped early)."""
+    found = rates(one_case(), 400, seed=1, slowed_case=None)
+    assert 0.93 <= found.coverage <= 0.97, found
+    assert found.spurious_sweeps <= 0.02 and found.false_regression_sweeps <= 0.01, found
+
+
+@pytest.mark.parametrize("scenario", [vm, vm_mixed], ids=["like cases", "unlike cases, one 4x noisier"])
+def test_a_24_case_sweep_on_this_vms_noise_is_covered_and_never_cries_wolf(scenario: object) -> None:
+    found = rates(scenario(), 20, seed=2, slowed_case=None)  # type: ignore[operator]
+    assert 0.92 <= found.coverage <= 0.98, found
+    assert found.spurious_sweeps == 0.0 and found.false_regression_sweeps == 0.0, found
+
+
+def test_dedicated_hardware_stops_early_and_catches_a_5_percent_slowdown() -> None:
+    found = rates(dedicated(), 10, seed=3)
+    assert found.power is not None and found.power >= 0.9, found
+    assert found.mean_blocks < 6, found  # precision reached at the minimum blocks, not the maximum
+    assert 0.90 <= found.coverage <= 1.0, found
+
+
+@pytest.mark.parametrize("noise", [THIS_VM, DEDICATED], ids=["this VM", "dedicated hardware"])
+def test_the_stored_gate_does_not_cry_wolf_for_any_baseline_shape(noise: object) -> None:
+    """One run, runs of one day judged the same day or another, nights: at most one false alarm in 60 sweeps."""
+    alarms = sum(gate_rates(noise, shape, 12, seed=4, cases=12).false_alarm_sweeps * 12 for shape in SHAPES)  # type: ignore[arg-type]
+    assert alarms <= 1
+
+
+def test_the_stored_gate_catches_a_large_slowdown_from_nightly_history_on_dedicated_hardware() -> None:
+    nights = next(shape for shape in SHAPES if shape.name.startswith("10 nights"))
+    assert gate_rates(DEDICATED, nights, 12, seed=5, cases=12, slowdown=0.3).power >= 0.75
+
+
+def test_simulate_prints_both_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["simulate", "--sweeps", "2", "--scenario", "one-case", "--only", "paired"]) == 0
+    out = capsys.readouterr()
+    assert "paired scenario" in out.out and "this VM, one case" in out.out and "coverage" in out.out
+    assert "paired: this VM, one case" in out.err  # progress on stderr
