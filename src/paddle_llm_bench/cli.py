@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, str] = {
     "paired": "paired.command",
     "merge": "results.merge",
     "doctor": "doctor_cli",
+    "simulate": "simulate_cli",
+    "nightly": "nightly",
 }
 HELPS: dict[str, str] = {
     "compare": "compare saved runs: per case medians, ratios and verdicts (table, Markdown, CSV, JSON, plots)",
@@ -32,6 +34,8 @@ HELPS: dict[str, str] = {
     "overhead": "what measuring costs: the suite's tok/s ÷ a bare generate() loop's, paired in fresh processes",
     "merge": "combine the saved runs of several shards into one run",
     "doctor": "self-check of the measuring setup: synchronization, memory probes, GPU state",
+    "simulate": "coverage, false alarms and power of both gates, by seeded simulation of known noise",
+    "nightly": "the nightly regression job: plan, shard, judge, record (history kept by the job itself)",
 }
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,14 @@ from paddle_llm_bench.core.config import (
     ConfigError,
     Sweep,
     make_sweep,
-    parse_float,
     parse_positive_int,
     parse_sweep_dimension,
 )
-from paddle_llm_bench.core.gate import REGRESSION, GateSettings
+from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.gate_options import GATE_OPTIONS, gate_settings
-from paddle_llm_bench.envs.reference import ReferenceOutcome, compare_with_reference, reference_side
+from paddle_llm_bench.envs.reference import ReferenceOutcome, compare_with_reference, reference_side, too_big_to_pair
+from paddle_llm_bench.paired.options import PAIRED_OPTIONS
+from paddle_llm_bench.paired.options import paired_settings as options_paired_settings
 from paddle_llm_bench.paired.results import PairedSettings
 from paddle_llm_bench.paired.sides import Side
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
@@ -102,21 +104,11 @@ BASELINE_OPTIONS: tuple[tuple[str, str], ...] = (
     ),
 )
 
-
-PAIRED_DEFAULTS = PairedSettings()
-PAIRED_OPTIONS: tuple[tuple[str, str], ...] = (
-    (
-        "paired-pairs-per-block",
-        f"with --llm-reference: pairs per block of fresh workers ({PAIRED_DEFAULTS.pairs_per_block})",
-    ),
-    ("paired-min-blocks", f"with --llm-reference: blocks before a case may stop ({PAIRED_DEFAULTS.min_blocks})"),
-    ("paired-max-blocks", f"with --llm-reference: most blocks per case ({PAIRED_DEFAULTS.max_blocks})"),
-    (
-        "paired-target-half-width",
-        "with --llm-reference: a case stops when its interval's half-width is at most this, in percent "
-        f"({PAIRED_DEFAULTS.target_half_width_percent:g})",
-    ),
+# The paired engine's options for the --llm-reference stage: --llm-paired-<the `paired` command's option>.
+PAIRED_HELP: tuple[tuple[str, str], ...] = tuple(
+    (f"paired-{suffix}", f"with --llm-reference: {option.help}") for suffix, option in PAIRED_OPTIONS.items()
 )
+PAIRED_DEFAULTS = PairedSettings()
 
 
 @dataclass
@@ -132,6 +124,8 @@ class LLMBenchState:
     self_check: DoctorReport | None = None
     # Written into the saved run's machine_info and every baseline run: merging one run twice counts once.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # When this run started: the stored-baseline gate groups runs into sessions by it.
+    started: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     saves: SaveLog = field(default_factory=SaveLog)
     interrupted_cases: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -156,7 +150,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(_ini(suffix), help_text, default=None)
     for suffix, help_text in FLAG_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), action="store_true", default=False, help=help_text)
-    for suffix, help_text in (*BASELINE_OPTIONS, *PAIRED_OPTIONS):
+    for suffix, help_text in (*BASELINE_OPTIONS, *PAIRED_HELP):
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
         parser.addini(_ini(suffix), help_text, default=None)
 
@@ -209,23 +203,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def paired_settings(config: pytest.Config) -> PairedSettings:
-    """The --llm-paired-* options over the engine's defaults; errors name the option."""
-    values: dict[str, Any] = {}
-    for suffix, field_name, minimum in (
-        ("paired-pairs-per-block", "pairs_per_block", 2),
-        ("paired-min-blocks", "min_blocks", 2),
-        ("paired-max-blocks", "max_blocks", 2),
-    ):
-        text, source = _raw(config, suffix)
-        if text is not None:
-            values[field_name] = parse_positive_int(text, source, minimum)
-    text, source = _raw(config, "paired-target-half-width")
-    if text is not None:
-        values["target_half_width_percent"] = parse_float(text, source, 0.01, 100.0)
-    try:
-        return replace(PAIRED_DEFAULTS, **values)
-    except ValueError as error:
-        raise ConfigError(f"--llm-paired-*: {error}") from None
+    """The --llm-paired-* options (the paired engine's own table) over its defaults; errors name the option."""
+    texts = {suffix: _raw(config, f"paired-{suffix}") for suffix in PAIRED_OPTIONS}
+    return options_paired_settings(texts, prefix="--llm-paired-")
 
 
 def _check_reference_files(config: pytest.Config) -> None:
@@ -411,7 +391,7 @@ def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any
 def machine_facts(state: LLMBenchState) -> dict[str, Any]:
     assert state.suite is not None
     if state.facts is None:
-        state.facts = {**collect_all(state.suite.device), "run_id": state.run_id}
+        state.facts = {**collect_all(state.suite.device), "run_id": state.run_id, "run_started": state.started}
     return state.facts
 
 
@@ -455,7 +435,7 @@ def finish_run(config: pytest.Config, state: LLMBenchState, interrupted: bool) -
             report = state.gate_report = state.gate_report or GateReport()
             report.errors.append(f"the gate or baseline update stopped: {type(error).__name__}: {error}")
         if state.gate_report is not None:
-            add_to_saved(state.saves, "paddle_llm_bench_gate", [asdict(f) for f in state.gate_report.findings])
+            add_to_saved(state.saves, "paddle_llm_bench_gate", [v.as_dict() for v in state.gate_report.verdicts])
         if state.reference is not None:
             state.reference_outcome = _compare_with_reference(config, state, state.reference)
             add_to_saved(state.saves, "paddle_llm_bench_paired", state.reference_outcome.summary())
@@ -474,10 +454,18 @@ def _compare_with_reference(config: pytest.Config, state: LLMBenchState, referen
     folder = saved[0].parent / f"{saved[0].stem}.paired" if saved else Path(".benchmarks") / f"{state.run_id}.paired"
     path = folder / "paired.json"
     settings = replace(state.paired, device=suite.device.kind, max_positions=suite.max_positions)
-    suite.progress(f"paired comparison against {reference.describe()}: {len(suite.results)} case(s), saved to {path}")
-    cases = [result.case for result in suite.results]
+    device_bytes = state.self_check.facts.get("gpu_memory_total_bytes") if state.self_check else None
+    cases, skipped = [], []
+    for result in suite.results:
+        memory = result.memory.bytes_by_metric
+        why = too_big_to_pair(memory.get("peak_nvml_process_bytes") or memory.get("peak_reserved_bytes"), device_bytes)
+        if why:
+            skipped.append(f"{result.case.id}: {why}")
+        else:
+            cases.append(result.case)
+    suite.progress(f"paired comparison against {reference.describe()}: {len(cases)} case(s), saved to {path}")
     suite.release_model()  # the workers load their own copies
-    return compare_with_reference(cases, reference, settings, suite.cache_dir, path, suite.progress)
+    return compare_with_reference(cases, reference, settings, suite.cache_dir, path, suite.progress, skipped)
 
 
 def _unfinished_update_hint(state: LLMBenchState) -> str:
@@ -515,16 +503,18 @@ def _gate_and_update(config: pytest.Config, state: LLMBenchState) -> None:
             settings=state.gate,
             remeasure=None if config.getoption("llm_baseline_update") else remeasure,
             require_baseline=bool(config.getoption("llm_require_baseline")),
+            started=state.started,
         )
     if config.getoption("llm_baseline_update"):
         report = state.gate_report or GateReport()
         try:
             update = update_baselines(results, facts, baseline_dir, commit=get_commit_info().get("id"))  # type: ignore[no-untyped-call]
             report.notes.append(update.message())
-            report.findings = [f for f in report.findings if f.status != REGRESSION] + [
-                replace(f, evidence=f.evidence + "; accepted by --llm-baseline-update")
-                for f in report.findings
-                if f.status == REGRESSION
+            report.verdicts = [
+                replace(v, regression=False, evidence=v.evidence + "; accepted by --llm-baseline-update")
+                if v.regression
+                else v
+                for v in report.verdicts
             ]
         except BaselineError as error:
             report.errors.append(f"baseline not updated: {error}")

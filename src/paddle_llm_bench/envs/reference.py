@@ -56,16 +56,35 @@ def reference_side(text: str, repo: Path, gpu: bool, progress: Callable[[str], N
     return Side(f"paddle {version}", str(env_python(env)), child_environment(env), paddle_version=version)
 
 
+# Both sides' workers hold the case's model at once; this much of the device's memory is left to the CUDA
+# contexts and the allocators' slack.
+DEVICE_MEMORY_SHARE = 0.9
+
+
+def too_big_to_pair(peak_bytes: int | None, device_bytes: int | None, sides: int = 2) -> str:
+    """Why ``sides`` workers cannot hold a case whose one-process peak was ``peak_bytes`` on a device of
+    ``device_bytes``, or "" when they can (or when either figure is unknown: the engine then tries)."""
+    if not peak_bytes or not device_bytes or sides * peak_bytes <= DEVICE_MEMORY_SHARE * device_bytes:
+        return ""
+    gib = 1024**3
+    return (
+        f"not paired: {sides} workers would hold {sides} x {peak_bytes / gib:.1f} GiB (this case's peak in the sweep) "
+        f"of the device's {device_bytes / gib:.1f} GiB; compare it on a larger GPU, or alone with `paddle-llm-bench "
+        "versions` on a smaller sweep"
+    )
+
+
 @dataclass
 class ReferenceOutcome:
     run: PairedRun
     path: Path
     failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # cases not paired, with the reason
 
     def lines(self) -> list[str]:
         table = render(self.run, "table").rstrip("\n").splitlines()
         verdicts = [f"REGRESSION {line}" for line in self.failures] or ["no case confirmed slower or bigger"]
-        return [*table, *verdicts, f"paired run saved to {self.path}"]
+        return [*table, *self.skipped, *verdicts, f"paired run saved to {self.path}"]
 
     def summary(self) -> dict[str, Any]:
         return {**as_json(self.run), "paired_run": str(self.path)}
@@ -78,12 +97,14 @@ def compare_with_reference(
     cache_dir: Path,
     path: Path,
     progress: Callable[[str], None],
+    skipped: Sequence[str] = (),
 ) -> ReferenceOutcome:
-    """Measure ``cases`` interleaved in the reference and in this Python; the run is saved to ``path`` as it grows."""
+    """Measure ``cases`` interleaved in the reference and in this Python; the run is saved to ``path`` as it grows.
+    ``skipped`` names the cases left out before measuring, and why."""
     sides = [reference, Side("this environment", sys.executable)]
     run = run_paired(cases, sides, settings, cache_dir, progress=progress, on_update=lambda current: current.save(path))
-    found = failures(judge(run), judge_memory(run))
+    found = failures([*judge(run), *judge_memory(run)])
     found += [f"{c.case.id}: the paired comparison failed: {c.error}" for c in run.cases if c.error]
     if run.interrupted:
         found.append("the paired comparison was interrupted: its verdicts are incomplete")
-    return ReferenceOutcome(run, path, found)
+    return ReferenceOutcome(run, path, found, list(skipped))

@@ -103,3 +103,23 @@ def select_shard(cases: Sequence[Case], k: int, n: int, rounds: int = 1) -> list
         raise ConfigError(f"invalid shard {k}/{n}: expected K/N with 1 <= K <= N")
     shard_of = assign_shards(cases, n, rounds)
     return [case for case, shard in zip(cases, shard_of, strict=True) if shard == k - 1]
+
+
+# On a GPU eager decode is bound by launching kernels: a step of 32 sequences costs little more than a step of
+# one. Each sequence beyond the first adds this share of a step (an expectation until a night measures it).
+GPU_SEQUENCE_SHARE = 0.02
+
+
+def round_seconds(case: Case, step_s: float, device: str) -> float:
+    """Expected seconds of one round of ``case``, from ``step_s``, one greedy batch-1 decoding step of its model.
+
+    On a CPU the cost model scales it (per-sequence work is real work there); on a GPU a step costs about the
+    same for any batch (``GPU_SEQUENCE_SHARE`` per extra sequence, the decoding's own per-step overhead), and
+    prefill about one step per thousand prompt tokens per sequence. A night's measured rounds replace this."""
+    if device == "gpu":
+        decoding = DECODINGS[case.decoding]
+        sequences = case.batch_size * int(dict(decoding.settings).get("num_beams", 1))
+        step = step_s * DECODING_STEP_OVERHEAD.get(decoding.strategy, 1.0) * (1 + GPU_SEQUENCE_SHARE * (sequences - 1))
+        return case.max_new_tokens * step + step_s * (1 + sequences * case.prompt_tokens / 1000)
+    width = _parameters(case.model) / PARAMETERS_PER_STEP_OVERHEAD
+    return expected_cost(case, 1) * step_s / (STEP_OVERHEAD + width)
