@@ -488,3 +488,21 @@ def test_injected_delay_shows_up_in_tpot_and_ttft(loaded: LoadedModel, cpu: Devi
         if not mismatches:
             return
     pytest.fail("injected delays not measured as injected:\n" + "\n".join(attempts))
+
+
+def test_an_injected_step_delay_slows_every_decoding_step_by_its_milliseconds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """$PADDLE_LLM_BENCH_INJECT_STEP_MS (calibration: a GPU's cadence on a CPU) adds its delay to each step."""
+    from paddle_llm_bench.runtime.models import INJECT_STEP_MS
+
+    case = Case("tiny", "float32", "greedy", max_new_tokens=8, batch_size=1, prompt_tokens=8)
+    sweep = Sweep(("tiny",), ("float32",), ("greedy",), (8,), (1,), (8,), rounds=5, warmup_rounds=1)
+    cache = tmp_path_factory.mktemp("inject")
+    plain = Suite(sweep, detect_device("cpu"), cache, progress=lambda _: None).run(case).median("tpot_ms")
+    monkeypatch.setenv(INJECT_STEP_MS, "40")
+    slowed_suite = Suite(sweep, detect_device("cpu"), cache, progress=lambda _: None)
+    slowed = slowed_suite.run(case).median("tpot_ms")
+    assert plain is not None and slowed is not None
+    assert 35.0 < slowed - plain < 60.0  # 40 ms per step, give or take this VM's noise
+    assert "+40 ms busy-wait per forward pass" in slowed_suite.model_for(case).source

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from paddle_llm_bench.runtime.device import Device, import_paddle, paddle_version_info
+from paddle_llm_bench.runtime.models import INJECT_STEP_MS
 
 
 def collect_software() -> dict[str, Any]:
@@ -101,4 +102,6 @@ def collect_all(device: Device) -> dict[str, Any]:
         except Exception as error:  # noqa: BLE001 - machine facts must never fail a run
             facts[f"{getattr(collect, '__name__', 'collect')}_absent"] = f"{type(error).__name__}: {error}"
     facts["hardware_fingerprint"] = hardware_fingerprint(facts)
+    if os.environ.get(INJECT_STEP_MS):
+        facts["injected_step_ms"] = os.environ[INJECT_STEP_MS]  # a calibration run: its speed is not real
     return facts

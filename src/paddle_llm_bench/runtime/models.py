@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,6 +317,9 @@ def load_model(
     config = loaded.config
     eos = config.eos_token_id
     eos_token_id = int(eos[0] if isinstance(eos, (list, tuple)) else eos)
+    injected_ms = inject_step_delay(loaded)
+    if injected_ms:
+        source += f" (+{injected_ms:g} ms busy-wait per forward pass: {INJECT_STEP_MS})"
     return LoadedModel(
         name=model,
         dtype=dtype,
@@ -324,6 +329,38 @@ def load_model(
         source=source,
         prompt_token_ids=prompt_token_ids,
     )
+
+
+# Calibration only: a busy-wait of this many milliseconds after every forward pass (the prefill and each
+# decoding step) of every model this process loads. 30 ms makes the tiny model's 200-token round take ~6 s,
+# the cadence of eager decode of the 1.5B model on a big GPU: budgets, plans and verdicts can be checked on
+# a CPU. Saved runs record it (``injected_step_ms``); never set it for real measurements.
+INJECT_STEP_MS = "PADDLE_LLM_BENCH_INJECT_STEP_MS"
+
+
+def injected_step_ms() -> float:
+    text = os.environ.get(INJECT_STEP_MS, "")
+    try:
+        value = float(text) if text else 0.0
+    except ValueError:
+        raise ConfigError(f"invalid value {text!r} from ${INJECT_STEP_MS}: expected milliseconds, e.g. 30") from None
+    if value < 0 or not math.isfinite(value):
+        raise ConfigError(f"invalid value {text!r} from ${INJECT_STEP_MS}: expected milliseconds >= 0")
+    return value
+
+
+def inject_step_delay(model: Any) -> float:
+    """Busy-wait ``$PADDLE_LLM_BENCH_INJECT_STEP_MS`` after each forward pass of ``model``; the delay (ms, 0: none)."""
+    delay_ms = injected_step_ms()
+    if delay_ms:
+
+        def after(*_: Any) -> None:
+            deadline = time.perf_counter_ns() + int(delay_ms * 1e6)
+            while time.perf_counter_ns() < deadline:
+                pass
+
+        model.register_forward_post_hook(after)
+    return delay_ms
 
 
 def _from_pretrained(name_or_directory: str | Path, dtype: str, overrides: dict[str, Any]) -> Any:
