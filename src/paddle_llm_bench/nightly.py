@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,6 @@ from typing import Any
 from paddle_llm_bench.analysis.report import aligned_table
 from paddle_llm_bench.core.config import (
     MIN_ROUNDS,
-    Case,
     ConfigError,
     as_argparse_type,
     make_sweep,
@@ -44,16 +41,16 @@ from paddle_llm_bench.core.config import (
 )
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
-from paddle_llm_bench.paired.engine import pairs_per_block
 from paddle_llm_bench.paired.options import PAIRED_OPTIONS
+from paddle_llm_bench.paired.plan import measured_round_seconds, plan_rows, plan_shards
 from paddle_llm_bench.paired.render import render
 from paddle_llm_bench.paired.results import PairedFileError, PairedSettings, judge, judge_memory, load_paired_run
-from paddle_llm_bench.results.baselines import BaselineError, load, load_saved_run
+from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
 from paddle_llm_bench.results.files import write_atomic
 from paddle_llm_bench.results.history import MIN_NIGHTS, history_state, record_night
 from paddle_llm_bench.results.regression import check_run
 from paddle_llm_bench.runtime.models import PRESETS
-from paddle_llm_bench.runtime.shard import assign_shards, round_seconds
+from paddle_llm_bench.runtime.shard import round_seconds
 
 PASSED, FAILED, USAGE, DOES_NOT_FIT = 0, 1, 2, 3
 INTERRUPTED = 2
@@ -66,8 +63,6 @@ SWEEP_OPTIONS = {  # plan option -> (Sweep field, pytest option)
     "prompt-tokens": ("prompt_tokens", "--llm-prompt-tokens"),
 }
 DEFAULT_STEP_MS = {"gpu": 30.0, "cpu": 5.0}  # eager decode of the 1.5B model on a big GPU; the tiny model here
-DEFAULT_PREPARE_S = {"gpu": 60.0, "cpu": 10.0}  # per paired block: two workers start, load and warm up
-LOAD_S = {"gpu": 60.0, "cpu": 5.0}  # per model and dtype in a shard's sweep
 SETUP_MINUTES = 30  # installing and restoring environments, on top of the plan, for the job's timeout
 
 
@@ -81,10 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        step: int = {"plan": plan_main, "shard": shard_main, "judge": judge_main, "record": record_main}[args.step](
-            args
-        )
-        return step
+        steps = {"plan": plan_main, "shard": shard_main, "judge": judge_main, "record": record_main}
+        return steps[args.step](args)
     except (ConfigError, BaselineError, PairedFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE
@@ -109,7 +102,8 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"as --llm-{name} (default: the device's sweep)",
         )
     parser.add_argument("--rounds", type=rounds, default=10, metavar="N", help="measured rounds per case (10)")
-    parser.add_argument("--warmup-rounds", type=int, default=2, metavar="N", help="untimed rounds per case (2)")
+    warmup = as_argparse_type(lambda text, source: parse_positive_int(text, source, 0), "--warmup-rounds")
+    parser.add_argument("--warmup-rounds", type=warmup, default=2, metavar="N", help="untimed rounds per case (2)")
     parser.add_argument(
         "--step-ms",
         type=step,
@@ -138,68 +132,6 @@ def _dimension(field: str, name: str) -> Any:
     )
 
 
-@dataclass(frozen=True)
-class ShardPlan:
-    shard: int
-    cases: tuple[str, ...]
-    sweep_minutes: float
-    paired_minutes_min: float
-    paired_minutes_max: float
-
-    @property
-    def total_max(self) -> float:
-        return self.sweep_minutes + self.paired_minutes_max
-
-
-def plan_shards(
-    cases: Sequence[Case],
-    shards: int,
-    rounds: int,
-    round_s: dict[str, float],
-    device: str,
-    paired: PairedSettings | None,
-) -> list[ShardPlan]:
-    """Each shard's cases and expected minutes from each case's round length ``round_s`` (by case id): the sweep
-    (rounds and warm-up per case, a load per model and dtype) and, with ``paired``, the paired stage between its
-    fewest blocks and the most its budget allows."""
-    owner = assign_shards(cases, shards, rounds)
-    plans = []
-    for shard in range(shards):
-        mine = [case for case, s in zip(cases, owner, strict=True) if s == shard]
-        loads = len({(case.model, case.dtype) for case in mine}) * LOAD_S[device]
-        sweep_s = loads + sum(rounds * round_s[case.id] for case in mine)
-        low = high = 0.0
-        for case in mine if paired is not None else []:
-            assert paired is not None
-            prepare_s = DEFAULT_PREPARE_S[device] + paired.warmup_rounds * round_s[case.id]
-            block_s = (
-                prepare_s
-                + pairs_per_block(paired, round_s[case.id], prepare_s) * 2 * paired.rounds_per_turn * round_s[case.id]
-            )
-            low += paired.min_blocks * block_s
-            high += max(paired.min_blocks * block_s, min(paired.max_blocks * block_s, paired.case_budget_s + block_s))
-            # (the time budget never cuts a case before its min_blocks: the engine's stop rule)
-        plans.append(ShardPlan(shard + 1, tuple(c.id for c in mine), sweep_s / 60, low / 60, high / 60))
-    return plans
-
-
-def measured_round_seconds(history: Path | None) -> dict[str, float]:
-    """Each case's round length in seconds as the history's last night measured it: TTFT + TPOT·(N - 1)."""
-    found: dict[str, float] = {}
-    for path in sorted(history.glob("*.json")) if history is not None and history.is_dir() else []:
-        try:
-            store = load(path)
-        except BaselineError:
-            continue
-        for case_id, entry in store.cases.items():
-            samples = entry["runs"][-1].get("samples", {}) if entry["runs"] else {}
-            tokens = entry.get("case", {}).get("max_new_tokens")
-            if samples.get("ttft_ms") and samples.get("tpot_ms") and tokens:
-                ms = statistics.median(samples["ttft_ms"]) + statistics.median(samples["tpot_ms"]) * (int(tokens) - 1)
-                found[case_id] = ms / 1000.0
-    return found
-
-
 def plan_main(args: argparse.Namespace) -> int:
     chosen = {field: getattr(args, name.replace("-", "_")) for name, (field, _) in SWEEP_OPTIONS.items()}
     chosen = {field: value for field, value in chosen.items() if value is not None}
@@ -218,7 +150,7 @@ def plan_main(args: argparse.Namespace) -> int:
         f"{len(cases)} cases on {args.shards} shard(s); rounds measured by the history's last night for {known} "
         f"case(s), expected from a {step_ms:g} ms decoding step for the others"
     )
-    print("\n".join(aligned_table(["shard", "cases", "sweep min", "paired min", "at most"], _plan_rows(plans))))
+    print("\n".join(aligned_table(["shard", "cases", "sweep min", "paired min", "at most"], plan_rows(plans))))
     if not fits:
 
         def fits_on(shards: int) -> bool:
@@ -250,19 +182,6 @@ def plan_main(args: argparse.Namespace) -> int:
         with args.github_output.open("a", encoding="utf-8") as out:
             out.write(f"shard-numbers={json.dumps(list(range(1, args.shards + 1)))}\ntimeout-minutes={timeout}\n")
     return PASSED if fits else DOES_NOT_FIT
-
-
-def _plan_rows(plans: Sequence[ShardPlan]) -> list[list[str]]:
-    return [
-        [
-            str(p.shard),
-            str(len(p.cases)),
-            f"{p.sweep_minutes:.0f}",
-            f"{p.paired_minutes_min:.0f}-{p.paired_minutes_max:.0f}",
-            f"{p.total_max:.0f}",
-        ]
-        for p in plans
-    ]
 
 
 def pytest_args(
