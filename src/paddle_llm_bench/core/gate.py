@@ -39,7 +39,6 @@ from paddle_llm_bench.core.metrics import (
     DEFAULT_GATE_MIN_EFFECT_PERCENT,
     HIGHER_IS_BETTER,
     MEMORY_TOLERANCE,
-    MIB,
 )
 from paddle_llm_bench.core.stats import (
     VariancePrior,
@@ -53,10 +52,8 @@ from paddle_llm_bench.core.verdicts import (
     NO_BASELINE,
     SAME,
     SLOWER,
-    WORSE,
     Verdict,
-    memory_verdict,
-    peak_spread_problem,
+    memory_comparison,
     speed_verdict,
 )
 
@@ -354,32 +351,11 @@ def _memory_verdicts(
     case_id: str, measurement: CaseMeasurement, runs: Sequence[CaseMeasurement], settings: GateSettings
 ) -> list[Verdict]:
     verdicts = []
-    for metric, (percent, slack_bytes) in settings.memory_tolerance.items():
+    for metric, tolerance in settings.memory_tolerance.items():
         current = measurement.memory_bytes.get(metric)
         previous = [run.memory_bytes[metric] for run in runs if run.memory_bytes.get(metric) is not None]
-        if current is None or not previous:
-            continue
-        reference = float(statistics.median(previous))
-        ratio = current / reference if reference else None
-        spread = peak_spread_problem(previous, percent, slack_bytes)
-        if spread:
-            verdicts.append(Verdict(case_id, metric, INCONCLUSIVE, reference, float(current), ratio, evidence=spread))
-            continue
-        verdict = memory_verdict(reference, current, percent, slack_bytes)
-        tolerance = max(reference * percent / 100.0, slack_bytes)
-        evidence = f"allowed change {tolerance / MIB:,.1f} MiB (max of {percent}% and {slack_bytes / MIB:g} MiB)"
-        verdicts.append(
-            Verdict(
-                case_id,
-                metric,
-                verdict,
-                reference,
-                float(current),
-                ratio,
-                regression=verdict in WORSE,
-                evidence=evidence,
-            )
-        )
+        if current is not None and previous:
+            verdicts.append(memory_comparison(case_id, metric, previous, [current], tolerance, gated=True))
     return verdicts
 
 

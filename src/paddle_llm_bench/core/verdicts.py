@@ -19,9 +19,9 @@ raw and corrected p-values, the verdict and its evidence.
 
 from __future__ import annotations
 
-import math
+import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 FASTER = "faster"
@@ -141,5 +141,31 @@ def peak_spread_problem(peaks: Sequence[float], percent: float, slack_bytes: int
     )
 
 
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+def memory_comparison(
+    case_id: str,
+    metric: str,
+    reference_peaks: Sequence[float],
+    candidate_peaks: Sequence[float],
+    tolerance: tuple[float, int],
+    gated: bool,
+    side: str = "",
+) -> Verdict:
+    """Peaks of one fixed-shape case, repeated (baseline runs, blocks) on each side: their medians compared with
+    the tolerance (``percent``, ``bytes``: the larger counts) when the repeats agree, else inconclusive with the
+    spread. A ``bigger`` peak of a ``gated`` metric is a regression."""
+    percent, slack = tolerance
+    reference, candidate = statistics.median(reference_peaks), statistics.median(candidate_peaks)
+    base = Verdict(case_id, metric, INCONCLUSIVE, reference, candidate, candidate / reference if reference else None)
+    for who, peaks in (("reference", reference_peaks), (side or "this run", candidate_peaks)):
+        spread = peak_spread_problem(peaks, percent, slack)
+        if spread:
+            return replace(base, side=side, evidence=f"{who}: {spread}")
+    verdict = memory_verdict(reference, candidate, percent, slack)
+    allowed = memory_tolerance_bytes(reference, percent, slack)
+    return replace(
+        base,
+        verdict=verdict,
+        regression=gated and verdict in WORSE,
+        side=side,
+        evidence=f"allowed change {allowed / MIB:,.1f} MiB (max of {percent:g}% and {slack / MIB:g} MiB)",
+    )

@@ -26,15 +26,7 @@ from paddle_llm_bench.core.metrics import (
     PAIRED_MIN_EFFECT_PERCENT,
 )
 from paddle_llm_bench.core.stats import VariancePrior, holm_adjust
-from paddle_llm_bench.core.verdicts import (
-    INCONCLUSIVE,
-    SLOWER,
-    WORSE,
-    Verdict,
-    memory_verdict,
-    peak_spread_problem,
-    speed_verdict,
-)
+from paddle_llm_bench.core.verdicts import INCONCLUSIVE, SLOWER, Verdict, memory_comparison, speed_verdict
 from paddle_llm_bench.paired.stats import PairedEstimate, block_estimates, paired_estimate, sweep_prior
 from paddle_llm_bench.results.files import write_atomic
 
@@ -359,24 +351,11 @@ def judge_memory(run: PairedRun, gate: GateSettings | None = None) -> list[Verdi
 def _memory_verdict(
     comparison: CaseComparison, name: str, side: int, metric: str, tolerance: tuple[float, int]
 ) -> Verdict:
-    reference, candidate = comparison.memory(0, metric), comparison.memory(side, metric)
-    base = Verdict(comparison.case.id, metric, INCONCLUSIVE, reference, candidate, side=name)
-    if reference is None or candidate is None:
+    reference, candidate = comparison.memory_peaks(0, metric), comparison.memory_peaks(side, metric)
+    if not reference or not candidate:
         why = comparison.memory_absent(0, metric) or comparison.memory_absent(side, metric) or "absent"
-        return replace(base, evidence=why)
-    percent, slack = tolerance
-    for who, index in (("reference", 0), (name, side)):
-        spread = peak_spread_problem(comparison.memory_peaks(index, metric), percent, slack)
-        if spread:
-            return replace(base, ratio=candidate / reference if reference else None, evidence=f"{who}: {spread}")
-    verdict = memory_verdict(reference, candidate, percent, slack)
-    return replace(
-        base,
-        verdict=verdict,
-        ratio=candidate / reference if reference else None,
-        regression=verdict in WORSE and metric in GATED_MEMORY,
-        evidence=f"allowed change max({percent:g} %, {slack / (1024 * 1024):g} MiB); identical in every block",
-    )
+        return Verdict(comparison.case.id, metric, INCONCLUSIVE, side=name, evidence=why)
+    return memory_comparison(comparison.case.id, metric, reference, candidate, tolerance, metric in GATED_MEMORY, name)
 
 
 def failures(verdicts: Sequence[Verdict]) -> list[str]:
