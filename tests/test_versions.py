@@ -1,8 +1,9 @@
 """`paddle-llm-bench versions` and its environments (``venvs``): input checks, environment names and
 markers, a wrong environment refused, and one end-to-end paired run with two real Paddle venvs.
 
-Only the last test (marked slow) installs anything: two environments, about 1.5 minutes each the
-first time; point PADDLE_LLM_BENCH_ENV_DIR at a persistent folder to keep them between runs.
+Only the last test (marked slow) installs anything: two environments, about a minute each with uv from
+an empty cache (seconds once its cache holds the wheels; minutes with pip); point PADDLE_LLM_BENCH_ENV_DIR
+at a persistent folder to keep them between runs.
 """
 
 from __future__ import annotations
@@ -105,12 +106,24 @@ def test_the_checkout_is_found_from_a_subdirectory(tmp_path: Path) -> None:
         venvs.find_repo(tmp_path)
 
 
-def test_pip_installs_the_checkout_editable_with_core_dependencies_and_the_asked_paddle() -> None:
-    command = venvs.pip_install_command(Path("/e/bin/python"), "3.0.0", CPU, Path("/checkout"))
-    assert command[-3:] == ["paddlepaddle==3.0.0", "-e", "/checkout"]  # not "/checkout[cpu]": that pins 3.3.1
-    gpu = venvs.pip_install_command(Path("/e/bin/python"), "3.0.0", venvs.make_build(True, "cu123", None), Path("/c"))
+@pytest.mark.parametrize("uv", ["/bin/uv", None], ids=["uv", "pip"])
+def test_the_installer_gets_the_checkout_editable_with_core_dependencies_and_the_asked_paddle(uv: str | None) -> None:
+    env = Path("/envs/paddle-3.0.0-cpu")
+    (make, make_command), (install, command) = venvs.install_steps(env, "3.0.0", CPU, Path("/checkout"), uv)
+    assert make == ("uv venv" if uv else "python -m venv") and make_command[-1] == str(env)
+    assert install == ("uv pip install" if uv else "pip install")
+    assert str(venvs.env_python(env)) in command  # into the new environment, never this one
+    packages = command[-3:]
+    assert packages == ["paddlepaddle==3.0.0", "-e", "/checkout"]  # not "/checkout[cpu]": that pins 3.3.1
+    gpu_build = venvs.make_build(True, "cu123", None)
+    (_, _), (_, gpu) = venvs.install_steps(env, "3.0.0", gpu_build, Path("/c"), uv)
     assert "paddlepaddle-gpu==3.0.0" in gpu
     assert gpu[-2:] == ["--extra-index-url", "https://www.paddlepaddle.org.cn/packages/stable/cu123/"]
+
+
+def test_uv_is_found_from_this_projects_dependency() -> None:
+    uv = venvs.find_uv()
+    assert uv is not None and Path(uv).is_file()  # `uv` is a dependency: the fast path is the one that runs
 
 
 # The schedule.
@@ -216,19 +229,27 @@ def test_a_folder_that_is_not_a_virtual_environment_is_never_deleted(tmp_path: P
     assert (precious / "thesis.tex").is_file()
 
 
-def test_a_version_pip_cannot_find_is_named_with_the_ones_it_offers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+PIP_SAYS = (
+    "ERROR: Could not find a version that satisfies the requirement paddlepaddle==3.9.9 "
+    "(from versions: 2.6.2, 3.0.0, 3.3.1)\nERROR: No matching distribution found for paddlepaddle==3.9.9\n"
+)
+UV_SAYS = (
+    "error: No solution found when resolving dependencies\n  cause: Because there is no version of "
+    "paddlepaddle==3.9.9 and you require paddlepaddle==3.9.9, we can conclude that your requirements are "
+    "unsatisfiable.\n"
+)
+
+
+@pytest.mark.parametrize(("installer_says", "offers"), [(PIP_SAYS, "; it offers: 2.6.2, 3.0.0, 3.3.1"), (UV_SAYS, ".")])
+def test_a_version_the_installer_cannot_find_is_named_with_the_ones_it_offers(
+    installer_says: str, offers: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pip_says = (
-        "ERROR: Could not find a version that satisfies the requirement paddlepaddle==3.9.9 "
-        "(from versions: 2.6.2, 3.0.0, 3.3.1)\nERROR: No matching distribution found for paddlepaddle==3.9.9\n"
-    )
-    installer = FakeInstaller(fail_with=pip_says)
+    installer = FakeInstaller(fail_with=installer_says)
     monkeypatch.setattr(venvs, "_run_logged", installer.run_logged)
     with pytest.raises(VersionsError) as error:
         venvs.ensure_env(tmp_path, "3.9.9", CPU, spec("3.9.9"))
     message = str(error.value)
-    assert "paddle 3.9.9" in message and "it offers: 2.6.2, 3.0.0, 3.3.1" in message
+    assert f"no paddlepaddle==3.9.9 was found for this Python (3.11){offers}" in message
     assert "pip index versions paddlepaddle" in message and "paddle-3.9.9-cpu.log" in message
     assert venvs.env_state(tmp_path / "paddle-3.9.9-cpu", spec("3.9.9"))[0] == "rebuild"  # no marker
 
@@ -312,7 +333,7 @@ def test_two_real_paddle_versions_end_to_end(
     llm_cache_dir: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`versions 3.0.0 3.3.1` on two cases, 2 blocks of 4 pairs: about a minute plus 1.5 per new environment."""
+    """`versions 3.0.0 3.3.1` on two cases, 2 blocks of 4 pairs: a minute, plus about one per new environment."""
     out_dir = tmp_path / "out"
     started = time.monotonic()
     arguments = ["versions", "3.0.0", "3.3.1", "--repo", str(REPO), "--env-dir", str(version_env_dir)]

@@ -1,7 +1,10 @@
 """Per-Paddle-version virtual environments, made once and cached: what ``versions`` and ``--llm-reference`` run in.
 
-One isolated environment per version and build (``<env-dir>/paddle-3.3.1-cpu``): ``python -m venv``, then
-``pip install paddlepaddle==V -e <checkout>`` (or ``paddlepaddle-gpu`` from Paddle's CUDA index). The
+One isolated environment per version and build (``<env-dir>/paddle-3.3.1-cpu``): ``uv venv --seed``, then
+``uv pip install paddlepaddle==V -e <checkout>`` (or ``paddlepaddle-gpu`` from Paddle's CUDA index); uv's
+cache is shared by every version, so an environment takes seconds where pip takes minutes. Without uv (it
+is a dependency of this project, but may be missing from a hand-made interpreter): ``python -m venv`` and
+pip, the same packages. The
 checkout is installed editable with its core dependencies only (never the ``cpu`` extra, which pins
 another Paddle), so the environments always run the checkout's current code. A marker file, written
 last and atomically after ``import paddle, paddlenlp`` printed the expected version, makes an
@@ -238,12 +241,32 @@ def imported_version(stdout: str) -> str:
     return lines[-1] if lines else ""
 
 
-def pip_install_command(python: Path, version: str, build: Build, source: Path) -> list[str]:
-    command = [str(python), "-m", "pip", "install", "--progress-bar", "off", f"{build.package}=={version}"]
-    command += ["-e", str(source)]
-    if build.index_url:
-        command += ["--extra-index-url", build.index_url]
-    return command
+def find_uv() -> str | None:
+    """The uv executable: the one this project's ``uv`` dependency installed, else one on PATH; None: none."""
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
+
+
+def install_steps(env: Path, version: str, build: Build, source: Path, uv: str | None) -> list[tuple[str, list[str]]]:
+    """The commands that make the environment: uv's when there is a uv (seconds), else venv and pip (minutes).
+    ``--seed`` gives uv's environment pip and setuptools, as ``python -m venv`` does (PaddleNLP imports
+    setuptools); bytecode is compiled at install, as pip does, so no worker compiles it while measured."""
+    packages = [f"{build.package}=={version}", "-e", str(source)]
+    index = ["--extra-index-url", build.index_url] if build.index_url else []
+    python = str(env_python(env))
+    if uv is not None:
+        return [
+            ("uv venv", [uv, "venv", "--seed", "--python", sys.executable, str(env)]),
+            ("uv pip install", [uv, "pip", "install", "--python", python, "--compile-bytecode", *packages, *index]),
+        ]
+    return [
+        ("python -m venv", [sys.executable, "-m", "venv", str(env)]),
+        ("pip install", [python, "-m", "pip", "install", "--progress-bar", "off", *packages, *index]),
+    ]
 
 
 def pip_environment() -> dict[str, str]:
@@ -305,15 +328,13 @@ def _run_logged(command: Sequence[str], log: Path, env: Mapping[str, str], timeo
 
 
 def not_found_hint(log_text: str, version: str, build: Build) -> str:
-    """pip's "from versions: ..." turned into a sentence, when pip could not find ``version``."""
+    """pip's "from versions: ..." (or uv's "no version of") turned into a sentence, when ``version`` is not found."""
     match = re.search(r"\(from versions: ([^)]*)\)", log_text)
-    if match is None and "No matching distribution found" not in log_text:
+    if match is None and "No matching distribution found" not in log_text and "no version of" not in log_text:
         return ""
-    available = match.group(1).strip() if match else "none"
-    return (
-        f"pip found no {build.package}=={version} for this Python ({sys.version_info.major}."
-        f"{sys.version_info.minor}); it offers: {available or 'none'}. {list_versions_hint(build)}"
-    )
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    offers = f"; it offers: {match.group(1).strip() or 'none'}" if match else ""
+    return f"no {build.package}=={version} was found for this Python ({python}){offers}. {list_versions_hint(build)}"
 
 
 def list_versions_hint(build: Build) -> str:
@@ -340,14 +361,11 @@ def ensure_env(env_dir: Path, version: str, build: Build, spec: EnvSpec) -> Path
             shutil.rmtree(env)
         log = env_dir / f"{name}.log"
         log.write_text(f"# {_now()}: making the environment for paddle {version} ({build.describe()})\n", "utf-8")
-        say(f"creating env for paddle {version} in {env} (about a minute, once; log: {log})...")
+        uv = find_uv()
+        how = "with uv, seconds once its cache has the wheels" if uv else "with pip (no uv found), minutes"
+        say(f"creating env for paddle {version} in {env} ({how}; once; log: {log})...")
         started = time.monotonic()
-        python = env_python(env)
-        steps: list[tuple[str, list[str]]] = [
-            ("python -m venv", [sys.executable, "-m", "venv", str(env)]),
-            ("pip install", pip_install_command(python, version, build, Path(spec.project))),
-        ]
-        for label, command in steps:
+        for label, command in install_steps(env, version, build, Path(spec.project), uv):
             if _run_logged(command, log, pip_environment(), PIP_TIMEOUT_S) != 0:
                 hint = not_found_hint(log.read_text("utf-8", errors="replace"), version, build)
                 raise VersionsError(
