@@ -146,6 +146,18 @@ def test_missing_baseline_is_reported_and_fails_only_when_required(tmp_path: Pat
     assert any("without baseline" in line for line in required.lines())
 
 
+def test_a_case_without_samples_is_never_counted_as_judged(tmp_path: Path) -> None:
+    update_baselines([extra_info()], FACTS, tmp_path, commit=None)
+    empty = {**extra_info(), "samples": {}}  # a case that failed, or a damaged run file
+    report = check_run([empty], FINGERPRINT, tmp_path)
+    assert report.unmeasured == ["tiny-a"] and not report.failed
+    assert any(
+        "speed NOT judged for 1 case(s) that hold no samples in this run: tiny-a" in line for line in report.lines()
+    )
+    assert check_run([empty], FINGERPRINT, tmp_path, require_baseline=True).failed
+    assert check_run([extra_info()], FINGERPRINT, tmp_path, require_baseline=True).unmeasured == []
+
+
 def test_saved_pytest_benchmark_run_as_reference(tmp_path: Path) -> None:
     """One saved run cannot show run-to-run noise: speed is not judged (said once), memory is."""
     saved = tmp_path / "0001_run.json"
@@ -243,9 +255,11 @@ GOOD_RUN = {"samples": {"decode_tokens_per_s": [100.0, 101.0]}, "memory_bytes": 
         (baseline_with_run(GOOD_RUN, version="2"), "format_version '2'"),
         (json.dumps({"format_version": 2, "hardware_fingerprint": "", "cases": {}}), "hardware_fingerprint is ''"),
         (json.dumps({"format_version": 2, "hardware_fingerprint": FINGERPRINT, "cases": []}), "field cases"),
+        (baseline_with_run({"samples": {}}), "runs[0] holds neither samples nor memory_bytes"),
+        (baseline_with_run(GOOD_RUN, version=1), "holds a list of runs (format 2's layout) but the file says"),
     ],
     ids=["nan", "zero", "string", "inf", "not-a-list", "negative-memory", "v0", "v-1", "v-true", "v-string",
-         "no-fingerprint", "cases-list"],
+         "no-fingerprint", "cases-list", "empty-run", "v2-labelled-v1"],
 )  # fmt: skip
 def test_every_bad_field_is_named_with_the_file_and_the_fix(tmp_path: Path, content: str, field: str) -> None:
     path = baseline_path(tmp_path, FINGERPRINT)

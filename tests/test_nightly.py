@@ -86,6 +86,8 @@ def test_the_plan_prints_each_shards_minutes_and_refuses_a_budget_it_cannot_fit(
     assert "shard  cases  sweep min  paired min  at most" in capsys.readouterr().out
     assert cli_main([*common, "--budget-minutes", "20"]) == 3
     assert "does NOT fit 20 minutes per shard:" in capsys.readouterr().out
+    assert cli_main([*common, "--budget-minutes", "1000", "--shards", "25"]) == 2  # a shard would measure nothing
+    assert "--shards 25 for a sweep of 24 case(s): give at most 24" in capsys.readouterr().err
 
 
 def test_the_plan_takes_the_round_times_the_last_night_measured(

@@ -230,6 +230,33 @@ def test_pyproject_lists_and_gate_options_are_read(pytester: pytest.Pytester) ->
     )  # named where it was set
 
 
+@pytest.mark.parametrize(
+    ("ini", "message"),
+    [
+        ("[pytest]\nllm_dtype =\n", "ERROR: empty value from ini option llm_dtype: give a value, or remove the line*"),
+        (
+            "[pytest]\nllm_rounds =\n",
+            "ERROR: empty value from ini option llm_rounds: give a value, or remove the line*",
+        ),
+        ("[pytest]\nllm_decoding = greedy,\n  ,\n", "ERROR: empty item in * from ini option llm_decoding: *"),
+    ],
+    ids=["empty-list", "empty-setting", "empty-item"],
+)
+def test_an_ini_option_set_to_nothing_is_a_usage_error_not_the_default_sweep(
+    pytester: pytest.Pytester, ini: str, message: str
+) -> None:
+    pytester.makeini(ini)
+    result = run_benchmarks(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    result.stderr.fnmatch_lines([message])
+
+
+def test_a_shard_without_a_case_is_a_usage_error_not_a_green_run(pytester: pytest.Pytester) -> None:
+    result = run_benchmarks(pytester, *ONE_SHORT_CASE, "--llm-shard", "2/3", "--benchmark-autosave")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    assert "--llm-shard 2/3 holds no case: the sweep has 1 case(s), so use at most 1 shard(s)" in output(result)
+
+
 def test_llm_reference_measures_every_case_paired_and_saves_it_with_the_run(
     pytester: pytest.Pytester, llm_cache_dir: Path
 ) -> None:

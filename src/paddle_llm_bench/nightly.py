@@ -137,6 +137,8 @@ def plan_main(args: argparse.Namespace) -> int:
     chosen = {field: value for field, value in chosen.items() if value is not None}
     sweep = make_sweep(chosen, args.device, args.rounds, args.warmup_rounds)
     cases = sweep.cases()
+    if args.shards > len(cases):  # a shard without a case would measure nothing
+        raise ConfigError(f"--shards {args.shards} for a sweep of {len(cases)} case(s): give at most {len(cases)}")
     step_ms = args.step_ms or DEFAULT_STEP_MS[args.device]
     measured = measured_round_seconds(args.history)
     round_s = {c.id: measured.get(c.id) or round_seconds(c, step_ms / 1000, args.device) for c in cases}

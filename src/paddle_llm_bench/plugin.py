@@ -129,6 +129,7 @@ class LLMBenchState:
     saves: SaveLog = field(default_factory=SaveLog)
     interrupted_cases: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    empty_shard: str = ""  # why --llm-shard selected no case: the session stops after collection
     previous_sigterm: SignalHandler = None
     sigterm_installed: bool = False
     paired: PairedSettings = PAIRED_DEFAULTS
@@ -144,7 +145,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for suffix, _field, help_text in SWEEP_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, metavar="LIST", help=help_text + LIST_HELP)
         # "linelist": a TOML list (pyproject.toml) or comma-separated text over one or more lines.
-        parser.addini(_ini(suffix), help_text + LIST_HELP, type="linelist", default=[])
+        parser.addini(_ini(suffix), help_text + LIST_HELP, type="linelist", default=None)  # None: not set
     for suffix, help_text in SETTING_OPTIONS:
         group.addoption(f"--llm-{suffix}", dest=_dest(suffix), default=None, help=help_text)
         parser.addini(_ini(suffix), help_text, default=None)
@@ -168,11 +169,17 @@ def _raw(config: pytest.Config, suffix: str) -> tuple[str | None, str]:
     if value is not None:
         return str(value), f"--llm-{suffix}"
     ini_value = config.getini(_ini(suffix))
+    if ini_value is None:  # not in the ini file
+        return None, ""
+    source = f"ini option {_ini(suffix)}"
     if isinstance(ini_value, list):  # a list option: TOML list items or ini lines, each may hold commas
-        ini_value = ",".join(str(item).strip().rstrip(",") for item in ini_value)
-    if ini_value:
-        return str(ini_value), f"ini option {_ini(suffix)}"
-    return None, ""
+        items = [str(item).strip().rstrip(",").strip() for item in ini_value]  # a line may end with a comma
+        if "" in items:
+            raise ConfigError(f"empty item in {ini_value!r} from {source}: remove it or put the value in")
+        ini_value = ",".join(items)
+    if not str(ini_value).strip():  # set to nothing: never read as "the defaults"
+        raise ConfigError(f"empty value from {source}: give a value, or remove the line to use the default")
+    return str(ini_value), source
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -348,7 +355,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         shard = metafunc.config.stash[STATE].settings.get("shard")
         if shard is not None:
             k, n = parse_shard(shard, "--llm-shard")  # validated in pytest_configure
-            cases = select_shard(cases, k, n, rounds=sweep.rounds + sweep.warmup_rounds)
+            selected = select_shard(cases, k, n, rounds=sweep.rounds + sweep.warmup_rounds)
+            if not selected:  # an empty shard would pass having measured nothing
+                metafunc.config.stash[STATE].empty_shard = (
+                    f"--llm-shard {k}/{n} holds no case: the sweep has {len(cases)} case(s), so use at most "
+                    f"{len(cases)} shard(s) (or a larger sweep)"
+                )
+            cases = selected
         metafunc.parametrize("llm_case", cases, ids=[case.id for case in cases])
 
 
@@ -407,6 +420,12 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
             facts["shard"] = f"{k}/{n}"  # merge checks that shards 1..N all arrived
         if state.interrupted_cases:
             facts["interrupted_cases"] = list(state.interrupted_cases)  # stopped mid-measurement, not saved
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE, None)
+    if state is not None and state.empty_shard:
+        pytest.exit(state.empty_shard, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

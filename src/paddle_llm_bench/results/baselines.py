@@ -110,6 +110,8 @@ def _check_store(data: dict[str, Any]) -> str | None:
 def _check_run(run: Any, where: str) -> str | None:
     if not isinstance(run, dict):
         return f"field {where} is {type(run).__name__}, not a run"
+    if not run.get("samples") and not run.get("memory_bytes"):
+        return f"field {where} holds neither samples nor memory_bytes: nothing to compare with"
     problem = check_samples(run.get("samples", {}), f"{where}.samples") or check_memory(
         run.get("memory_bytes", {}), f"{where}.memory_bytes"
     )
@@ -153,6 +155,10 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     """Format 1 kept one run per case at ``cases[id]`` itself; format 2 keeps a list of runs."""
     cases = {}
     for case_id, entry in data.get("cases", {}).items():
+        if "runs" in entry:  # read as format 1, its runs would vanish without a word
+            raise BaselineError(
+                f"field cases[{case_id!r}] holds a list of runs (format 2's layout) but the file says format_version 1"
+            )
         run = {k: v for k, v in entry.items() if k != "case"}
         cases[case_id] = {"case": entry.get("case", {}), "runs": [run]}
     return {**data, "format_version": 2, "cases": cases}
@@ -191,7 +197,10 @@ def load(path: Path) -> BaselineStore:
     if not isinstance(data.get("cases"), dict) or not all(isinstance(v, dict) for v in data["cases"].values()):
         raise BaselineError(f"baseline {path}: field cases is not a mapping of case id to entries; {fix}")
     while version < FORMAT_VERSION:
-        data = UPGRADES[version](data)
+        try:
+            data = UPGRADES[version](data)
+        except BaselineError as error:
+            raise BaselineError(f"baseline {path}: {error}; {fix}") from None
         version = data["format_version"]
     problem = _check_store(data)
     if problem:

@@ -37,6 +37,7 @@ class GateReport:
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     require_baseline: bool = False
+    unmeasured: list[str] = field(default_factory=list)  # cases of this run without a sample of any gated metric
 
     def with_verdict(self, *words: str) -> list[Verdict]:
         return [v for v in self.verdicts if v.verdict in words]
@@ -52,7 +53,7 @@ class GateReport:
 
     @property
     def failed(self) -> bool:
-        missing = self.require_baseline and bool(self.with_verdict(NO_BASELINE))
+        missing = self.require_baseline and bool(self.with_verdict(NO_BASELINE) or self.unmeasured)
         return bool(self.errors or self.regressions or missing)
 
     def lines(self) -> list[str]:
@@ -84,6 +85,13 @@ class GateReport:
                 "cases without baseline: "
                 + ", ".join(v.case_id for v in missing)
                 + " (record with --llm-baseline-update"
+                + ("; --llm-require-baseline makes this fail)" if not self.require_baseline else ")")
+            )
+        if self.unmeasured:
+            lines.append(
+                f"speed NOT judged for {len(self.unmeasured)} case(s) that hold no samples in this run: "
+                + ", ".join(self.unmeasured)
+                + " (a case that failed, or a damaged run file: measure again"
                 + ("; --llm-require-baseline makes this fail)" if not self.require_baseline else ")")
             )
         lines += [f"note: {n}" for n in self.notes]
@@ -130,6 +138,8 @@ def check_run(
         report.errors.append(str(error))
         return report
     current = {str(r["case_id"]): measurement_from_extra_info(r, started) for r in results}
+    gated = settings.min_effect_percent
+    report.unmeasured = [case_id for case_id, m in current.items() if not any(m.samples.get(k) for k in gated)]
     fresh = None if remeasure is None else (lambda case_id: measurement_from_extra_info(remeasure(case_id), started))
     report.verdicts = judge_confirmed(current, reference, settings, fresh)
     return report
