@@ -127,6 +127,46 @@ def test_the_1_5b_preset_builds_loads_and_generates_on_cpu(tmp_path: Path) -> No
     assert loaded.eos_token_id == 151643 and loaded.vocab_size == 151936
 
 
+def test_a_damaged_cached_probe_is_rebuilt_and_never_skips_a_case(tmp_path: Path) -> None:
+    cpu = detect_device("cpu")
+    assert models.dtype_unsupported_reason.__wrapped__(cpu, "float32", tmp_path) is None  # builds the probe
+    weights = next((tmp_path / "models").glob("probe-*/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:40])  # truncated: "InvalidHeaderLength" when loaded
+    models._working_probe.cache_clear()
+    assert models.dtype_unsupported_reason.__wrapped__(cpu, "float32", tmp_path) is None
+    assert weights.stat().st_size > 1000  # rebuilt in place
+
+
+def test_a_probe_that_cannot_run_at_all_fails_loudly_naming_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("(External) CUDA error(719), unspecified launch failure")
+
+    monkeypatch.setattr(models, "_from_pretrained", broken)
+    models._working_probe.cache_clear()
+    for dtype in ("float32", "float16"):  # float16 is not called unsupported for the machine's fault
+        with pytest.raises(models.ProbeError) as raised:
+            models.dtype_unsupported_reason.__wrapped__(detect_device("cpu"), dtype, tmp_path)
+        message = str(raised.value)
+        assert "cannot generate in float32" in message and "CUDA error(719)" in message
+        assert str(tmp_path / "models") in message and "rebuilt once" in message and "doctor" in message
+    models._working_probe.cache_clear()
+
+
+def test_running_out_of_memory_in_the_probe_is_not_unsupported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = models._from_pretrained
+
+    def no_memory_in_float16(directory: Any, dtype: str, overrides: dict[str, Any]) -> Any:
+        if dtype == "float16":
+            raise MemoryError("Out of memory error on GPU 0")
+        return real(directory, dtype, overrides)
+
+    monkeypatch.setattr(models, "_from_pretrained", no_memory_in_float16)
+    with pytest.raises(models.ProbeError, match=r"ran out of memory in float16 .*free the device's memory"):
+        models.dtype_unsupported_reason.__wrapped__(detect_device("cpu"), "float16", tmp_path)
+
+
 def test_the_dtype_probe_reaches_the_gemm_path_batch_above_1_and_8_prompt_tokens(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

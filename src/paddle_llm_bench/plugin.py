@@ -54,7 +54,7 @@ from paddle_llm_bench.results.saving import (
 from paddle_llm_bench.runtime.device import DEVICE_CHOICES, Device, detect_device
 from paddle_llm_bench.runtime.doctor import DoctorReport, self_check
 from paddle_llm_bench.runtime.environment import collect_all
-from paddle_llm_bench.runtime.models import PRESETS, default_cache_dir
+from paddle_llm_bench.runtime.models import PRESETS, ProbeError, default_cache_dir
 from paddle_llm_bench.runtime.shard import parse_shard, select_shard
 from paddle_llm_bench.runtime.suite import CaseFailed, Suite
 
@@ -371,7 +371,10 @@ def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any
     suite = get_suite(request.config)
 
     def measure(case: Any) -> None:
-        reason = suite.unsupported_reason(case)
+        try:
+            reason = suite.unsupported_reason(case)
+        except ProbeError as error:  # the probe's own failure: never a reason to skip
+            pytest.fail(str(error), pytrace=False)
         if reason is not None:
             pytest.skip(reason)
         benchmark.group = f"{case.model}-{case.dtype}"

@@ -106,6 +106,15 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Paddle's and Python's ways of saying a device or the host ran out of memory."""
+    return (
+        isinstance(error, MemoryError)
+        or "out of memory" in str(error).lower()
+        or "ResourceExhausted" in type(error).__name__
+    )
+
+
 def first_line(error: BaseException) -> str:
     """The error's type and first meaningful line, for a one-line reason."""
     text = str(error).strip()

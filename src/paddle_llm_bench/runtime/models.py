@@ -31,7 +31,7 @@ import numpy as np
 
 from paddle_llm_bench.core.config import HUB_PREFIX, QUANTIZED_DTYPES, ConfigError
 from paddle_llm_bench.runtime.checkpoints import PADDLE_WEIGHTS, CheckpointError, torch_weights
-from paddle_llm_bench.runtime.device import Device, first_line, import_paddle, import_paddlenlp
+from paddle_llm_bench.runtime.device import Device, first_line, import_paddle, import_paddlenlp, is_out_of_memory
 
 # The prompt of the field report (docs/facts.md §1): "write a quicksort".
 REPORT_PROMPT = "写一个快速排序代码"
@@ -380,30 +380,75 @@ def _from_pretrained(name_or_directory: str | Path, dtype: str, overrides: dict[
     return model
 
 
+PROBE_DTYPE = "float32"  # runs wherever Paddle does: its failure is the probe's or the machine's, never a dtype's
+
+
+class ProbeError(RuntimeError):
+    """The dtype probe itself cannot run (a damaged cache that a rebuild did not fix, a broken installation, no
+    memory): every case fails with this, none is skipped as "unsupported"."""
+
+
 @functools.cache
 def dtype_unsupported_reason(device: Device, dtype: str, cache_dir: Path) -> str | None:
     """None if generation in ``dtype`` works on ``device``, else the real error, found by loading a
     micro model of the family in that dtype through the usual loading path and generating 2 tokens
     for a batch of 2 prompts of 8 tokens, so that both the GEMV (decode) and GEMM (prefill, 16
     rows) paths of weight-only matmuls run (a fraction of a second, once per session). Nothing here
-    is a fixed table: a Paddle that gains the missing kernels gets measured."""
-    paddle = import_paddle(cache_dir)
-    directory = _synthetic_checkpoint("probe", PROBE_ARCHITECTURE, cache_dir, 0, progress=lambda _: None)
+    is a fixed table: a Paddle that gains the missing kernels gets measured.
+
+    Only a dtype's own failure means "unsupported": the probe first generates in float32, and a failure there
+    (after rebuilding a cached probe that fails) or running out of memory raises ``ProbeError``."""
+    import_paddle(cache_dir)
+    directory = _working_probe(device, cache_dir)
+    if dtype == PROBE_DTYPE:
+        return None
     try:
-        model = _from_pretrained(directory, dtype, {})
-        ids = paddle.to_tensor(probe_prompt_ids(), dtype="int64")
-        model.generate(
-            input_ids=ids,
-            attention_mask=paddle.ones_like(ids),
-            max_new_tokens=PROBE_NEW_TOKENS,
-            min_new_tokens=PROBE_NEW_TOKENS,
-            eos_token_id=2,
-        )
-        device.synchronize()
-    except Exception as error:  # noqa: BLE001 - any failure means "cannot run here"; we report its text
-        where = f"{device.describe()} with Paddle {paddle.__version__}"
-        return f"{dtype} generation does not run on {where}: {first_line(error)}"
+        _probe_generate(device, directory, dtype)
+    except Exception as error:
+        if is_out_of_memory(error):
+            raise ProbeError(
+                f"the dtype probe ran out of memory in {dtype} on {_where(device)}: {first_line(error)}; free the "
+                "device's memory (another process?) and run again"
+            ) from error
+        return f"{dtype} generation does not run on {_where(device)}: {first_line(error)}"
     return None
+
+
+@functools.cache
+def _working_probe(device: Device, cache_dir: Path) -> Path:
+    """The probe's checkpoint, shown to generate in float32; a cached copy that fails is rebuilt once."""
+    for attempt in (1, 2):
+        directory = _synthetic_checkpoint("probe", PROBE_ARCHITECTURE, cache_dir, 0, progress=lambda _: None)
+        try:
+            _probe_generate(device, directory, PROBE_DTYPE)
+            return directory
+        except Exception as error:
+            if attempt == 2 or is_out_of_memory(error):
+                raise ProbeError(
+                    f"the dtype probe cannot generate in {PROBE_DTYPE} on {_where(device)}: {first_line(error)} "
+                    f"(probe checkpoint {directory}, rebuilt once); check the installation with "
+                    "`paddle-llm-bench doctor`"
+                ) from error
+            shutil.rmtree(directory, ignore_errors=True)  # a damaged cache: the next attempt rebuilds it
+    raise AssertionError("unreachable")
+
+
+def _where(device: Device) -> str:
+    return f"{device.describe()} with Paddle {import_paddle().__version__}"
+
+
+def _probe_generate(device: Device, directory: Path, dtype: str) -> None:
+    paddle = import_paddle()
+    model = _from_pretrained(directory, dtype, {})
+    ids = paddle.to_tensor(probe_prompt_ids(), dtype="int64")
+    model.generate(
+        input_ids=ids,
+        attention_mask=paddle.ones_like(ids),
+        max_new_tokens=PROBE_NEW_TOKENS,
+        min_new_tokens=PROBE_NEW_TOKENS,
+        eos_token_id=2,
+    )
+    device.synchronize()
 
 
 def probe_prompt_ids() -> list[list[int]]:

@@ -16,7 +16,7 @@ from typing import Any
 from paddle_llm_bench.core.bandwidth import batch1_decode_ceiling, ceiling_extra_info, decode_weight_bytes
 from paddle_llm_bench.core.config import HUB_PREFIX, Case, ConfigError, Sweep
 from paddle_llm_bench.runtime.checkpoints import CheckpointError, check_checkpoint_files
-from paddle_llm_bench.runtime.device import Device, import_paddle
+from paddle_llm_bench.runtime.device import Device, import_paddle, is_out_of_memory
 from paddle_llm_bench.runtime.measure import CaseResult, CaseRunner, host_load
 from paddle_llm_bench.runtime.memory import MemoryTracker
 from paddle_llm_bench.runtime.models import PRESETS, LoadedModel, dtype_unsupported_reason, load_model
@@ -126,7 +126,7 @@ class Suite:
         try:
             return self._measure_rounds(case, loaded, timed_rounds)
         except Exception as error:
-            if not _is_out_of_memory(error):
+            if not is_out_of_memory(error):
                 raise
             message = _out_of_memory(case, error)
             _drop_frames(error)
@@ -176,14 +176,6 @@ class Suite:
         gc.collect()
         if self.device.kind == "gpu":
             import_paddle().device.cuda.empty_cache()
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    return (
-        isinstance(error, MemoryError)
-        or "out of memory" in str(error).lower()
-        or "ResourceExhausted" in type(error).__name__
-    )
 
 
 def _drop_frames(error: BaseException) -> None:
