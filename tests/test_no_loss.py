@@ -373,6 +373,32 @@ def test_sigterm_saves_the_completed_cases_and_exits_non_zero(llm_cache_dir: Pat
     assert "paddle-llm-bench baseline update" in output  # how to finish the interrupted baseline update
 
 
+def test_sigterm_in_the_paired_stage_exits_2_and_is_never_a_regression(llm_cache_dir: Path, tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    command = [
+        sys.executable, "-u", "-m", "pytest", "benchmarks", "-p", "no:cacheprovider",
+        "--llm-dtype", "float32", "--llm-decoding", "greedy", "--llm-max-new-tokens", "8",
+        "--llm-batch-size", "1", "--llm-prompt-tokens", "8", "--llm-rounds", "5", "--llm-warmup-rounds", "0",
+        "--llm-cache-dir", str(llm_cache_dir), "--llm-no-gate", f"--llm-reference={sys.executable}",
+        "--llm-paired-pairs-per-block=2", "--llm-paired-min-blocks=4", "--llm-paired-max-blocks=4",
+        "--benchmark-storage", str(storage), "--benchmark-autosave",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if ": block 1," in line:  # the paired stage has measured a block: stop it in the next
+            process.send_signal(signal.SIGTERM)
+            break
+    lines += process.stdout.readlines()
+    output = "".join(lines)
+    assert process.wait(timeout=TIMEOUT_S) == pytest.ExitCode.INTERRUPTED, output
+    assert "REGRESSION" not in output and "INTERRUPTED: the paired comparison was stopped" in output, output
+    (saved,) = storage.glob("*/*.json")  # the sweep's run is kept, with what the paired stage measured
+    assert json.loads(saved.read_text())["paddle_llm_bench_paired"]["interrupted"] is True
+
+
 def test_sigterm_is_raised_at_the_next_checkpoint_not_inside_the_handler() -> None:
     """A KeyboardInterrupt raised inside the handler can land on an instruction without a line number, which
     crashed pytest's traceback printer in CI (exit 1, run taken as whole): the handler only records it."""

@@ -439,6 +439,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or stopping.requested() is not None
     failed = finish_run(session.config, state, interrupted=interrupted)
+    paired_stopped = state.reference_outcome is not None and state.reference_outcome.run.interrupted
+    interrupted = interrupted or paired_stopped or stopping.requested() is not None  # a stop while judging
     if interrupted:  # also a SIGTERM after the last checkpoint: the job was stopped, whatever it completed
         session.exitstatus = pytest.ExitCode.INTERRUPTED
     elif failed and session.exitstatus == pytest.ExitCode.OK:

@@ -84,6 +84,8 @@ class ReferenceOutcome:
     def lines(self) -> list[str]:
         table = render(self.run, "table").rstrip("\n").splitlines()
         verdicts = [f"REGRESSION {line}" for line in self.failures] or ["no case confirmed slower or bigger"]
+        if self.run.interrupted:  # a stop, never a regression: the run exits 2
+            verdicts.append("INTERRUPTED: the paired comparison was stopped; its verdicts are incomplete")
         return [*table, *self.skipped, *verdicts, f"paired run saved to {self.path}"]
 
     def summary(self) -> dict[str, Any]:
@@ -105,6 +107,4 @@ def compare_with_reference(
     run = run_paired(cases, sides, settings, cache_dir, progress=progress, on_update=lambda current: current.save(path))
     found = failures([*judge(run), *judge_memory(run)])
     found += [f"{c.case.id}: the paired comparison failed: {c.error}" for c in run.cases if c.error]
-    if run.interrupted:
-        found.append("the paired comparison was interrupted: its verdicts are incomplete")
     return ReferenceOutcome(run, path, found, list(skipped))
