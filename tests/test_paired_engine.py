@@ -144,7 +144,10 @@ def test_a_worker_of_another_protocol_is_refused(tmp_path: Path, llm_cache_dir: 
         run_paired([CASE], sides, QUICK, llm_cache_dir, progress=quiet)
 
 
-def test_ctrl_c_ends_the_workers_and_keeps_what_was_measured(tmp_path: Path, llm_cache_dir: Path) -> None:
+@pytest.mark.parametrize(("stop", "reason"), [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_ctrl_c_or_sigterm_ends_the_workers_and_keeps_what_was_measured(
+    stop: signal.Signals, reason: str, tmp_path: Path, llm_cache_dir: Path
+) -> None:
     out_dir = tmp_path / "out"
     command = [sys.executable, "-m", "paddle_llm_bench.cli", "paired", "--reference", sys.executable]
     command += ["--max-new-tokens", "8", "--prompt-tokens", "8", "--device", "cpu", "--cache-dir", str(llm_cache_dir)]
@@ -156,13 +159,14 @@ def test_ctrl_c_ends_the_workers_and_keeps_what_was_measured(tmp_path: Path, llm
     while time.monotonic() < deadline and not (saved.is_file() and len(_blocks(saved)) >= 2):
         time.sleep(0.5)
     assert process.poll() is None, process.communicate()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted: what was measured is saved" in err
     run = load_paired_run(saved)
     assert run.interrupted and len(run.cases[0].blocks) >= 2
-    assert "interrupted (Ctrl-C)" in run.cases[0].stop_reason
+    assert f"interrupted ({reason})" in run.cases[0].stop_reason
+    assert (out_dir / "comparison.txt").is_file()  # reports written from what was measured
     time.sleep(1)
     assert not any(_alive(pid) for block in run.cases[0].blocks for pid in block.pids)
 

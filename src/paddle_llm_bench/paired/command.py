@@ -44,6 +44,7 @@ from paddle_llm_bench.paired.results import (
 )
 from paddle_llm_bench.paired.sides import Side, SideError, python_side
 from paddle_llm_bench.results.files import write_atomic
+from paddle_llm_bench.results.saving import restore_sigterm, stop_on_sigterm
 from paddle_llm_bench.runtime.device import DEVICE_CHOICES
 from paddle_llm_bench.runtime.models import PRESETS, default_cache_dir
 
@@ -174,6 +175,7 @@ def measure_and_report(
     (a regression counts only with ``fail_on_regression``: for ``versions`` a slower version is a finding)."""
     run_path = out_dir / "paired.json"
     say(f"{len(cases)} case(s): {', '.join(side.describe() for side in sides)}; saving to {run_path}")
+    previous = stop_on_sigterm()  # SIGTERM (a CI job's cancel) stops between turns, as Ctrl-C does
     try:
         run = run_paired(
             cases,
@@ -189,6 +191,8 @@ def measure_and_report(
     except KeyboardInterrupt:
         say("interrupted while starting the workers: nothing was measured")
         return INTERRUPTED
+    finally:
+        restore_sigterm(previous)
     write_reports(run, out_dir)
     print(render(run, fmt), end="")
     return exit_status(run, fail_on_regression)
