@@ -121,11 +121,10 @@ def test_not_a_python_is_refused_with_the_value(tmp_path: Path) -> None:
         python_side(str(text_file))
 
 
-def test_a_python_without_this_project_is_refused_with_the_fix(llm_cache_dir: Path) -> None:
-    base = getattr(sys, "_base_executable", None)
-    if not base or Path(base).resolve() == Path(sys.executable).resolve():
-        pytest.skip("no interpreter without this project at hand (not running in a virtual environment)")
-    sides = [Side("reference", base), Side("candidate", sys.executable)]
+def test_a_python_without_this_project_is_refused_with_the_fix(
+    llm_cache_dir: Path, python_without_this_project: str
+) -> None:
+    sides = [Side("reference", python_without_this_project), Side("candidate", sys.executable)]
     with pytest.raises(SideError, match=r"cannot run a worker: paddle-llm-bench is not installed there"):
         run_paired([CASE], sides, QUICK, llm_cache_dir, progress=quiet)
 

@@ -294,6 +294,16 @@ def test_llm_reference_that_is_not_a_python_is_a_usage_error(pytester: pytest.Py
     assert "from --llm-reference is not an executable Python interpreter" in output(result)
 
 
+def test_a_reference_without_this_project_is_refused_before_the_sweep(
+    pytester: pytest.Pytester, python_without_this_project: str
+) -> None:
+    reference = f"--llm-reference={python_without_this_project}"
+    result = run_benchmarks(pytester, *ONE_SHORT_CASE, "--benchmark-autosave", reference)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    assert "cannot run a worker: paddle-llm-bench is not installed there" in output(result)
+    assert not list(pytester.path.glob(".benchmarks/*/*.json"))  # refused before anything was measured
+
+
 def test_bad_paired_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     result = run_benchmarks(pytester, *ONE_SHORT_CASE, "--llm-paired-min-blocks=5", "--llm-paired-max-blocks=3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

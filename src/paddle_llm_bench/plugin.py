@@ -36,10 +36,11 @@ from paddle_llm_bench.core.config import (
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.gate_options import GATE_OPTIONS, gate_settings
 from paddle_llm_bench.envs.reference import ReferenceOutcome, compare_with_reference, reference_side, too_big_to_pair
+from paddle_llm_bench.paired.engine import greet
 from paddle_llm_bench.paired.options import PAIRED_OPTIONS
 from paddle_llm_bench.paired.options import paired_settings as options_paired_settings
 from paddle_llm_bench.paired.results import PairedSettings
-from paddle_llm_bench.paired.sides import Side
+from paddle_llm_bench.paired.sides import Side, SideError
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
 from paddle_llm_bench.results.regression import GateReport, check_run, update_baselines
 from paddle_llm_bench.results.saving import (
@@ -251,10 +252,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _reference(config: pytest.Config, text: str) -> Side:
     """The --llm-reference side, made ready (or refused) before anything is measured."""
     device = get_suite(config).device.kind
+    progress = _progress_writer(config)
     try:
-        return reference_side(text, Path(config.rootpath), device == "gpu", _progress_writer(config))
-    except ConfigError as error:
+        side = reference_side(text, Path(config.rootpath), device == "gpu", progress)
+        progress(f"checking the reference {side.describe()} before the sweep (a worker's start)")
+        greet(side)
+    except (ConfigError, SideError) as error:
         raise pytest.UsageError(str(error)) from None
+    return side
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

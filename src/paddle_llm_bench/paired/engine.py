@@ -214,6 +214,12 @@ def start_workers(
     return workers
 
 
+def greet(side: Side) -> None:
+    """Start ``side``'s worker, check its hello (Paddle imports, this project, the protocol) and end it: a bad
+    side is refused (``SideError``) before anything is measured, not after a sweep."""
+    close_all(start_workers([side]))
+
+
 def close_all(workers: Sequence[SideWorker]) -> None:
     for process in dict.fromkeys(worker.process for worker in workers):
         process.close()
