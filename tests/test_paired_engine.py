@@ -106,6 +106,30 @@ def test_a_worker_that_dies_or_hangs_fails_its_case_and_the_rest_goes_on(
     assert not any(_alive(pid) for block in first.blocks for pid in block.pids)
 
 
+@pytest.mark.parametrize("failed_starts", [1, 2], ids=["once: tried again", "twice: the cases left fail"])
+def test_workers_that_cannot_start_again_cost_the_cases_left_not_the_comparison(
+    failed_starts: int, llm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = engine.start_workers
+    calls: list[int] = []
+
+    def start(*args: object, **kwargs: object) -> list[engine.SideWorker]:
+        calls.append(1)
+        if 1 < len(calls) <= 1 + failed_starts:  # the first block's workers start; then these starts fail
+            raise SideError("candidate cannot run a worker: stopped while importing Paddle")
+        return real_start(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "start_workers", start)
+    sides = [Side("reference", sys.executable), Side("candidate", sys.executable)]
+    run = run_paired([CASE], sides, QUICK, llm_cache_dir, progress=quiet)  # returns: nothing raised
+    (comparison,) = run.cases
+    if failed_starts == 1:
+        assert comparison.error is None and len(comparison.blocks) == 2
+    else:
+        assert len(comparison.blocks) == 1 and comparison.stop_reason == "failed"  # the measured block is kept
+        assert comparison.error is not None and "could not start again for block 2" in comparison.error
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -403,7 +403,7 @@ def run_paired(
     try:
         while active:
             if not workers:
-                workers = start_workers(sides, rng, settings.same_process)
+                workers = _start_again(sides, rng, settings)
             for comparison in list(active):
                 started = time.monotonic()
                 try:
@@ -413,7 +413,7 @@ def run_paired(
                     comparison.error = str(error) + _memory_hint(str(error), len(sides))
                     comparison.stop_reason = "failed"
                     close_all(workers)
-                    workers = start_workers(sides, rng, settings.same_process)
+                    workers = _start_again(sides, rng, settings)
                 comparison.seconds += time.monotonic() - started
                 progress(_progress_line(comparison, block_index, settings, len(sides)))
                 on_update(run)
@@ -424,6 +424,12 @@ def run_paired(
             active = [comparison for comparison in active if not comparison.stop_reason]
             on_update(run)
             block_index += 1
+    except SideError as error:  # workers that ran before cannot start again: the cases left fail, the rest is kept
+        for comparison in active:
+            if not comparison.stop_reason:
+                comparison.error = f"the workers could not start again for block {block_index + 1}: {error}"
+                comparison.stop_reason = "failed"
+        on_update(run)
     except KeyboardInterrupt:
         run.interrupted = True
         for comparison in active:
@@ -434,6 +440,16 @@ def run_paired(
             worker.process.kill()
         close_all(workers)
     return run
+
+
+def _start_again(sides: Sequence[Side], rng: random.Random, settings: PairedSettings) -> list[SideWorker]:
+    """Workers for a later block: a start that fails (a worker killed or stopped while importing) is tried once
+    more before ``SideError`` ends the comparison."""
+    try:
+        return start_workers(sides, rng, settings.same_process)
+    except SideError:
+        stopping.checkpoint()  # the stop of the whole run, not a worker's fault
+        return start_workers(sides, rng, settings.same_process)
 
 
 def _memory_hint(error: str, sides: int) -> str:
