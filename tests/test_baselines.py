@@ -245,6 +245,8 @@ GOOD_RUN = {"samples": {"decode_tokens_per_s": [100.0, 101.0]}, "memory_bytes": 
     [
         (baseline_with_run({"samples": {"decode_tokens_per_s": [1.0, float("nan")]}}), "decode_tokens_per_s[1] is nan"),
         (baseline_with_run({"samples": {"decode_tokens_per_s": [0.0, 1.0]}}), "decode_tokens_per_s[0] is 0.0"),
+        (baseline_with_run({"samples": {"decode_tokens_per_s": [1e308] * 3}}), "[0] is 1e+308: every sample must"),
+        (baseline_with_run({"samples": {"ttft_ms": [1.0, 1e-300]}}), "ttft_ms[1] is 1e-300: every sample must"),
         (baseline_with_run({"samples": {"ttft_ms": [1.0, "2.0"]}}), "ttft_ms[1] is '2.0'"),
         (baseline_with_run({"samples": {"ttft_ms": [float("inf")]}}), "ttft_ms[0] is inf"),
         (baseline_with_run({"samples": {"ttft_ms": 5.0}}), "samples.ttft_ms is 5.0"),
@@ -258,8 +260,8 @@ GOOD_RUN = {"samples": {"decode_tokens_per_s": [100.0, 101.0]}, "memory_bytes": 
         (baseline_with_run({"samples": {}}), "runs[0] holds neither samples nor memory_bytes"),
         (baseline_with_run(GOOD_RUN, version=1), "holds a list of runs (format 2's layout) but the file says"),
     ],
-    ids=["nan", "zero", "string", "inf", "not-a-list", "negative-memory", "v0", "v-1", "v-true", "v-string",
-         "no-fingerprint", "cases-list", "empty-run", "v2-labelled-v1"],
+    ids=["nan", "zero", "huge", "tiny", "string", "inf", "not-a-list", "negative-memory", "v0", "v-1", "v-true",
+         "v-string", "no-fingerprint", "cases-list", "empty-run", "v2-labelled-v1"],
 )  # fmt: skip
 def test_every_bad_field_is_named_with_the_file_and_the_fix(tmp_path: Path, content: str, field: str) -> None:
     path = baseline_path(tmp_path, FINGERPRINT)

@@ -37,6 +37,17 @@ def test_inconsistent_settings_are_refused(
     assert message in capsys.readouterr().err
 
 
+def test_an_out_dir_that_is_a_file_is_refused_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "results.txt"
+    taken.write_text("a user's file")
+    assert cli_main(["paired", "--reference", sys.executable, "--out-dir", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write the results into {taken}" in err and "give --out-dir a folder" in err
+    assert taken.read_text() == "a user's file"
+
+
 def test_bad_option_values_name_the_option(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli_main(["paired", "--reference", sys.executable, "--min-effect", "tpot_ms=5"])

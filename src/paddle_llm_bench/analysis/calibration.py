@@ -20,13 +20,13 @@ import itertools
 import math
 import random
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from paddle_llm_bench.analysis.report import aligned_table
-from paddle_llm_bench.core.config import ConfigError
+from paddle_llm_bench.core.config import ConfigError, as_argparse_type, parse_positive_int
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge_confirmed
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
@@ -178,8 +178,12 @@ def render(rates: Mapping[str, Any]) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="saved runs of the same sweep on this machine (>= 5)")
-    parser.add_argument("--baseline-runs", type=int, default=3, help="baseline runs per trial (default 3)")
-    parser.add_argument("--trials", type=int, default=200, help="at most this many trials (default 200)")
+
+    def at_least_1(option: str) -> Callable[[str], int]:
+        return as_argparse_type(lambda text, source: parse_positive_int(text, source, 1), option)
+
+    parser.add_argument("--baseline-runs", type=at_least_1("--baseline-runs"), default=3, help="per trial (default 3)")
+    parser.add_argument("--trials", type=at_least_1("--trials"), default=200, help="at most (default 200)")
     parser.add_argument("--seed", type=int, default=0)
     add_gate_arguments(parser)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -43,7 +44,7 @@ from paddle_llm_bench.paired.results import (
     load_paired_run,
 )
 from paddle_llm_bench.paired.sides import Side, SideError, python_side
-from paddle_llm_bench.results.files import write_atomic
+from paddle_llm_bench.results.files import describe_os_error, write_atomic
 from paddle_llm_bench.results.saving import restore_sigterm, stop_on_sigterm
 from paddle_llm_bench.runtime.device import DEVICE_CHOICES
 from paddle_llm_bench.runtime.models import PRESETS, default_cache_dir
@@ -174,6 +175,14 @@ def measure_and_report(
     """Run the engine, saving after every case; then write and print the comparison. Returns the exit status
     (a regression counts only with ``fail_on_regression``: for ``versions`` a slower version is a finding)."""
     run_path = out_dir / "paired.json"
+    try:  # before anything is measured: a bad --out-dir would lose the first block
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(out_dir, os.W_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as error:
+        print(f"error: cannot write the results into {out_dir}: {describe_os_error(error)}; give --out-dir a "
+              "folder you can write (it is made if missing)", file=sys.stderr)  # fmt: skip
+        return USAGE_ERROR
     say(f"{len(cases)} case(s): {', '.join(side.describe() for side in sides)}; saving to {run_path}")
     previous = stop_on_sigterm()  # SIGTERM (a CI job's cancel) stops between turns, as Ctrl-C does
     try:

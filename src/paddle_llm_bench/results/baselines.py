@@ -54,6 +54,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Any real sample (tokens/s, milliseconds) lies far inside these; beyond them sums overflow or print as noise.
+SAMPLE_MIN, SAMPLE_MAX = 1e-9, 1e12
+
+
 def check_samples(samples: Any, where: str) -> str | None:
     """What is wrong with a ``samples`` mapping (metric -> list of finite positive numbers), or None."""
     if not isinstance(samples, dict):
@@ -62,8 +66,11 @@ def check_samples(samples: Any, where: str) -> str | None:
         if not isinstance(values, list) or not values:
             return f"{where}.{metric} is {values!r}, not a non-empty list of per-round samples"
         for index, value in enumerate(values):
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
-                return f"{where}.{metric}[{index}] is {value!r}: every sample must be a finite number above 0"
+            if not _is_number(value) or not math.isfinite(value) or not SAMPLE_MIN <= value <= SAMPLE_MAX:
+                return (
+                    f"{where}.{metric}[{index}] is {value!r}: every sample must be a number from {SAMPLE_MIN:g} to "
+                    f"{SAMPLE_MAX:g} (tokens/s or milliseconds)"
+                )
     return None
 
 
