@@ -371,6 +371,7 @@ def test_sigterm_saves_the_completed_cases_and_exits_non_zero(llm_cache_dir: Pat
     assert not set(interrupted) & set(saved)
     assert "stopped by SIGTERM" in output
     assert "paddle-llm-bench baseline update" in output  # how to finish the interrupted baseline update
+    assert f"--baseline-dir {tmp_path / 'baselines'}" in output  # into the folder this run was updating
 
 
 def test_sigterm_in_the_paired_stage_exits_2_and_is_never_a_regression(llm_cache_dir: Path, tmp_path: Path) -> None:

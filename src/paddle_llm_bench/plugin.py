@@ -12,6 +12,7 @@ The end of a run, in order (see docs/reliability.md):
 
 from __future__ import annotations
 
+import shlex
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -469,7 +470,7 @@ def finish_run(config: pytest.Config, state: LLMBenchState, interrupted: bool) -
             state.reference_outcome = _compare_with_reference(config, state, state.reference)
             add_to_saved(state.saves, "paddle_llm_bench_paired", state.reference_outcome.summary())
     if interrupted and suite is not None and suite.results and config.getoption("llm_baseline_update"):
-        state.notes.append(_unfinished_update_hint(state))
+        state.notes.append(_unfinished_update_hint(state, _baseline_dir(config)))
     gate_failed = state.gate_report is not None and state.gate_report.failed
     paired_failed = state.reference_outcome is not None and bool(state.reference_outcome.failures)
     return gate_failed or paired_failed or bool(state.saves.errors)
@@ -497,16 +498,23 @@ def _compare_with_reference(config: pytest.Config, state: LLMBenchState, referen
     return compare_with_reference(cases, reference, settings, suite.cache_dir, path, suite.progress, skipped)
 
 
-def _unfinished_update_hint(state: LLMBenchState) -> str:
+def _baseline_dir(config: pytest.Config) -> Path:
+    """--llm-baseline-dir (or the ini option), else ``baselines/`` beside the rootdir."""
+    text, _source = _raw(config, "baseline-dir")
+    return Path(text) if text is not None else Path(config.rootpath) / "baselines"
+
+
+def _unfinished_update_hint(state: LLMBenchState, baseline_dir: Path) -> str:
     runs = [p for p in state.saves.saved if p.suffix == ".json"]
+    where = f"--baseline-dir {shlex.quote(str(baseline_dir))}"
     if runs:
         return (
             "interrupted: baselines were not updated. `paddle-llm-bench baseline update "
-            f"{runs[0]}` merges the completed cases into them"
+            f"{shlex.quote(str(runs[0]))} {where}` merges the completed cases into them"
         )
     return (
         "interrupted: baselines were not updated, and no run was saved (add --benchmark-autosave to keep "
-        "completed cases, then `paddle-llm-bench baseline update RUN.json` merges them)"
+        f"completed cases, then `paddle-llm-bench baseline update RUN.json {where}` merges them)"
     )
 
 
@@ -515,7 +523,7 @@ def _gate_and_update(config: pytest.Config, state: LLMBenchState) -> None:
     assert suite is not None
     facts = machine_facts(state)
     results = [result.as_extra_info() for result in suite.results]
-    baseline_dir = Path(config.getoption("llm_baseline_dir") or Path(config.rootpath) / "baselines")
+    baseline_dir = _baseline_dir(config)
     if not config.getoption("llm_no_gate"):
         cases = {result.case.id: result.case for result in suite.results}
 
