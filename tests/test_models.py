@@ -127,6 +127,16 @@ def test_the_1_5b_preset_builds_loads_and_generates_on_cpu(tmp_path: Path) -> No
     assert loaded.eos_token_id == 151643 and loaded.vocab_size == 151936
 
 
+def test_a_damaged_cached_preset_is_rebuilt_and_loads(tmp_path: Path) -> None:
+    directory = synthetic_checkpoint("tiny", tmp_path, progress=lambda _: None)
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # "MetadataIncompleteBuffer" when loaded
+    said: list[str] = []
+    loaded = load_model("tiny", "float32", tmp_path, max_positions=512, progress=said.append)
+    assert loaded.vocab_size > 0 and weights.stat().st_size > 100_000
+    assert any(f"the cached tiny in {directory} does not load" in line and "rebuilding" in line for line in said)
+
+
 def test_a_damaged_cached_probe_is_rebuilt_and_never_skips_a_case(tmp_path: Path) -> None:
     cpu = detect_device("cpu")
     assert models.dtype_unsupported_reason.__wrapped__(cpu, "float32", tmp_path) is None  # builds the probe

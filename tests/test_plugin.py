@@ -251,6 +251,14 @@ def test_an_ini_option_set_to_nothing_is_a_usage_error_not_the_default_sweep(
     result.stderr.fnmatch_lines([message])
 
 
+def test_a_cache_dir_that_cannot_be_written_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    blocker = pytester.path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    result = run_benchmarks(pytester, f"--llm-cache-dir={blocker / 'cache'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    assert f"invalid value '{blocker / 'cache'}' from --llm-cache-dir: cannot write there" in output(result)
+
+
 def test_a_shard_without_a_case_is_a_usage_error_not_a_green_run(pytester: pytest.Pytester) -> None:
     result = run_benchmarks(pytester, *ONE_SHORT_CASE, "--llm-shard", "2/3", "--benchmark-autosave")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)

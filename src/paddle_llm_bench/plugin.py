@@ -12,6 +12,7 @@ The end of a run, in order (see docs/reliability.md):
 
 from __future__ import annotations
 
+import os
 import shlex
 import uuid
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from paddle_llm_bench.paired.options import paired_settings as options_paired_se
 from paddle_llm_bench.paired.results import PairedSettings
 from paddle_llm_bench.paired.sides import Side, SideError
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
+from paddle_llm_bench.results.files import describe_os_error
 from paddle_llm_bench.results.regression import GateReport, check_run, update_baselines
 from paddle_llm_bench.results.saving import (
     SaveLog,
@@ -291,6 +293,21 @@ def _check_setting(suffix: str, text: str, source: str) -> None:
         parse_shard(text, source)
     elif suffix == "device" and text not in DEVICE_CHOICES:
         raise ConfigError(f"invalid value {text!r} from {source}: allowed values are {', '.join(DEVICE_CHOICES)}")
+    elif suffix == "cache-dir":
+        _check_writable_folder(Path(text).expanduser(), source)
+
+
+def _check_writable_folder(folder: Path, source: str) -> None:
+    """``folder`` exists (made if missing) and can be written, before anything is measured into it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as error:
+        raise ConfigError(
+            f"invalid value {str(folder)!r} from {source}: cannot write there ({describe_os_error(error)}); "
+            "name a folder you can write (it is made if missing)"
+        ) from None
 
 
 def get_suite(config: pytest.Config) -> Suite:

@@ -308,12 +308,19 @@ def load_model(
         loaded = _from_pretrained(converted or source_name, dtype, overrides)
         prompt_token_ids = _report_prompt_ids(source_name)
     except Exception as error:
-        if not model.startswith(HUB_PREFIX):
+        if model in PRESETS and not is_out_of_memory(error):  # the cache's copy is damaged: rebuilt once
+            progress(f"the cached {model} in {directory} does not load ({first_line(error)}): rebuilding it")
+            shutil.rmtree(directory, ignore_errors=True)
+            directory = synthetic_checkpoint(model, cache_dir, progress=progress)
+            loaded = _from_pretrained(str(directory), dtype, overrides)
+            prompt_token_ids = _report_prompt_ids(str(directory))
+        elif not model.startswith(HUB_PREFIX):
             raise
-        raise ConfigError(
-            f"could not load {source_name!r} from the hub ({first_line(error)}); without a network, "
-            "copy the checkpoint here and pass its directory to --llm-model"
-        ) from None
+        else:
+            raise ConfigError(
+                f"could not load {source_name!r} from the hub ({first_line(error)}); without a network, "
+                "copy the checkpoint here and pass its directory to --llm-model"
+            ) from None
     config = loaded.config
     eos = config.eos_token_id
     eos_token_id = int(eos[0] if isinstance(eos, (list, tuple)) else eos)
