@@ -315,7 +315,7 @@ def test_read_only_storage_names_the_cause_and_where_the_run_went(
     assert output.count("could not save the measured run to") == 2
     assert "read-only file system" in output and "file not found" not in output.lower()
     assert "the run was saved to" in output and "instead" in output
-    rescued = saved_runs(rescue_root / "paddle-llm-bench-unsaved")
+    rescued = saved_runs(rescue_root / f"paddle-llm-bench-unsaved-{os.getuid()}")
     assert len(rescued) == 2 and all(len(run["benchmarks"]) == 1 for run in rescued)
 
 
@@ -329,7 +329,7 @@ def test_a_full_disk_leaves_no_truncated_run(
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     result.stdout.fnmatch_lines(["*could not save the measured run to*run.json: disk full*saved to*instead*"])
     assert [p.name for p in full_disk.iterdir()] == ["filler"]  # no half-written run, no temporary
-    (rescued,) = saved_runs(rescue_root / "paddle-llm-bench-unsaved")
+    (rescued,) = saved_runs(rescue_root / f"paddle-llm-bench-unsaved-{os.getuid()}")
     assert len(rescued["benchmarks"]) == 1
 
 

@@ -38,7 +38,9 @@ NUMBER_RETRIES = 100
 
 
 def default_rescue_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "paddle-llm-bench-unsaved"
+    """One folder per user: another user's folder in a shared temporary directory could not be written."""
+    user = str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"paddle-llm-bench-unsaved-{user}"
 
 
 @dataclass
