@@ -259,6 +259,12 @@ def test_a_cache_dir_that_cannot_be_written_is_a_usage_error(pytester: pytest.Py
     assert f"invalid value '{blocker / 'cache'}' from --llm-cache-dir: cannot write there" in output(result)
 
 
+def test_benchmark_json_naming_a_folder_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = run_benchmarks(pytester, f"--benchmark-json={pytester.path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    assert "from --benchmark-json: it is a folder; name the JSON file to write" in output(result)
+
+
 def test_a_shard_without_a_case_is_a_usage_error_not_a_green_run(pytester: pytest.Pytester) -> None:
     result = run_benchmarks(pytester, *ONE_SHORT_CASE, "--llm-shard", "2/3", "--benchmark-autosave")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)

@@ -202,6 +202,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 _check_setting(suffix, text, source)
         gate = gate_settings({suffix: _raw(config, f"gate-{suffix}") for suffix in GATE_OPTIONS})
         _check_reference_files(config)
+        _check_benchmark_json(config.getoption("benchmark_json", None))
         paired = paired_settings(config)
     except ConfigError as error:
         raise pytest.UsageError(str(error)) from None
@@ -295,6 +296,15 @@ def _check_setting(suffix: str, text: str, source: str) -> None:
         raise ConfigError(f"invalid value {text!r} from {source}: allowed values are {', '.join(DEVICE_CHOICES)}")
     elif suffix == "cache-dir":
         _check_writable_folder(Path(text).expanduser(), source)
+
+
+def _check_benchmark_json(path: Path | None) -> None:
+    """pytest-benchmark's --benchmark-json names a file: a folder there would fail only after the sweep."""
+    if path is not None and Path(path).is_dir():
+        raise ConfigError(
+            f"invalid value {str(path)!r} from --benchmark-json: it is a folder; name the JSON file to write, "
+            f"e.g. {Path(path) / 'run.json'}"
+        )
 
 
 def _check_writable_folder(folder: Path, source: str) -> None:
