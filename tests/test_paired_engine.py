@@ -194,6 +194,22 @@ def test_ctrl_c_or_sigterm_ends_the_workers_and_keeps_what_was_measured(
     assert not any(_alive(pid) for block in run.cases[0].blocks for pid in block.pids)
 
 
+def test_a_stop_while_the_workers_start_ends_the_command_within_seconds(tmp_path: Path, llm_cache_dir: Path) -> None:
+    command = [sys.executable, "-m", "paddle_llm_bench.cli", "paired", "--reference", sys.executable]
+    command += ["--device", "cpu", "--cache-dir", str(llm_cache_dir), "--out-dir", str(tmp_path / "out")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "saving to" in line:  # the workers are being started (each imports Paddle for seconds)
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    _out, err = process.communicate(timeout=60)
+    assert time.monotonic() - stopped < 5, err  # not after the workers' start or a model load
+    assert process.returncode == 130 and "interrupted while starting the workers: nothing was measured" in err
+
+
 def _blocks(path: Path) -> list[object]:
     try:
         return list(json.loads(path.read_text())["cases"][0]["blocks"])

@@ -45,6 +45,7 @@ from paddle_llm_bench.paired.sides import Side, SideError, check_hello, hello_fa
 from paddle_llm_bench.paired.stats import PairedEstimate
 
 HELLO_TIMEOUT_S = 300.0
+STOP_POLL_S = 0.25  # how often a wait for a worker looks for a stop request
 PREPARE_TIMEOUT_S = 1800.0  # the 1.5B architecture is built on a CPU in about a minute; a hub download is slower
 TURN_TIMEOUT_S = 900.0
 STDERR_TAIL_LINES = 15
@@ -94,8 +95,7 @@ class WorkerProcess:
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
             raise WorkerFailed(self._died(side, f"could not send {message.get('op')!r}")) from None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
-        if not ready:
+        if not self._answer_ready(timeout_s):
             self.kill()
             raise WorkerFailed(self._died(side, f"no answer to {message.get('op')!r} within {timeout_s:g} s (hung)"))
         line = self.process.stdout.readline()
@@ -113,6 +113,20 @@ class WorkerProcess:
         if not reply.get("ok"):
             raise CaseError(f"{side.name}: {reply.get('kind', 'error')}: {reply.get('error', '')}")
         return reply
+
+    def _answer_ready(self, timeout_s: float) -> bool:
+        """Wait for the answer in short slices: a stop asked for (SIGTERM) ends the wait within a slice, not after
+        a worker's start or a model load (up to a minute)."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stopping.checkpoint()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([self.process.stdout], [], [], min(left, STOP_POLL_S))
+            if ready:
+                return True
 
     def _died(self, side: Side, what: str) -> str:
         code = self.process.poll()
@@ -209,6 +223,8 @@ def start_workers(
             check_hello(process.side, reply, PROTOCOL_VERSION)
             process.hello = reply
     except BaseException:
+        for process in processes:  # a refused or stopped start: no worker is waited for
+            process.kill()
         close_all(workers)
         raise
     return workers
