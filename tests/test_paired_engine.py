@@ -179,7 +179,7 @@ def test_ctrl_c_or_sigterm_ends_the_workers_and_keeps_what_was_measured(
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     saved = out_dir / "paired.json"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (saved.is_file() and len(_blocks(saved)) >= 2):
+    while time.monotonic() < deadline and not (saved.is_file() and len(_blocks(saved)) >= 1):
         time.sleep(0.5)
     assert process.poll() is None, process.communicate()
     process.send_signal(stop)
@@ -187,7 +187,7 @@ def test_ctrl_c_or_sigterm_ends_the_workers_and_keeps_what_was_measured(
     assert process.returncode == 130, err
     assert "interrupted: what was measured is saved" in err
     run = load_paired_run(saved)
-    assert run.interrupted and len(run.cases[0].blocks) >= 2
+    assert run.interrupted and len(run.cases[0].blocks) >= 1
     assert f"interrupted ({reason})" in run.cases[0].stop_reason
     assert (out_dir / "comparison.txt").is_file()  # reports written from what was measured
     time.sleep(1)
