@@ -134,7 +134,7 @@ def test_a_damaged_cached_preset_is_rebuilt_and_loads(tmp_path: Path) -> None:
     said: list[str] = []
     loaded = load_model("tiny", "float32", tmp_path, max_positions=512, progress=said.append)
     assert loaded.vocab_size > 0 and weights.stat().st_size > 100_000
-    assert any(f"the cached tiny in {directory} does not load" in line and "rebuilding" in line for line in said)
+    assert any(f"the cached tiny in {directory} is damaged" in line and "rebuilding" in line for line in said)
 
 
 def test_a_damaged_cached_probe_is_rebuilt_and_never_skips_a_case(tmp_path: Path) -> None:

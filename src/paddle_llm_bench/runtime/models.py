@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from paddle_llm_bench.core.config import HUB_PREFIX, QUANTIZED_DTYPES, ConfigError
-from paddle_llm_bench.runtime.checkpoints import PADDLE_WEIGHTS, CheckpointError, torch_weights
+from paddle_llm_bench.runtime.checkpoints import PADDLE_WEIGHTS, CheckpointError, check_checkpoint_files, torch_weights
 from paddle_llm_bench.runtime.device import Device, first_line, import_paddle, import_paddlenlp, is_out_of_memory
 
 # The prompt of the field report (docs/facts.md §1): "write a quicksort".
@@ -308,8 +308,8 @@ def load_model(
         loaded = _from_pretrained(converted or source_name, dtype, overrides)
         prompt_token_ids = _report_prompt_ids(source_name)
     except Exception as error:
-        if model in PRESETS and not is_out_of_memory(error):  # the cache's copy is damaged: rebuilt once
-            progress(f"the cached {model} in {directory} does not load ({first_line(error)}): rebuilding it")
+        if model in PRESETS and _damaged(directory):  # the cache's copy (not the dtype) is at fault: rebuilt once
+            progress(f"the cached {model} in {directory} is damaged ({first_line(error)}): rebuilding it")
             shutil.rmtree(directory, ignore_errors=True)
             directory = synthetic_checkpoint(model, cache_dir, progress=progress)
             loaded = _from_pretrained(str(directory), dtype, overrides)
@@ -368,6 +368,15 @@ def inject_step_delay(model: Any) -> float:
 
         model.register_forward_post_hook(after)
     return delay_ms
+
+
+def _damaged(directory: Path) -> bool:
+    """Whether a cached checkpoint's files fail the checks a user's checkpoint gets (a truncated file, say)."""
+    try:
+        check_checkpoint_files(directory)
+    except CheckpointError:
+        return True
+    return False
 
 
 def _from_pretrained(name_or_directory: str | Path, dtype: str, overrides: dict[str, Any]) -> Any:
