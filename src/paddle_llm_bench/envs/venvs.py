@@ -52,7 +52,7 @@ class VersionsError(Exception):
 
 
 def say(message: str) -> None:
-    print(f"[versions] {message}", flush=True)
+    print(f"[versions] {message}", file=sys.stderr, flush=True)  # progress: stdout holds only the results
 
 
 # Input: versions, builds, the checkout.
