@@ -265,6 +265,20 @@ def test_benchmark_json_naming_a_folder_is_a_usage_error(pytester: pytest.Pytest
     assert "from --benchmark-json: it is a folder; name the JSON file to write" in output(result)
 
 
+def test_benchmark_disable_runs_each_case_once_and_gates_or_stores_nothing(
+    pytester: pytest.Pytester, llm_cache_dir: Path
+) -> None:
+    baselines = pytester.path / "baselines"
+    result = run_benchmarks(
+        pytester, *ONE_SHORT_CASE, f"--llm-cache-dir={llm_cache_dir}", "--benchmark-disable",
+        "--llm-baseline-update", f"--llm-baseline-dir={baselines}",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.OK, output(result)
+    assert "benchmarks disabled (--benchmark-disable): each case generated once as a smoke test" in output(result)
+    assert "1 passed" in output(result) and "regression gate" not in output(result)
+    assert not list(baselines.glob("*.json"))  # nothing merged into baselines
+
+
 def test_a_shard_without_a_case_is_a_usage_error_not_a_green_run(pytester: pytest.Pytester) -> None:
     result = run_benchmarks(pytester, *ONE_SHORT_CASE, "--llm-shard", "2/3", "--benchmark-autosave")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)

@@ -411,14 +411,19 @@ def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any
         if reason is not None:
             pytest.skip(reason)
         benchmark.group = f"{case.model}-{case.dtype}"
+        disabled = bool(getattr(benchmark, "disabled", False))  # --benchmark-disable (or xdist)
 
         def timed_rounds(one_round: Callable[[], None], after_each_round: Callable[[], None], rounds: int) -> None:
             _keep_sigterm(request.config)  # the model's load may have imported code that replaced it
+            if disabled:  # as pytest-benchmark runs a disabled benchmark: once, as a smoke test
+                one_round()
+                after_each_round()
+                return
             benchmark.pedantic(one_round, teardown=after_each_round, rounds=rounds, warmup_rounds=0, iterations=1)
 
         failure: str | None = None
         try:
-            result = suite.run(case, timed_rounds)
+            result = suite.run(case, timed_rounds, record=not disabled)  # a smoke test is never gated or kept
         except (CaseFailed, ConfigError) as error:
             failure = str(error)  # failed below, outside the handler: one message, no chained traceback
         except KeyboardInterrupt:
@@ -431,7 +436,7 @@ def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any
             pytest.fail(failure, pytrace=False)
         _keep_sigterm(request.config)
         benchmark.extra_info.update(result.as_extra_info())
-        if result.measurement_error is not None:  # saved for inspection, kept out of the gate and baselines
+        if result.measurement_error is not None and not disabled:  # saved for inspection, kept out of the gate
             pytest.fail(f"{case.id}: {result.measurement_error}", pytrace=False)
 
     return measure
@@ -607,6 +612,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(
                 line, red=line.startswith(("REGRESSION", "error")), bold=line.startswith("REGRESSION")
             )
+    bench_session = getattr(config, "_benchmarksession", None)
+    if bench_session is not None and bench_session.disabled:
+        terminalreporter.section("paddle-llm-bench")
+        terminalreporter.write_line(
+            "benchmarks disabled (--benchmark-disable): each case generated once as a smoke test; nothing was "
+            "measured, gated or merged into baselines"
+        )
     _write_saved_data_section(terminalreporter, state)
 
 
