@@ -56,6 +56,9 @@ class GateReport:
         missing = self.require_baseline and bool(self.with_verdict(NO_BASELINE) or self.unmeasured)
         return bool(self.errors or self.regressions or missing)
 
+    def _fails_when_required(self) -> str:
+        return "" if self.require_baseline else "; --llm-require-baseline makes this fail"
+
     def lines(self) -> list[str]:
         improvements = [v for v in self.verdicts if v.verdict in BETTER]
         inconclusive = [v for v in self.with_verdict(INCONCLUSIVE) if v not in self.unjudged]
@@ -84,15 +87,13 @@ class GateReport:
             lines.append(
                 "cases without baseline: "
                 + ", ".join(v.case_id for v in missing)
-                + " (record with --llm-baseline-update"
-                + ("; --llm-require-baseline makes this fail)" if not self.require_baseline else ")")
+                + f" (record with --llm-baseline-update{self._fails_when_required()})"
             )
         if self.unmeasured:
             lines.append(
                 f"speed NOT judged for {len(self.unmeasured)} case(s) that hold no samples in this run: "
                 + ", ".join(self.unmeasured)
-                + " (a case that failed, or a damaged run file: measure again"
-                + ("; --llm-require-baseline makes this fail)" if not self.require_baseline else ")")
+                + f" (a case that failed, or a damaged run file: measure again{self._fails_when_required()})"
             )
         lines += [f"note: {n}" for n in self.notes]
         return lines
