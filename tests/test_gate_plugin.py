@@ -18,7 +18,7 @@ def test_generation(llm_case: Case, llm_measure) -> None:
 # Makes every decoding step 30 ms slower (about 5x for the tiny model) with a busy-wait: this test is
 # about the plugin's exit code and messages, so the slowdown must stand out of this VM's noise even
 # while other work runs (run() also lifts the CV rule and loosens alpha for the same reason: the
-# stored-baseline gate's sensitivity is measured in README "How well it works", not here).
+# stored-baseline gate's sensitivity is measured in docs/gate.md, "How well it works", not here).
 SLOWDOWN_CONFTEST = """
 import time
 import paddle_llm_bench.runtime.suite as suite_module

@@ -1,7 +1,7 @@
 """The import contract: each layer of src/paddle_llm_bench imports only the layers below it.
 
 Every import counts, including the ones inside functions (a lazy import is still an arrow). The layers,
-lowest first (the README's "Layout" section says what each holds):
+lowest first (docs/development.md, "Layout", says what each holds):
 
     core      pure logic: no Paddle, no pytest, no plotting, no files
     results   saved runs and baselines on disk          -> core

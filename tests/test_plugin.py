@@ -100,7 +100,14 @@ def test_sweep_end_to_end(pytester: pytest.Pytester, llm_cache_dir: Path) -> Non
     result.assert_outcomes(passed=2, skipped=2)
     assert result.ret == pytest.ExitCode.OK
     # progress reaches the terminal although pytest captures output
-    result.stdout.re_match_lines([r"\[paddle-llm-bench\] (building synthetic tiny|loading tiny)"])
+    result.stdout.re_match_lines(
+        [
+            r"\[paddle-llm-bench\] 4 case\(s\) of 6 round\(s\) each \(warm-up included\)",
+            r"\[paddle-llm-bench\] (building synthetic tiny|loading tiny)",
+            # the first case's line (after its progress dot)
+            r".*\[paddle-llm-bench\] 1/4 case\(s\) done after [\d.]+ (s|min), about [\d.]+ (s|min|h) left",
+        ]
+    )
     # float16 has no CPU kernels: skipped with the probed error, not a hard-coded table
     result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *float16 generation does not run on cpu*"])
     # the summary table: header, then one row per measured case with a positive decode rate

@@ -1,5 +1,6 @@
 """Both gates' statistics under known noise, by seeded simulation through the real verdict code
-(``paddle-llm-bench simulate`` prints the README's tables with more sweeps). Seeded: the same figures every run."""
+(``paddle-llm-bench simulate`` prints docs/verdicts.md's tables with more sweeps).
+Seeded: the same figures every run."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from paddle_llm_bench.core import stopping
 from paddle_llm_bench.core.config import (
     DTYPES,
     MIN_ROUNDS,
+    Case,
     ConfigError,
     Sweep,
     make_sweep,
@@ -59,6 +60,7 @@ from paddle_llm_bench.runtime.device import DEVICE_CHOICES, Device, detect_devic
 from paddle_llm_bench.runtime.doctor import DoctorReport, self_check
 from paddle_llm_bench.runtime.environment import collect_all
 from paddle_llm_bench.runtime.models import PRESETS, ProbeError, default_cache_dir
+from paddle_llm_bench.runtime.progress import SweepProgress
 from paddle_llm_bench.runtime.shard import parse_shard, select_shard
 from paddle_llm_bench.runtime.suite import CaseFailed, Suite
 
@@ -465,8 +467,46 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
-    if state is not None and state.empty_shard:
+    if state is None:
+        return
+    if state.empty_shard:
         pytest.exit(state.empty_shard, returncode=pytest.ExitCode.USAGE_ERROR)
+    cases: dict[str, Case] = {}
+    case_of_node: dict[str, str] = {}
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        case = callspec.params.get("llm_case") if callspec is not None else None
+        if isinstance(case, Case):
+            cases[case.id] = case
+            case_of_node[item.nodeid] = case.id
+    if cases and state.suite is not None and not session.config.option.collectonly:
+        sweep = state.suite.sweep
+        progress = SweepProgress(list(cases.values()), sweep.rounds + sweep.warmup_rounds)
+        session.config.pluginmanager.register(_ProgressReporter(session.config, progress, case_of_node))
+        _progress_writer(session.config)(progress.opening_line())
+
+
+class _ProgressReporter:
+    """A progress line (cases done, about how long is left) as sweep cases finish, at most every 30 s."""
+
+    def __init__(self, config: pytest.Config, progress: SweepProgress, case_of_node: dict[str, str]) -> None:
+        self.write = _progress_writer(config)
+        self.progress = progress
+        self.case_of_node = case_of_node
+        self.seconds: dict[str, float] = {}
+        self.skipped: set[str] = set()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.nodeid not in self.case_of_node:
+            return
+        self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
+        if report.skipped:
+            self.skipped.add(report.nodeid)
+        if report.when == "teardown":
+            seconds = self.seconds.pop(report.nodeid)
+            line = self.progress.finished(self.case_of_node[report.nodeid], seconds, report.nodeid in self.skipped)
+            if line is not None:
+                self.write(line)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

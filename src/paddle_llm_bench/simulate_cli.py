@@ -4,7 +4,7 @@ Runs the real verdict code on synthetic measurements of known noise and effect a
 the paired engine (interval coverage, sweeps with any spurious faster/slower, false regressions, the
 share of 5 % slowdowns caught, blocks and simulated measuring time) and the stored-baseline gate (false
 alarms per sweep and 20 % slowdowns caught, for every baseline shape, on this VM's noise and on
-dedicated hardware's). Progress goes to stderr; the tables to stdout. The README's figures are its output.
+dedicated hardware's). Progress goes to stderr; the tables to stdout. docs/verdicts.md's figures are its output.
 """
 
 from __future__ import annotations

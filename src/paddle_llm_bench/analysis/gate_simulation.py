@@ -4,8 +4,8 @@ baseline, by running the real ``gate.judge_confirmed`` on synthetic runs of know
 A run of a case is ``rounds`` per-round values in log space: the machine's state that day (shared by
 every run of the day), that run's own offset (process luck, the machine's regime), and per-round noise
 that moves in regimes (AR(1), so rounds are not independent). Part of each offset is shared by every
-case of the run (a slower machine slows every case). ``paddle-llm-bench simulate`` prints the tables the
-README quotes; tests/test_simulation.py checks them.
+case of the run (a slower machine slows every case). ``paddle-llm-bench simulate`` prints the tables
+docs/verdicts.md quotes; tests/test_simulation.py checks them.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ pairs whose noise and true effect are known. No workers, no Paddle: only the mea
 A scenario says, per case, how noisy a single pair's log ratio is (pair noise, with occasional wild
 pairs: a regime change between the two turns), how much two fresh processes differ for their life
 (process luck, drawn once per side and block) and how long a round takes (for the time budget).
-``paddle-llm-bench simulate`` prints the tables the README quotes; tests/test_simulation.py checks them.
+``paddle-llm-bench simulate`` prints the tables docs/verdicts.md quotes; tests/test_simulation.py checks them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,94 @@
+"""How far a sweep has come and about how long it has left, for the progress lines of a long run.
+
+The time left is the seconds the finished cases took per unit of the shard cost model
+(``shard.expected_cost``), times the cost of the cases still to run. A case skipped for its dtype
+means every later case of that model and dtype is skipped too (the dtype probe answers once per
+session), so those leave the estimate at once. Model loading lands in the first case of each model
+and dtype: the first estimates run high, and settle as cases finish.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from paddle_llm_bench.core.config import Case
+from paddle_llm_bench.runtime.shard import expected_cost
+
+# At most one progress line per this many seconds (and one after the first measured case).
+PROGRESS_INTERVAL_S = 30.0
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``3.5 min``, ``2.1 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass
+class SweepProgress:
+    """Cases finished, skipped and left, and the time left estimated from the cases measured so far."""
+
+    cases: Sequence[Case]
+    rounds: int
+    clock: Callable[[], float] = time.monotonic
+    started_s: float = field(init=False)
+    last_line_s: float | None = field(default=None, init=False)
+    done: set[str] = field(default_factory=set, init=False)
+    skipped: int = field(default=0, init=False)
+    skipped_groups: set[tuple[str, str]] = field(default_factory=set, init=False)
+    measured_s: float = field(default=0.0, init=False)
+    measured_cost: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self.started_s = self.clock()
+
+    def opening_line(self) -> str:
+        return (
+            f"{len(self.cases)} case(s) of {self.rounds} round(s) each (warm-up included); "
+            "the time left is printed as cases finish"
+        )
+
+    def finished(self, case_id: str, seconds: float, skipped: bool) -> str | None:
+        """Record one case; return a progress line when one is due."""
+        case = next((case for case in self.cases if case.id == case_id), None)
+        if case is None or case.id in self.done:
+            return None
+        self.done.add(case.id)
+        if skipped:
+            self.skipped += 1
+            self.skipped_groups.add((case.model, case.dtype))
+            return None
+        first = self.measured_cost == 0.0
+        self.measured_s += seconds
+        self.measured_cost += expected_cost(case, self.rounds)
+        now = self.clock()
+        if not first and self.last_line_s is not None and now - self.last_line_s < PROGRESS_INTERVAL_S:
+            return None
+        self.last_line_s = now
+        return self.line()
+
+    def seconds_left(self) -> float | None:
+        """About how long the cases still to run take, or None before any case was measured."""
+        if self.measured_cost <= 0:
+            return None
+        left = sum(
+            expected_cost(case, self.rounds)
+            for case in self.cases
+            if case.id not in self.done and (case.model, case.dtype) not in self.skipped_groups
+        )
+        return self.measured_s / self.measured_cost * left
+
+    def line(self) -> str:
+        finished = len(self.done)
+        skipped = f" ({self.skipped} skipped)" if self.skipped else ""
+        left = self.seconds_left()
+        estimate = f", about {format_duration(left)} left" if left is not None and finished < len(self.cases) else ""
+        return (
+            f"{finished}/{len(self.cases)} case(s) done{skipped} after "
+            f"{format_duration(self.clock() - self.started_s)}{estimate}"
+        )

@@ -1,0 +1,65 @@
+"""The sweep's progress lines: cases done, skipped, and the time left from the cases measured so far."""
+
+from __future__ import annotations
+
+import pytest
+
+from paddle_llm_bench.core.config import Case, make_sweep
+from paddle_llm_bench.runtime.progress import SweepProgress, format_duration
+from paddle_llm_bench.runtime.shard import expected_cost
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def sweep_cases() -> list[Case]:  # 2 dtypes x 2 token counts
+    chosen = {"dtypes": ("float32", "float16"), "max_new_tokens": (8, 32), "decodings": ("greedy",)}
+    chosen |= {"batch_sizes": (1,), "prompt_tokens": (16,)}
+    return make_sweep(chosen, "cpu", rounds=5, warmup_rounds=1).cases()
+
+
+def test_the_time_left_scales_the_measured_seconds_by_the_cost_model() -> None:
+    cases, clock = sweep_cases(), FakeClock()
+    progress = SweepProgress(cases, rounds=6, clock=clock)
+    assert progress.seconds_left() is None  # nothing measured: no estimate, never 0
+    first = cases[0]
+    clock.now_s = 10.0
+    line = progress.finished(first.id, 10.0, skipped=False)
+    rest = sum(expected_cost(case, 6) for case in cases[1:])
+    assert progress.seconds_left() == pytest.approx(10.0 / expected_cost(first, 6) * rest)
+    assert line is not None and line.startswith("1/4 case(s) done after 10 s, about ")
+
+
+def test_a_skipped_dtype_leaves_the_estimate_with_every_case_of_that_dtype() -> None:
+    cases, clock = sweep_cases(), FakeClock()
+    progress = SweepProgress(cases, rounds=6, clock=clock)
+    float32 = [case for case in cases if case.dtype == "float32"]
+    float16 = [case for case in cases if case.dtype == "float16"]
+    progress.finished(float32[0].id, 4.0, skipped=False)
+    progress.finished(float16[0].id, 0.1, skipped=True)
+    rate = 4.0 / expected_cost(float32[0], 6)
+    assert progress.seconds_left() == pytest.approx(rate * expected_cost(float32[1], 6))
+    assert "(1 skipped)" in progress.line()
+
+
+def test_lines_come_at_most_every_30_s_and_the_last_has_no_estimate() -> None:
+    cases, clock = sweep_cases(), FakeClock()
+    progress = SweepProgress(cases, rounds=6, clock=clock)
+    lines = []
+    for i, case in enumerate(cases):
+        clock.now_s = 20.0 * (i + 1)
+        lines.append(progress.finished(case.id, 20.0, skipped=False))
+    assert [line is not None for line in lines] == [True, False, True, False]  # at 20 s, then 60 s (>= 30 s later)
+    assert progress.line() == "4/4 case(s) done after 80 s"
+    assert progress.finished(cases[0].id, 1.0, skipped=False) is None  # a case counted once
+    assert progress.finished("not-a-case", 1.0, skipped=False) is None
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(45, "45 s"), (210, "3.5 min"), (7560, "2.1 h")])
+def test_durations_read_in_the_unit_that_fits(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
