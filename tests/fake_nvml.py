@@ -141,6 +141,9 @@ class FakeNvml:
     def nvmlInit(self) -> None:
         return None
 
+    def nvmlShutdown(self) -> None:
+        return None
+
     def nvmlSystemGetDriverVersion(self) -> str:
         return self.driver_version
 

@@ -4,6 +4,7 @@ events; the nvidia-ml-py pin."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from importlib.metadata import version
 from pathlib import Path
@@ -15,7 +16,7 @@ from fake_nvml import GIB, FakeMig, FakeNvml, FakeProcess, ViolationTime, gpus, 
 from packaging.requirements import Requirement
 
 from paddle_llm_bench.core.metrics import RoundTimes
-from paddle_llm_bench.runtime.device import Device
+from paddle_llm_bench.runtime.device import Device, device_kind_without_paddle
 from paddle_llm_bench.runtime.energy import NvmlEnergyCounter, RaplEnergyCounter
 from paddle_llm_bench.runtime.measure import clock_events_summary, round_probes
 from paddle_llm_bench.runtime.memory import MemoryTracker
@@ -340,3 +341,35 @@ def test_no_rapl_or_an_unreadable_one_is_a_reason(tmp_path: Path) -> None:
     (tmp_path / "intel-rapl:0" / "energy_uj").write_text("not a number")
     unreadable = RaplEnergyCounter(tmp_path)
     assert unreadable.read() is None and "unreadable" in str(unreadable.absent_reason)
+
+
+@pytest.mark.parametrize(
+    ("gpu_build", "gpu_count", "cuda_visible_devices", "requested", "kind"),
+    [
+        (True, 2, None, "auto", "gpu"),
+        (True, 0, None, "auto", "cpu"),  # a CUDA build on a machine without a GPU
+        (True, 2, "", "auto", "cpu"),  # CUDA_VISIBLE_DEVICES hides every GPU
+        (True, 2, "-1", "auto", "cpu"),
+        (False, 2, None, "auto", "cpu"),  # the CPU build never runs on the GPU
+        (False, 0, None, "gpu", "gpu"),  # asked for: the real run refuses it with the reason
+        (True, 2, None, "cpu", "cpu"),
+    ],
+)
+def test_the_device_kind_is_found_without_paddle_for_runs_that_measure_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_build: bool,
+    gpu_count: int,
+    cuda_visible_devices: str | None,
+    requested: str,
+    kind: str,
+) -> None:
+    install(monkeypatch, FakeNvml(gpus(gpu_count)), cuda_visible_devices)
+    real_distribution = importlib.metadata.distribution
+
+    def distribution(name: str) -> importlib.metadata.Distribution:
+        if name == "paddlepaddle-gpu" and not gpu_build:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_distribution("paddlepaddle" if name == "paddlepaddle-gpu" else name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    assert device_kind_without_paddle(requested) == kind

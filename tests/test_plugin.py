@@ -71,6 +71,26 @@ def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
         assert option in result.stdout.str()
 
 
+PADDLE_NOT_IMPORTED_CONFTEST = """
+import sys
+
+
+def pytest_sessionfinish(session):
+    print("paddle imported:", "paddle" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("option", ["--collect-only", "--benchmark-skip"])
+def test_collect_only_and_benchmark_skip_never_import_paddle(pytester: pytest.Pytester, option: str) -> None:
+    """They measure nothing: no Paddle import (seconds), no GPU self-check, yet the CPU sweep's ids."""
+    pytester.makeconftest(PADDLE_NOT_IMPORTED_CONFTEST)
+    result = run_benchmarks(pytester, "--llm-device=cpu", "--llm-dtype=float32", "--llm-decoding=greedy", "-v", option)
+    assert result.ret == pytest.ExitCode.OK, output(result)
+    result.stdout.fnmatch_lines(["*tiny-float32-greedy-new32-bs1-prompt32*", "*paddle imported: False"])
+    if option == "--benchmark-skip":
+        result.assert_outcomes(skipped=8)
+
+
 def test_sweep_end_to_end(pytester: pytest.Pytester, llm_cache_dir: Path) -> None:
     # The CPU path, asked for: a GPU runner's default would be its GPU (float16 runs there, NVML answers).
     pytester.makeconftest(NO_RAPL_CONFTEST)

@@ -56,7 +56,7 @@ from paddle_llm_bench.results.saving import (
     restore_sigterm,
     stop_on_sigterm,
 )
-from paddle_llm_bench.runtime.device import DEVICE_CHOICES, Device, detect_device
+from paddle_llm_bench.runtime.device import DEVICE_CHOICES, Device, detect_device, device_kind_without_paddle
 from paddle_llm_bench.runtime.doctor import DoctorReport, self_check
 from paddle_llm_bench.runtime.environment import collect_all
 from paddle_llm_bench.runtime.models import PRESETS, ProbeError, default_cache_dir
@@ -124,6 +124,8 @@ class LLMBenchState:
     chosen: dict[str, tuple[Any, ...]]
     settings: dict[str, str]
     gate: GateSettings
+    sweep: Sweep | None = None
+    device: Device | None = None
     suite: Suite | None = None
     facts: dict[str, Any] | None = None
     gate_report: GateReport | None = None
@@ -322,22 +324,44 @@ def _check_writable_folder(folder: Path, source: str) -> None:
         ) from None
 
 
-def get_suite(config: pytest.Config) -> Suite:
-    """The session's suite: probes the device and resolves the sweep on first use."""
+def measures(config: pytest.Config) -> bool:
+    """False for runs that measure nothing (``--collect-only``, ``--benchmark-skip``): they never import Paddle."""
+    return not (config.option.collectonly or config.getoption("benchmark_skip", False))
+
+
+def get_sweep(config: pytest.Config) -> Sweep:
+    """The session's sweep, for the device this run measures on (resolved once)."""
     state = config.stash[STATE]
-    if state.suite is None:
+    if state.sweep is None:
         settings = state.settings
         try:
-            device = detect_device(settings.get("device", "auto"))
-            sweep = make_sweep(
+            requested = settings.get("device", "auto")
+            if measures(config):
+                state.device = detect_device(requested)
+                kind = state.device.kind
+            else:
+                kind = device_kind_without_paddle(requested)
+            state.sweep = make_sweep(
                 state.chosen,
-                device.kind,
+                kind,
                 rounds=int(settings.get("rounds", 10)),
                 warmup_rounds=int(settings.get("warmup-rounds", 2)),
             )
         except ConfigError as error:
             # Reached during collection, where a UsageError would read as a collection error.
             pytest.exit(f"usage error: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+    return state.sweep
+
+
+def get_suite(config: pytest.Config) -> Suite:
+    """The session's suite, made when the first case is measured: the device, the GPU self-check, the model cache."""
+    state = config.stash[STATE]
+    if state.suite is None:
+        sweep = get_sweep(config)
+        settings = state.settings
+        device = state.device
+        if device is None:  # a run that measures after all (a test that asks for a case itself)
+            device = state.device = detect_device(settings.get("device", "auto"))
         max_positions = int(settings.get("max-positions", 4096)) or None
         cache_dir = Path(settings["cache-dir"]) if "cache-dir" in settings else default_cache_dir()
         bandwidth = None
@@ -385,7 +409,7 @@ def _progress_writer(config: pytest.Config) -> Callable[[str], None]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "llm_case" in metafunc.fixturenames:
-        sweep: Sweep = get_suite(metafunc.config).sweep
+        sweep = get_sweep(metafunc.config)
         cases = sweep.cases()
         shard = metafunc.config.stash[STATE].settings.get("shard")
         if shard is not None:
@@ -479,8 +503,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if isinstance(case, Case):
             cases[case.id] = case
             case_of_node[item.nodeid] = case.id
-    if cases and state.suite is not None and not session.config.option.collectonly:
-        sweep = state.suite.sweep
+    if cases and state.sweep is not None and measures(session.config):
+        sweep = state.sweep
         progress = SweepProgress(list(cases.values()), sweep.rounds + sweep.warmup_rounds)
         session.config.pluginmanager.register(_ProgressReporter(session.config, progress, case_of_node))
         _progress_writer(session.config)(progress.opening_line())

@@ -8,6 +8,7 @@ GPU machine take the same code path except inside this module and ``memory.py``.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,22 @@ def detect_device(requested: str = "auto") -> Device:
         return Device("gpu", 0, str(paddle.device.cuda.get_device_name(0)))
     paddle.set_device("cpu")
     return Device("cpu", 0, _cpu_model())
+
+
+def device_kind_without_paddle(requested: str = "auto") -> str:
+    """The kind ``detect_device`` chooses, found without importing Paddle, for runs that measure nothing
+    (``--collect-only``, ``--benchmark-skip``): a CUDA build (``paddlepaddle-gpu``) and a GPU NVML sees."""
+    if requested in ("cpu", "gpu"):
+        return requested
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return "cpu"
+    try:
+        importlib.metadata.distribution("paddlepaddle-gpu")
+    except importlib.metadata.PackageNotFoundError:
+        return "cpu"
+    from paddle_llm_bench.runtime.nvml import gpu_count
+
+    return "gpu" if gpu_count() > 0 else "cpu"
 
 
 def _cpu_model() -> str:

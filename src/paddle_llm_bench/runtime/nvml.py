@@ -110,6 +110,21 @@ def load_pynvml() -> Any:
     return pynvml
 
 
+def gpu_count() -> int:
+    """How many GPUs NVML sees; 0 where NVML cannot be used (no driver, no library)."""
+    try:
+        pynvml = load_pynvml()
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - any failure to start NVML means: no GPU to count
+        return 0
+    try:
+        return int(pynvml.nvmlDeviceGetCount())
+    except nvml_errors(pynvml):
+        return 0
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def nvml_errors(pynvml: Any) -> tuple[type[Exception], ...]:
     """What an NVML call may raise: ``NVMLError`` and its subclasses, and the binding's version mismatch."""
     errors: list[type[Exception]] = [pynvml.NVMLError]
