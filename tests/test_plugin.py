@@ -115,10 +115,13 @@ def test_sweep_end_to_end(pytester: pytest.Pytester, llm_cache_dir: Path) -> Non
         "--llm-cache-dir",
         str(llm_cache_dir),
         "--benchmark-autosave",
+        "--benchmark-histogram=histogram/tiny",
         "-rs",
     )
     result.assert_outcomes(passed=2, skipped=2)
     assert result.ret == pytest.ExitCode.OK
+    # pytest-benchmark's own histogram works (pygal comes with the project): one SVG per group
+    assert [path.name for path in (pytester.path / "histogram").iterdir()] == ["tiny-tiny-float32.svg"]
     # progress reaches the terminal although pytest captures output
     result.stdout.re_match_lines(
         [
