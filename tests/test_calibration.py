@@ -13,6 +13,6 @@ def test_bad_counts_are_usage_errors_naming_the_value(
 ) -> None:
     with pytest.raises(SystemExit) as exited:  # argparse's usage error
         cli_main(["calibrate", "run.json", option, value])
-    assert exited.value.code == 2
+    assert exited.value.code == 4
     err = capsys.readouterr().err
     assert option in err and value in err

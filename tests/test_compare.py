@@ -436,7 +436,7 @@ def test_cli_plot_case_chooses_the_latency_plot_and_rejects_unknown_cases(
     plots = tmp_path / "plots"
     assert cli_main(["compare", str(a), str(b), "--plots", str(plots), "--plot-case", "only-a"]) == 0
     assert (plots / "token_latency_only-a.png").stat().st_size > 0
-    assert cli_main(["compare", str(a), str(b), "--plots", str(plots), "--plot-case", "nope"]) == 2
+    assert cli_main(["compare", str(a), str(b), "--plots", str(plots), "--plot-case", "nope"]) == 4
     err = capsys.readouterr().err
     assert "'nope'" in err and "--plot-case" in err and CASE in err
 
@@ -445,7 +445,7 @@ def test_cli_rejects_a_plain_pytest_benchmark_run(tmp_path: Path, capsys: pytest
     a, _ = two_files(tmp_path)
     plain = tmp_path / "0003_plain.json"
     plain.write_text(json.dumps({"machine_info": {}, "benchmarks": [{"name": "test_x", "extra_info": {}}]}))
-    assert cli_main(["compare", str(a), str(plain)]) == 2
+    assert cli_main(["compare", str(a), str(plain)]) == 4
     err = capsys.readouterr().err
     assert str(plain) in err and "no paddle-llm-bench results" in err
 
@@ -461,14 +461,14 @@ def test_cli_rejects_missing_and_unreadable_files(
     bad = tmp_path / "bad.json"
     if content is not None:
         bad.write_text(content)
-    assert cli_main(["compare", str(a), str(bad)]) == 2
+    assert cli_main(["compare", str(a), str(bad)]) == 4
     err = capsys.readouterr().err
     assert message in err and str(bad) in err
 
 
 def test_cli_needs_two_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, _ = two_files(tmp_path)
-    assert cli_main(["compare", str(a)]) == 2
+    assert cli_main(["compare", str(a)]) == 4
     assert "at least two" in capsys.readouterr().err
 
 
@@ -486,7 +486,7 @@ def test_cli_rejects_bad_settings_naming_the_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, message: str
 ) -> None:
     a, b = two_files(tmp_path)
-    assert cli_main(["compare", str(a), str(b), option, value]) == 2
+    assert cli_main(["compare", str(a), str(b), option, value]) == 4
     assert message in capsys.readouterr().err
 
 

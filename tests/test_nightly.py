@@ -84,9 +84,9 @@ def test_the_plan_prints_each_shards_minutes_and_refuses_a_budget_it_cannot_fit(
     assert sum(len(s["cases"]) for s in document["per_shard"]) == 24
     assert "--llm-dtype" in document["pytest_args"] and "--llm-paired-case-budget-s" in document["pytest_args"]
     assert "shard  cases  sweep min  paired min  at most" in capsys.readouterr().out
-    assert cli_main([*common, "--budget-minutes", "20"]) == 3
+    assert cli_main([*common, "--budget-minutes", "20"]) == 4
     assert "does NOT fit 20 minutes per shard:" in capsys.readouterr().out
-    assert cli_main([*common, "--budget-minutes", "1000", "--shards", "25"]) == 2  # a shard would measure nothing
+    assert cli_main([*common, "--budget-minutes", "1000", "--shards", "25"]) == 4  # a shard would measure nothing
     assert "--shards 25 for a sweep of 24 case(s): give at most 24" in capsys.readouterr().err
 
 
@@ -141,7 +141,7 @@ def test_record_takes_passing_nights_refuses_failed_and_interrupted_and_accepts_
         == 2
     )
     assert "interrupted or incomplete" in capsys.readouterr().err
-    assert cli_main(["nightly", "record", str(slower), "--history", str(hist), "--verdict", str(verdict)]) == 2
+    assert cli_main(["nightly", "record", str(slower), "--history", str(hist), "--verdict", str(verdict)]) == 4
     assert "judged run 'night-10'" in capsys.readouterr().err
 
 

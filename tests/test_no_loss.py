@@ -173,7 +173,7 @@ def test_the_same_saved_run_merged_five_times_counts_once(
 
 def test_baseline_check_with_a_mistyped_folder_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = saved_run(tmp_path / "0001_run.json", "r1")
-    assert baseline_main("check", str(run), "--baseline-dir", str(tmp_path / "baselnes")) == 2
+    assert baseline_main("check", str(run), "--baseline-dir", str(tmp_path / "baselnes")) == 4
     assert "baselnes is not a folder" in capsys.readouterr().out
 
 

@@ -7,7 +7,6 @@ Nothing here asserts a ratio: on a shared 2-core machine a handful of pairs cann
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from paddle_llm_bench.cli import ArgumentParser
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.metrics import round_metrics
 from paddle_llm_bench.envs.overhead import add_arguments, sides_for, summary
@@ -77,11 +77,11 @@ def test_an_unknown_runner_is_refused_naming_the_allowed_values(llm_cache_dir: P
 
 
 def test_the_command_refuses_an_unknown_runner(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser(prog="paddle-llm-bench overhead")
+    parser = ArgumentParser(prog="paddle-llm-bench overhead")  # exits 4 on bad input, as every command
     add_arguments(parser)
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(["--candidate-runner", "fast"])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 4
     assert "invalid choice: 'fast' (choose from 'suite', 'bare')" in capsys.readouterr().err
     defaults = parser.parse_args([])
     assert (defaults.reference_runner, defaults.candidate_runner) == ("bare", "suite")

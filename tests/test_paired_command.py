@@ -8,18 +8,29 @@ from pathlib import Path
 
 import pytest
 
+from paddle_llm_bench.cli import SUBCOMMANDS
 from paddle_llm_bench.cli import main as cli_main
 from paddle_llm_bench.core.config import Case
+from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.paired.results import Block, CaseComparison, Pair, PairedRun, PairedSettings, SideInfo
 
 
+@pytest.mark.parametrize("argv", [["no-such-command"], *([name, "--no-such-option"] for name in SUBCOMMANDS)])
+def test_bad_input_exits_4_in_every_subcommand(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """One exit-status vocabulary: argparse's own errors would exit 2, which here means "stopped"."""
+    with pytest.raises(SystemExit) as exited:
+        cli_main(argv)
+    assert exited.value.code == ExitStatus.USAGE_ERROR
+    assert "error:" in capsys.readouterr().err
+
+
 def test_without_a_reference_it_says_what_is_needed(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["paired"]) == 2
+    assert cli_main(["paired"]) == 4
     assert "--reference PYTHON is needed (or --from PAIRED_JSON" in capsys.readouterr().err
 
 
 def test_a_reference_that_is_not_a_python_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["paired", "--reference", str(tmp_path / "nothing")]) == 2
+    assert cli_main(["paired", "--reference", str(tmp_path / "nothing")]) == 4
     assert "from --reference is not an executable Python interpreter" in capsys.readouterr().err
 
 
@@ -33,7 +44,7 @@ def test_a_reference_that_is_not_a_python_is_refused(tmp_path: Path, capsys: pyt
 def test_inconsistent_settings_are_refused(
     arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli_main(["paired", "--reference", sys.executable, *arguments]) == 2
+    assert cli_main(["paired", "--reference", sys.executable, *arguments]) == 4
     assert message in capsys.readouterr().err
 
 
@@ -42,7 +53,7 @@ def test_an_out_dir_that_is_a_file_is_refused_before_measuring(
 ) -> None:
     taken = tmp_path / "results.txt"
     taken.write_text("a user's file")
-    assert cli_main(["paired", "--reference", sys.executable, "--out-dir", str(taken)]) == 2
+    assert cli_main(["paired", "--reference", sys.executable, "--out-dir", str(taken)]) == 4
     err = capsys.readouterr().err
     assert f"cannot write the results into {taken}" in err and "give --out-dir a folder" in err
     assert taken.read_text() == "a user's file"
@@ -72,5 +83,5 @@ def test_a_saved_run_is_rendered_again_in_every_format(tmp_path: Path, capsys: p
     for fmt, expected in (("table", "0.900 [0.900, 0.900]"), ("markdown", "| tiny-float32"), ("csv", "decode_ratio")):
         assert cli_main(["paired", "--from", str(path), "--format", fmt]) == 0
         assert expected in capsys.readouterr().out
-    assert cli_main(["paired", "--from", str(tmp_path / "missing.json")]) == 2
+    assert cli_main(["paired", "--from", str(tmp_path / "missing.json")]) == 4
     assert "cannot read a paired run" in capsys.readouterr().err

@@ -76,7 +76,7 @@ def test_bad_version_lists_are_refused_with_the_value(texts: list[str], message:
 
 
 def test_the_command_line_refuses_a_single_version_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["versions", "3.3.1", "--repo", str(REPO)]) == 2
+    assert cli_main(["versions", "3.3.1", "--repo", str(REPO)]) == 4
     assert "at least two Paddle versions" in capsys.readouterr().err
 
 
@@ -293,7 +293,7 @@ def test_an_unknown_version_stops_before_any_environment_is_made(
     monkeypatch.setattr(venvs, "run_captured", index)
     env_dir = tmp_path / "envs"
     status = cli_main(["versions", "3.0.0", "3.9.9", "--repo", str(REPO), "--env-dir", str(env_dir)])
-    assert status == 2
+    assert status == 4
     error = capsys.readouterr().err
     assert "paddlepaddle 3.9.9 not found" in error and "Available: 3.3.1, 3.0.0" in error
     assert "pip index versions paddlepaddle" in error and "pip said: WARNING: Retrying" in error
@@ -321,7 +321,7 @@ def test_an_environment_that_imports_another_paddle_is_refused_before_measuring(
     monkeypatch.setattr(versions_command, "version_environments", lambda *_args: fake_envs)
     monkeypatch.setattr(versions_command, "env_python", lambda _env: Path(sys.executable))
     status = cli_main(["versions", other, installed, "--repo", str(REPO), "--out-dir", str(tmp_path / "out")])
-    assert status == 2
+    assert status == 4
     assert f"imports Paddle {installed!r}, not {other}: the wrong environment" in capsys.readouterr().err
     assert not (tmp_path / "out" / "paired.json").exists()
 

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from paddle_llm_bench.core.config import ConfigError
+from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
 from paddle_llm_bench.results.regression import check_run, update_baselines
@@ -30,12 +31,12 @@ def main(args: argparse.Namespace) -> int:
             f"error: --baseline-dir {args.baseline_dir} is not a folder: nothing could be compared. "
             "Name the folder that holds the baseline files (default: baselines)"
         )
-        return 2
+        return ExitStatus.USAGE_ERROR
     try:
         settings = gate_settings_from_args(args)
     except ConfigError as error:
         print(f"error: {error}")
-        return 2
+        return ExitStatus.USAGE_ERROR
     status = 0
     for path in args.runs:
         try:
@@ -61,5 +62,5 @@ def main(args: argparse.Namespace) -> int:
             status = max(status, 1 if report.failed else 0)
         except BaselineError as error:
             print(f"error: {error}")
-            status = 2
+            status = ExitStatus.USAGE_ERROR
     return status

@@ -11,6 +11,9 @@ import importlib
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
+
+from paddle_llm_bench.core.exit_status import ExitStatus
 
 # subcommand -> module (inside this package)
 SUBCOMMANDS: dict[str, str] = {
@@ -39,8 +42,16 @@ HELPS: dict[str, str] = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with this project's exit status for bad input (4, as pytest's), not argparse's 2 (a stop here)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitStatus.USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paddle-llm-bench", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="paddle-llm-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     for name in SUBCOMMANDS:
         commands.add_parser(name, help=HELPS[name], add_help=False)
@@ -52,13 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if not argv or argv[0] not in SUBCOMMANDS:
         parser.parse_args(argv)  # prints usage and exits for --help, unknown or missing subcommands
-        return 2
+        return ExitStatus.USAGE_ERROR
     name, rest = argv[0], argv[1:]
     # Paddle's and PaddleNLP's import-time chatter, which would bury the command's output.
     warnings.filterwarnings("ignore", message="No ccache found")
     warnings.filterwarnings("ignore", message="(?s).*is deprecated since")
     module = importlib.import_module(f"{__package__}.{SUBCOMMANDS[name]}")
-    sub = argparse.ArgumentParser(prog=f"paddle-llm-bench {name}", description=HELPS[name])
+    sub = ArgumentParser(prog=f"paddle-llm-bench {name}", description=HELPS[name])
     module.add_arguments(sub)
     args = sub.parse_args(rest)
     return int(module.main(args))

@@ -12,11 +12,12 @@ from pathlib import Path
 from paddle_llm_bench.analysis.compare import CompareError, Comparison, SavedRun, compare, saved_run
 from paddle_llm_bench.analysis.compare_render import RENDERERS
 from paddle_llm_bench.core.config import ConfigError
+from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
 from paddle_llm_bench.results.files import write_atomic
 
-USAGE_ERROR = 2
+USAGE_ERROR = ExitStatus.USAGE_ERROR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

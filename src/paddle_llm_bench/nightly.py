@@ -39,6 +39,7 @@ from paddle_llm_bench.core.config import (
     parse_positive_int,
     parse_sweep_dimension,
 )
+from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
 from paddle_llm_bench.paired.options import PAIRED_OPTIONS
@@ -52,8 +53,7 @@ from paddle_llm_bench.results.regression import check_run
 from paddle_llm_bench.runtime.models import PRESETS
 from paddle_llm_bench.runtime.shard import round_seconds
 
-PASSED, FAILED, USAGE, DOES_NOT_FIT = 0, 1, 2, 3
-INTERRUPTED = 2
+PASSED, FAILED, INTERRUPTED, USAGE = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.INTERRUPTED, ExitStatus.USAGE_ERROR
 SWEEP_OPTIONS = {  # plan option -> (Sweep field, pytest option)
     "model": ("models", "--llm-model"),
     "dtype": ("dtypes", "--llm-dtype"),
@@ -183,7 +183,7 @@ def plan_main(args: argparse.Namespace) -> int:
     if args.github_output:
         with args.github_output.open("a", encoding="utf-8") as out:
             out.write(f"shard-numbers={json.dumps(list(range(1, args.shards + 1)))}\ntimeout-minutes={timeout}\n")
-    return PASSED if fits else DOES_NOT_FIT
+    return PASSED if fits else USAGE  # nothing measured: the budget and the shard count cannot work together
 
 
 def pytest_args(

@@ -27,6 +27,7 @@ from typing import Any
 
 from paddle_llm_bench.analysis.report import aligned_table
 from paddle_llm_bench.core.config import ConfigError, as_argparse_type, parse_positive_int
+from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge_confirmed
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
@@ -195,6 +196,6 @@ def main(args: argparse.Namespace) -> int:
         rates = calibrate(runs, settings, args.baseline_runs, args.trials, args.seed)
     except (BaselineError, ConfigError, ValueError, KeyError) as error:
         print(f"error: {error}")
-        return 2
+        return ExitStatus.USAGE_ERROR
     print("\n".join(render(rates)))
     return 0

@@ -14,7 +14,7 @@ and shows how finely this machine can resolve the suite's cost.
 Everything lands in ``--out-dir`` (default ``.benchmarks/overhead/<UTC time>/``) as for ``paired``:
 ``paired.json``, ``comparison.txt/.md/.csv/.json``, ``forest.png``, and ``overhead.txt`` (the summary
 printed at the end). Exit status: 0 measured (whatever the ratio: this is a finding, not a gate);
-1 a case failed; 2 bad input; 130 interrupted (what was measured is saved).
+1 a case failed; 2 interrupted (what was measured is saved); 4 bad input.
 """
 
 from __future__ import annotations

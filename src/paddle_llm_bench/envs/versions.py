@@ -11,7 +11,7 @@
    ``comparison.txt/.md/.csv/.json`` and ``forest.png``.
 
 Exit status: 0 the comparison is complete; 1 a case failed (what was measured is still compared);
-2 bad input or an environment that could not be made (nothing measured); 130 interrupted.
+2 interrupted; 4 bad input or an environment that could not be made (nothing measured).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ candidate busy-wait a known share of every decoding step, to show what the compa
 Everything lands in ``--out-dir`` (default ``.benchmarks/paired/<UTC time>/``): ``paired.json`` (every
 pair, saved after every case of every block), and ``comparison.txt/.md/.csv/.json`` and
 ``forest.png`` at the end. Exit status: 0 no regression; 1 the candidate is confirmed slower or
-bigger, or a case failed; 2 bad input (nothing measured); 130 interrupted (what was measured is saved).
+bigger, or a case failed; 2 bad input (nothing measured) 4; interrupted 2 (what was measured is saved).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from paddle_llm_bench.core.config import (
     as_argparse_type,
     parse_sweep_dimension,
 )
+from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.paired.engine import run_paired
 from paddle_llm_bench.paired.options import add_engine_arguments, positive_int, settings_from_args
 from paddle_llm_bench.paired.render import FORMATS, forest_plot, render
@@ -49,8 +50,8 @@ from paddle_llm_bench.results.saving import restore_sigterm, stop_on_sigterm
 from paddle_llm_bench.runtime.device import DEVICE_CHOICES
 from paddle_llm_bench.runtime.models import PRESETS, default_cache_dir
 
-USAGE_ERROR = 2
-INTERRUPTED = 130
+USAGE_ERROR = ExitStatus.USAGE_ERROR
+INTERRUPTED = ExitStatus.INTERRUPTED
 # The default sweep: small enough for a minute or two per case on a 2-core CPU.
 DEFAULT_SWEEP: dict[str, str] = {
     "model": "tiny",

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.results.files import write_atomic
 
 # Facts the shards must share for their numbers to belong in one run.
@@ -158,9 +159,12 @@ def main(args: argparse.Namespace) -> int:
             )
         result = merge_runs(args.runs)
         write_json_atomically(result.run, args.output)
-    except (MergeError, OSError) as error:
+    except MergeError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return ExitStatus.USAGE_ERROR
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return ExitStatus.FAILED
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     count = len(result.run["benchmarks"])
