@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from paddle_llm_bench.core.config import Case, ConfigError
 from paddle_llm_bench.runtime import models
+from paddle_llm_bench.runtime.checkpoints import CheckpointError, weight_mismatches
 from paddle_llm_bench.runtime.device import detect_device, import_paddle
 from paddle_llm_bench.runtime.measure import CaseRunner
 from paddle_llm_bench.runtime.models import PRESETS, REPORT_PROMPT, load_model, synthetic_checkpoint
@@ -109,6 +111,47 @@ def test_a_path_that_holds_no_model_is_a_clear_error(
     make(path)  # type: ignore[operator]
     with pytest.raises(ConfigError, match=message):
         load_model(str(path), "float32", cache_dir, 4096, progress=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("vocab_size", 2000, "qwen2.embed_tokens.weight is [1000, 192], config.json (vocab_size, hidden_size) implies"),
+        ("intermediate_size", 1024, "mlp.gate_proj.weight is [192, 512], config.json (hidden_size, intermediate_size)"),
+    ],
+)
+def test_a_config_that_disagrees_with_its_weights_is_named_not_measured(
+    tmp_path: Path, cache_dir: Path, field: str, value: int, named: str
+) -> None:
+    """PaddleNLP would load either: the first fails deep in generate(), the second measures another model."""
+    checkpoint = tmp_path / "edited"
+    shutil.copytree(synthetic_checkpoint("tiny", cache_dir, progress=lambda _: None), checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, field: value}))
+    with pytest.raises(CheckpointError, match=re.escape(named)) as error:
+        load_model(str(checkpoint), "float32", cache_dir, 4096, progress=lambda _: None)
+    assert "Use the config.json the weights were saved with" in str(error.value)
+
+
+def test_weights_that_match_their_config_pass_tied_or_not() -> None:
+    config = {**PRESETS["tiny"], "model_type": "qwen2"}
+    hidden, vocab, inter = config["hidden_size"], config["vocab_size"], config["intermediate_size"]
+    shapes = {
+        "qwen2.embed_tokens.weight": [vocab, hidden],
+        "qwen2.layers.0.mlp.up_proj.weight": [hidden, inter],
+        "qwen2.layers.0.input_layernorm.weight": [hidden],
+        "lm_head.weight": [hidden, vocab],
+    }
+    assert weight_mismatches(shapes, config) == []
+    tied = {**shapes, "lm_head.weight": [vocab, hidden]}  # a tied head is the embedding itself
+    assert weight_mismatches(tied, {**config, "tie_word_embeddings": True}) == []
+    assert weight_mismatches(tied, config) == [
+        "lm_head.weight is [1000, 192], config.json (hidden_size, vocab_size) implies [192, 1000]"
+    ]
+    # another architecture: only its token embedding is checked
+    assert weight_mismatches({**tied, "model.embed_tokens.weight": [7, hidden]}, {**config, "model_type": "llama"}) == [
+        "model.embed_tokens.weight is [7, 192], config.json (vocab_size, hidden_size) implies [1000, 192]"
+    ]
 
 
 def test_an_unknown_preset_names_the_allowed_ones(cache_dir: Path) -> None:

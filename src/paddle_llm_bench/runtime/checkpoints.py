@@ -165,3 +165,43 @@ def _end_offset(path: Path, name: str, entry: Any, fix: str) -> int:
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
         raise CheckpointError(f"{path} has a corrupt header: tensor {name!r} has no data_offsets; {fix}")
     return int(offsets[1])
+
+
+def weight_mismatches(shapes: dict[str, list[int]], config: dict[str, Any]) -> list[str]:
+    """Loaded weights whose shape is not the one ``config.json`` implies, each as one line naming the fields.
+
+    PaddleNLP's low-memory loading puts a checkpoint's tensors into the model whatever their shape: a config
+    that disagrees with its weights either measures another model than the config says, silently, or fails
+    deep in generation (an embedding index out of range). Checked for the Qwen2 family (every preset, the
+    DeepSeek-R1-Distill-Qwen models) tensor by tensor; for any other model its token embedding only."""
+    hidden, vocab = int(config["hidden_size"]), int(config["vocab_size"])
+    expected: dict[str, tuple[tuple[int, ...], str]] = {
+        "embed_tokens.weight": ((vocab, hidden), "vocab_size, hidden_size")
+    }
+    if config.get("model_type") == "qwen2":
+        heads = int(config["num_attention_heads"])
+        kv_width = int(config.get("num_key_value_heads", heads)) * (hidden // heads)
+        inter = int(config["intermediate_size"])
+        kv_fields = "hidden_size, num_attention_heads, num_key_value_heads"
+        expected |= {
+            "self_attn.q_proj.weight": ((hidden, hidden), "hidden_size"),
+            "self_attn.q_proj.bias": ((hidden,), "hidden_size"),
+            "self_attn.k_proj.weight": ((hidden, kv_width), kv_fields),
+            "self_attn.k_proj.bias": ((kv_width,), kv_fields),
+            "self_attn.v_proj.weight": ((hidden, kv_width), kv_fields),
+            "self_attn.v_proj.bias": ((kv_width,), kv_fields),
+            "self_attn.o_proj.weight": ((hidden, hidden), "hidden_size"),
+            "mlp.gate_proj.weight": ((hidden, inter), "hidden_size, intermediate_size"),
+            "mlp.up_proj.weight": ((hidden, inter), "hidden_size, intermediate_size"),
+            "mlp.down_proj.weight": ((inter, hidden), "intermediate_size, hidden_size"),
+            "norm.weight": ((hidden,), "hidden_size"),
+        }
+        if not config.get("tie_word_embeddings", False):  # tied: the head is the embedding, checked above
+            expected["lm_head.weight"] = ((hidden, vocab), "hidden_size, vocab_size")
+    found: list[str] = []
+    for name, shape in shapes.items():
+        suffix = next((suffix for suffix in expected if name.endswith(suffix)), None)
+        if suffix is not None and tuple(shape) != expected[suffix][0]:
+            want, fields = expected[suffix]
+            found.append(f"{name} is {list(shape)}, config.json ({fields}) implies {list(want)}")
+    return found

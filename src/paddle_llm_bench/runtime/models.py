@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 
 from paddle_llm_bench.core.config import HUB_PREFIX, QUANTIZED_DTYPES, ConfigError
-from paddle_llm_bench.runtime.checkpoints import PADDLE_WEIGHTS, CheckpointError, check_checkpoint_files, torch_weights
+from paddle_llm_bench.runtime.checkpoints import (
+    PADDLE_WEIGHTS,
+    CheckpointError,
+    check_checkpoint_files,
+    torch_weights,
+    weight_mismatches,
+)
 from paddle_llm_bench.runtime.device import Device, first_line, import_paddle, import_paddlenlp, is_out_of_memory
 
 # The prompt of the field report (docs/facts.md §1): "write a quicksort".
@@ -322,6 +328,16 @@ def load_model(
                 "copy the checkpoint here and pass its directory to --llm-model"
             ) from None
     config = loaded.config
+    if dtype not in QUANTIZED_DTYPES:  # quantized weights have shapes of their own
+        shapes = {name: list(tensor.shape) for name, tensor in loaded.state_dict().items()}
+        mismatches = weight_mismatches(shapes, config.to_dict())
+        if mismatches:
+            raise CheckpointError(
+                f"the weights of {source_name} do not match its config.json: "
+                + "; ".join(mismatches[:3])
+                + (f" (and {len(mismatches) - 3} more)" if len(mismatches) > 3 else "")
+                + ". Use the config.json the weights were saved with (save_pretrained writes both)"
+            )
     eos = config.eos_token_id
     eos_token_id = int(eos[0] if isinstance(eos, (list, tuple)) else eos)
     injected_ms = inject_step_delay(loaded)
