@@ -374,6 +374,39 @@ def test_sigterm_saves_the_completed_cases_and_exits_non_zero(llm_cache_dir: Pat
     assert f"--baseline-dir {tmp_path / 'baselines'}" in output  # into the folder this run was updating
 
 
+def test_sigterm_during_the_model_load_stops_at_the_first_warm_up_step(llm_cache_dir: Path, tmp_path: Path) -> None:
+    """Loading is not sliced (Paddle reads the weights in one call): the stop comes at the warm-up's first step."""
+    storage = tmp_path / "storage"
+    command = [
+        sys.executable, "-u", "-m", "pytest", "benchmarks", "-p", "no:cacheprovider",
+        "--llm-dtype", "float32", "--llm-decoding", "greedy", "--llm-max-new-tokens", "64",
+        "--llm-batch-size", "1", "--llm-prompt-tokens", "8", "--llm-rounds", "5", "--llm-warmup-rounds", "50",
+        "--llm-cache-dir", str(llm_cache_dir), "--benchmark-storage", str(storage), "--benchmark-autosave",
+    ]  # fmt: skip
+    slow_load = tmp_path / "sitecustomize.py"  # the load takes 3 s more: the signal surely lands inside it
+    slow_load.write_text(
+        "import time\nimport paddle_llm_bench.runtime.suite as s\n_load = s.load_model\n"
+        "def slow(*args, **kwargs):\n    time.sleep(3)\n    return _load(*args, **kwargs)\ns.load_model = slow\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "loading tiny as float32" in line:
+            process.send_signal(signal.SIGTERM)
+            signalled_s = time.monotonic()
+            break
+    lines += process.stdout.readlines()
+    output = "".join(lines)
+    assert process.wait(timeout=TIMEOUT_S) == pytest.ExitCode.INTERRUPTED, output
+    # 50 warm-up rounds of 64 tokens would take ~30 s: the stop came at a step, after the 3 s load
+    assert time.monotonic() - signalled_s < 15, output
+    assert "stopped by SIGTERM" in output
+    assert not [b for run in saved_runs(storage) for b in run["benchmarks"]], output  # no partial case saved
+
+
 def test_sigterm_in_the_paired_stage_exits_2_and_is_never_a_regression(llm_cache_dir: Path, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     command = [

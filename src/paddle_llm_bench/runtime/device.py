@@ -7,10 +7,14 @@ GPU machine take the same code path except inside this module and ``memory.py``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import os
-from collections.abc import Callable
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -21,17 +25,42 @@ from paddle_llm_bench.core.config import ConfigError
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
 
+@contextlib.contextmanager
+def sigterm_handler_kept() -> Iterator[None]:
+    """Importing Paddle installs its own C++ SIGTERM handler and importing PaddleNLP resets it to the default,
+    with sigaction, unseen by ``signal.getsignal``: either kills the process with nothing saved. Around such an
+    import, SIGTERM is held back and the Python handler installed before is put back, then the held signal
+    (if one came) reaches it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if callable(before):
+            signal.signal(signal.SIGTERM, before)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 def import_paddle(cache_dir: Path | None = None) -> ModuleType:
     """Import Paddle with logs quiet and PaddleNLP's home inside our cache (no ``~/.paddlenlp``)."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     if cache_dir is not None:
         os.environ.setdefault("PPNLP_HOME", str(cache_dir / "paddlenlp-home"))
+    if "paddle" not in sys.modules:  # the first import only: later calls cost a dictionary lookup
+        with sigterm_handler_kept():
+            import paddle
     import paddle
 
     return paddle
 
 
 def import_paddlenlp() -> ModuleType:
+    if "paddlenlp" not in sys.modules:
+        with sigterm_handler_kept():
+            import paddlenlp
     import paddlenlp
     from paddlenlp.utils.log import logger
 
