@@ -118,6 +118,7 @@ def lazy_1_5b(monkeypatch: pytest.MonkeyPatch, algo: str | None) -> Any:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("dtype", "algo", "expected_gb"),
     [

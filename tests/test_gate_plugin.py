@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # every test here runs real pytest sessions in subprocesses
+
 BENCHMARK = """
 from paddle_llm_bench.core.config import Case
 

@@ -24,6 +24,8 @@ from paddle_llm_bench.runtime.device import detect_device, import_paddle
 from paddle_llm_bench.runtime.environment import collect_all
 from paddle_llm_bench.runtime.suite import Suite
 
+pytestmark = pytest.mark.e2e  # real measurements of the tiny model through the gate: tens of seconds each
+
 CASE = Case("tiny", "float32", "greedy", max_new_tokens=32, batch_size=1, prompt_tokens=16)
 BASELINE_RUNS = 5  # 3 (2 dof of between-run noise) left -50 % inconclusive at 12 % noise in a fresh-clone run
 

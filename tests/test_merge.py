@@ -61,6 +61,7 @@ def extra_by_case(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {b["extra_info"]["case_id"]: b["extra_info"] for b in run["benchmarks"]}
 
 
+@pytest.mark.e2e
 def test_merge_of_real_shards_keeps_every_case_and_its_extra_info(shard_runs: list[Path], tmp_path: Path) -> None:
     merged_path = tmp_path / "merged.json"
     assert cli.main(["merge", *map(str, shard_runs), "-o", str(merged_path)]) == 0
@@ -120,7 +121,7 @@ def test_shards_must_agree_on_hardware_and_paddle(
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps(run), encoding="utf-8")
     output = tmp_path / "merged.json"
-    assert cli.main(["merge", str(shard_runs[0]), str(odd), "-o", str(output)]) == 1
+    assert cli.main(["merge", str(shard_runs[0]), str(odd), "-o", str(output)]) == 4  # bad input
     error = capsys.readouterr().err
     assert f"different {key}" in error and repr(original) in error and repr(other) in error and str(odd) in error
     assert not output.exists()
@@ -188,6 +189,6 @@ def test_recorded_shards_must_cover_one_split(shard_runs: list[Path], tmp_path: 
 
 def test_the_output_may_not_be_one_of_the_inputs(shard_runs: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
     before = shard_runs[0].read_bytes()
-    assert cli.main(["merge", *map(str, shard_runs), "-o", str(shard_runs[0])]) == 1
+    assert cli.main(["merge", *map(str, shard_runs), "-o", str(shard_runs[0])]) == 4  # bad input
     assert "is also one of the inputs" in capsys.readouterr().err
     assert shard_runs[0].read_bytes() == before

@@ -152,6 +152,7 @@ def test_nothing_measured_never_passes(tmp_path: Path, capsys: pytest.CaptureFix
     assert "holds no measured case: nothing was judged" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_the_workflows_command_sequence_on_the_tiny_model(tmp_path: Path, llm_cache_dir: Path) -> None:
     """What nightly-gpu.yml runs, on this CPU: plan, two shards (one paired against a reference), merge, judge,
     record. Same code on both sides of the paired stage, so no regression may be called."""

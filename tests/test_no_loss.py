@@ -236,6 +236,7 @@ plugin.check_run = explode
 """
 
 
+@pytest.mark.e2e
 def test_an_exception_in_the_gate_is_reported_and_the_run_is_saved(
     pytester: pytest.Pytester, llm_cache_dir: Path
 ) -> None:
@@ -257,6 +258,7 @@ def test_an_exception_in_the_gate_is_reported_and_the_run_is_saved(
     ],
     ids=["nan-sample", "format-0"],
 )  # fmt: skip
+@pytest.mark.e2e
 def test_a_bad_baseline_fails_the_run_naming_the_field_and_the_run_is_saved(
     pytester: pytest.Pytester, llm_cache_dir: Path, content: str, field: str
 ) -> None:
@@ -276,6 +278,7 @@ def test_a_bad_baseline_fails_the_run_naming_the_field_and_the_run_is_saved(
     assert run["paddle_llm_bench_gate"] == []  # the verdicts (none: the gate stopped) were added after the save
 
 
+@pytest.mark.e2e
 def test_a_read_only_baseline_folder_costs_no_data(
     pytester: pytest.Pytester, llm_cache_dir: Path, read_only_dir: Path
 ) -> None:
@@ -300,6 +303,7 @@ def test_a_malformed_reference_run_is_refused_before_the_sweep(pytester: pytest.
     result.stderr.fnmatch_lines(["*'ref.json' from --llm-baseline-from*field benchmarks is 'oops'*"])
 
 
+@pytest.mark.e2e
 def test_read_only_storage_names_the_cause_and_where_the_run_went(
     pytester: pytest.Pytester, llm_cache_dir: Path, read_only_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -319,6 +323,7 @@ def test_read_only_storage_names_the_cause_and_where_the_run_went(
     assert len(rescued) == 2 and all(len(run["benchmarks"]) == 1 for run in rescued)
 
 
+@pytest.mark.e2e
 def test_a_full_disk_leaves_no_truncated_run(
     pytester: pytest.Pytester, llm_cache_dir: Path, full_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -336,6 +341,7 @@ def test_a_full_disk_leaves_no_truncated_run(
 # --- item 3: SIGTERM to a real `pytest benchmarks` ------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_sigterm_saves_the_completed_cases_and_exits_non_zero(llm_cache_dir: Path, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     command = [
@@ -374,6 +380,7 @@ def test_sigterm_saves_the_completed_cases_and_exits_non_zero(llm_cache_dir: Pat
     assert f"--baseline-dir {tmp_path / 'baselines'}" in output  # into the folder this run was updating
 
 
+@pytest.mark.e2e
 def test_sigterm_during_the_model_load_stops_at_the_first_warm_up_step(llm_cache_dir: Path, tmp_path: Path) -> None:
     """Loading is not sliced (Paddle reads the weights in one call): the stop comes at the warm-up's first step."""
     storage = tmp_path / "storage"
@@ -407,6 +414,7 @@ def test_sigterm_during_the_model_load_stops_at_the_first_warm_up_step(llm_cache
     assert not [b for run in saved_runs(storage) for b in run["benchmarks"]], output  # no partial case saved
 
 
+@pytest.mark.e2e
 def test_sigterm_in_the_paired_stage_exits_2_and_is_never_a_regression(llm_cache_dir: Path, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     command = [

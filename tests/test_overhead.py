@@ -40,6 +40,7 @@ def prepare_request(case: Case, cache_dir: Path, runner: str) -> dict[str, objec
     }
 
 
+@pytest.mark.e2e
 def test_the_bare_runner_gives_exact_counts_and_valid_round_times_through_a_real_worker(llm_cache_dir: Path) -> None:
     worker = WorkerProcess(Side("bare", sys.executable, runner="bare"))
     try:
@@ -95,6 +96,7 @@ def test_sides_are_bare_against_suite_by_default_and_name_an_a_a_run() -> None:
     assert [side.name for side in sides_for("bare", "bare")] == ["bare", "bare (A/A)"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("same_process", [False, True], ids=["process-per-side", "same-process"])
 def test_overhead_runs_end_to_end_and_writes_its_outputs(
     tmp_path: Path, llm_cache_dir: Path, same_process: bool
@@ -140,6 +142,7 @@ def test_sides_share_a_process_only_when_one_process_can_be_each_of_them() -> No
         engine.check_same_process([bare, Side("slow", sys.executable, slowdown_fraction=0.1)])
 
 
+@pytest.mark.e2e
 def test_a_shared_worker_routes_each_sides_requests_to_its_runner_and_names_that_side_in_errors(
     llm_cache_dir: Path,
 ) -> None:

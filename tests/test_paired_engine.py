@@ -25,6 +25,8 @@ from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION
 from paddle_llm_bench.paired.results import PairedRun, PairedSettings, judge, load_paired_run
 from paddle_llm_bench.paired.sides import Side, SideError, python_side
 
+pytestmark = pytest.mark.e2e  # every test here runs real worker processes
+
 CASE = Case("tiny", "float32", "greedy", max_new_tokens=16, batch_size=1, prompt_tokens=16)
 OTHER = Case("tiny", "float32", "sampling", max_new_tokens=16, batch_size=1, prompt_tokens=16)
 QUICK = PairedSettings(pairs_per_block=4, min_blocks=2, max_blocks=2, warmup_rounds=1, device="cpu")

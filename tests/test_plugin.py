@@ -91,6 +91,7 @@ def test_collect_only_and_benchmark_skip_never_import_paddle(pytester: pytest.Py
         result.assert_outcomes(skipped=8)
 
 
+@pytest.mark.e2e
 def test_sweep_end_to_end(pytester: pytest.Pytester, llm_cache_dir: Path) -> None:
     # The CPU path, asked for: a GPU runner's default would be its GPU (float16 runs there, NVML answers).
     pytester.makeconftest(NO_RAPL_CONFTEST)
@@ -213,6 +214,7 @@ def test_bad_ini_value_names_the_ini_option(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines([f"ERROR: invalid value 'float8' from ini option llm_dtype: *{ALLOWED_DTYPES}*"])
 
 
+@pytest.mark.e2e
 def test_bad_model_directories_fail_their_cases_with_the_reason(pytester: pytest.Pytester, llm_cache_dir: Path) -> None:
     empty = pytester.mkdir("empty_model")
     config_only = pytester.mkdir("config_only")
@@ -236,6 +238,7 @@ def test_too_few_rounds_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["ERROR: *3*--llm-rounds*>= 5*"])
 
 
+@pytest.mark.e2e
 def test_paddlenlp_home_stays_in_the_cache_dir(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PPNLP_HOME", raising=False)  # the in-process tests set it for this process
     cache_dir = pytester.path / "fresh-cache"
@@ -295,6 +298,7 @@ def test_benchmark_json_naming_a_folder_is_a_usage_error(pytester: pytest.Pytest
     assert "from --benchmark-json: it is a folder; name the JSON file to write" in output(result)
 
 
+@pytest.mark.e2e
 def test_benchmark_disable_runs_each_case_once_and_gates_or_stores_nothing(
     pytester: pytest.Pytester, llm_cache_dir: Path
 ) -> None:
@@ -309,12 +313,14 @@ def test_benchmark_disable_runs_each_case_once_and_gates_or_stores_nothing(
     assert not list(baselines.glob("*.json"))  # nothing merged into baselines
 
 
+@pytest.mark.e2e
 def test_a_shard_without_a_case_is_a_usage_error_not_a_green_run(pytester: pytest.Pytester) -> None:
     result = run_benchmarks(pytester, *ONE_SHORT_CASE, "--llm-shard", "2/3", "--benchmark-autosave")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
     assert "--llm-shard 2/3 holds no case: the sweep has 1 case(s), so use at most 1 shard(s)" in output(result)
 
 
+@pytest.mark.e2e
 def test_llm_reference_measures_every_case_paired_and_saves_it_with_the_run(
     pytester: pytest.Pytester, llm_cache_dir: Path
 ) -> None:

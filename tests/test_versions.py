@@ -310,6 +310,7 @@ def version_env_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(configured) if configured else tmp_path_factory.mktemp("version-envs")
 
 
+@pytest.mark.e2e
 def test_an_environment_that_imports_another_paddle_is_refused_before_measuring(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
