@@ -91,6 +91,24 @@ def test_collect_only_and_benchmark_skip_never_import_paddle(pytester: pytest.Py
         result.assert_outcomes(skipped=8)
 
 
+def test_benchmark_compare_fail_is_named_as_pytest_benchmarks_own_gate(pytester: pytest.Pytester) -> None:
+    storage = pytester.path / "storage" / "machine"
+    storage.mkdir(parents=True)
+    (storage / "0001_earlier.json").write_text(json.dumps({"machine_info": {}, "commit_info": {}, "benchmarks": []}))
+    result = run_benchmarks(
+        pytester,
+        "--llm-device=cpu",
+        "--llm-dtype=float32",
+        "--llm-decoding=greedy",
+        "--benchmark-skip",  # nothing measured: the note is printed all the same
+        f"--benchmark-storage={pytester.path / 'storage'}",
+        "--benchmark-compare=0001",
+        "--benchmark-compare-fail=mean:5%",
+    )
+    assert result.ret == pytest.ExitCode.OK, output(result)
+    result.stdout.fnmatch_lines(["*--benchmark-compare-fail is pytest-benchmark's own gate*docs/gate.md*"])
+
+
 @pytest.mark.e2e
 def test_sweep_end_to_end(pytester: pytest.Pytester, llm_cache_dir: Path) -> None:
     # The CPU path, asked for: a GPU runner's default would be its GPU (float16 runs there, NVML answers).

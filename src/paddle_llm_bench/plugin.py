@@ -676,6 +676,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(
                 line, red=line.startswith(("REGRESSION", "error")), bold=line.startswith("REGRESSION")
             )
+    if config.getoption("benchmark_compare_fail", None):
+        terminalreporter.section("paddle-llm-bench: --benchmark-compare-fail")
+        terminalreporter.write_line(
+            "--benchmark-compare-fail is pytest-benchmark's own gate: one statistic of whole generate() round "
+            "times against one earlier run, with no noise model, TTFT/decode split or re-measurement; the "
+            "regression gate above is this suite's (docs/gate.md)"
+        )
     bench_session = getattr(config, "_benchmarksession", None)
     if bench_session is not None and bench_session.disabled:
         terminalreporter.section("paddle-llm-bench")
