@@ -6,7 +6,7 @@ import pytest
 
 from paddle_llm_bench.core.config import Case, make_sweep
 from paddle_llm_bench.runtime.progress import SweepProgress, format_duration
-from paddle_llm_bench.runtime.shard import expected_cost
+from paddle_llm_bench.runtime.shard import expected_cost, round_seconds
 
 
 class FakeClock:
@@ -63,3 +63,13 @@ def test_lines_come_at_most_every_30_s_and_the_last_has_no_estimate() -> None:
 @pytest.mark.parametrize(("seconds", "text"), [(45, "45 s"), (210, "3.5 min"), (7560, "2.1 h")])
 def test_durations_read_in_the_unit_that_fits(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_the_opening_line_gives_a_first_guess_from_the_cost_model() -> None:
+    cases = sweep_cases()
+    progress = SweepProgress(cases, rounds=6, device_kind="cpu")
+    assert progress.planned_seconds() == pytest.approx(6 * sum(round_seconds(case, 0.005, "cpu") for case in cases))
+    assert progress.opening_line().startswith(
+        f"4 case(s) of 6 round(s) each (warm-up included): a first guess of "
+        f"{format_duration(progress.planned_seconds())} (the cost model at 5 ms per decoding step;"
+    )

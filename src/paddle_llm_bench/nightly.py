@@ -51,7 +51,7 @@ from paddle_llm_bench.results.files import write_atomic
 from paddle_llm_bench.results.history import MIN_NIGHTS, history_state, record_night
 from paddle_llm_bench.results.regression import check_run
 from paddle_llm_bench.runtime.models import PRESETS
-from paddle_llm_bench.runtime.shard import round_seconds
+from paddle_llm_bench.runtime.shard import DEFAULT_STEP_MS, round_seconds
 
 PASSED, FAILED, INTERRUPTED, USAGE = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.INTERRUPTED, ExitStatus.USAGE_ERROR
 SWEEP_OPTIONS = {  # plan option -> (Sweep field, pytest option)
@@ -62,7 +62,6 @@ SWEEP_OPTIONS = {  # plan option -> (Sweep field, pytest option)
     "batch-size": ("batch_sizes", "--llm-batch-size"),
     "prompt-tokens": ("prompt_tokens", "--llm-prompt-tokens"),
 }
-DEFAULT_STEP_MS = {"gpu": 30.0, "cpu": 5.0}  # eager decode of the 1.5B model on a big GPU; the tiny model here
 SETUP_MINUTES = 30  # installing and restoring environments, on top of the plan, for the job's timeout
 
 

@@ -505,7 +505,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             case_of_node[item.nodeid] = case.id
     if cases and state.sweep is not None and measures(session.config):
         sweep = state.sweep
-        progress = SweepProgress(list(cases.values()), sweep.rounds + sweep.warmup_rounds)
+        kind = state.device.kind if state.device is not None else "cpu"
+        progress = SweepProgress(list(cases.values()), sweep.rounds + sweep.warmup_rounds, kind)
         session.config.pluginmanager.register(_ProgressReporter(session.config, progress, case_of_node))
         _progress_writer(session.config)(progress.opening_line())
 

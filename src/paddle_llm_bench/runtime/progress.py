@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from paddle_llm_bench.core.config import Case
-from paddle_llm_bench.runtime.shard import expected_cost
+from paddle_llm_bench.runtime.shard import DEFAULT_STEP_MS, expected_cost, round_seconds
 
 # At most one progress line per this many seconds (and one after the first measured case).
 PROGRESS_INTERVAL_S = 30.0
@@ -35,6 +35,7 @@ class SweepProgress:
 
     cases: Sequence[Case]
     rounds: int
+    device_kind: str = "cpu"
     clock: Callable[[], float] = time.monotonic
     started_s: float = field(init=False)
     last_line_s: float | None = field(default=None, init=False)
@@ -47,10 +48,17 @@ class SweepProgress:
     def __post_init__(self) -> None:
         self.started_s = self.clock()
 
+    def planned_seconds(self) -> float:
+        """The whole sweep by the cost model at the default step time, before anything was measured."""
+        step_s = DEFAULT_STEP_MS[self.device_kind] / 1000
+        return sum(round_seconds(case, step_s, self.device_kind) for case in self.cases) * self.rounds
+
     def opening_line(self) -> str:
+        step_ms = DEFAULT_STEP_MS[self.device_kind]
         return (
-            f"{len(self.cases)} case(s) of {self.rounds} round(s) each (warm-up included); "
-            "the time left is printed as cases finish"
+            f"{len(self.cases)} case(s) of {self.rounds} round(s) each (warm-up included): a first guess of "
+            f"{format_duration(self.planned_seconds())} (the cost model at {step_ms:g} ms per decoding step; cases "
+            "the device cannot run take no time); the time left is printed as cases finish"
         )
 
     def finished(self, case_id: str, seconds: float, skipped: bool) -> str | None:

@@ -108,6 +108,9 @@ def select_shard(cases: Sequence[Case], k: int, n: int, rounds: int = 1) -> list
 # On a GPU eager decode is bound by launching kernels: a step of 32 sequences costs little more than a step of
 # one. Each sequence beyond the first adds this share of a step (an expectation until a night measures it).
 GPU_SEQUENCE_SHARE = 0.02
+# One greedy batch-1 decoding step, before anything was measured: eager decode of the 1.5B model on a big GPU;
+# the tiny model on a CPU (5-10 ms on this project's 2-core VM).
+DEFAULT_STEP_MS = {"gpu": 30.0, "cpu": 5.0}
 
 
 def round_seconds(case: Case, step_s: float, device: str) -> float:
