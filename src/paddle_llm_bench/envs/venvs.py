@@ -366,12 +366,14 @@ def ensure_env(env_dir: Path, version: str, build: Build, spec: EnvSpec) -> Path
         say(f"creating env for paddle {version} in {env} ({how}; once; log: {log})...")
         started = time.monotonic()
         for label, command in install_steps(env, version, build, Path(spec.project), uv):
+            say(f"paddle {version}: `{label}` ({time.monotonic() - started:.0f} s so far)")
             if _run_logged(command, log, pip_environment(), PIP_TIMEOUT_S) != 0:
                 hint = not_found_hint(log.read_text("utf-8", errors="replace"), version, build)
                 raise VersionsError(
                     f"cannot make the environment for paddle {version}: `{label}` failed (log: {log})"
                     + (f"\n  {hint}" if hint else f"\n  last lines of the log:\n{log_tail(log)}")
                 )
+        say(f"paddle {version}: import check ({time.monotonic() - started:.0f} s so far)")
         try:
             check = run_import_check(env)
         except (OSError, subprocess.TimeoutExpired) as error:
