@@ -11,7 +11,8 @@ import importlib
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import NoReturn
+from types import ModuleType
+from typing import Any, NoReturn
 
 from paddle_llm_bench.core.exit_status import ExitStatus
 
@@ -43,7 +44,11 @@ HELPS: dict[str, str] = {
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with this project's exit status for bad input (4, as pytest's), not argparse's 2 (a stop here)."""
+    """argparse with this project's exit status for bad input (4, as pytest's), not argparse's 2 (a stop here),
+    and, as pytest, no abbreviated options (`--max-block` is not `--max-blocks`: a typo, not a shorthand)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -64,15 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in SUBCOMMANDS:
         parser.parse_args(argv)  # prints usage and exits for --help, unknown or missing subcommands
         return ExitStatus.USAGE_ERROR
-    name, rest = argv[0], argv[1:]
     # Paddle's and PaddleNLP's import-time chatter, which would bury the command's output.
     warnings.filterwarnings("ignore", message="No ccache found")
     warnings.filterwarnings("ignore", message="(?s).*is deprecated since")
+    module, args = parse_subcommand(argv[0], argv[1:])
+    return int(module.main(args))
+
+
+def parse_subcommand(name: str, rest: Sequence[str]) -> tuple[ModuleType, argparse.Namespace]:
+    """The subcommand's module and its parsed arguments; bad input exits 4 with argparse's message."""
     module = importlib.import_module(f"{__package__}.{SUBCOMMANDS[name]}")
     sub = ArgumentParser(prog=f"paddle-llm-bench {name}", description=HELPS[name])
     module.add_arguments(sub)
-    args = sub.parse_args(rest)
-    return int(module.main(args))
+    return module, sub.parse_args(list(rest))
 
 
 if __name__ == "__main__":
