@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_benchmark.utils import get_machine_id
 
 from paddle_llm_bench.core.config import DECODINGS, DTYPES
 from paddle_llm_bench.core.metrics import ENERGY_METRICS, METRIC_UNITS
@@ -59,6 +60,12 @@ def run_benchmarks(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "paddle_llm_bench.plugin", *args, timeout=TIMEOUT_S)
 
 
+def refused(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """The same session in this process, for input refused before anything is measured (no Paddle import to pay)."""
+    pytester.makepyfile(test_generation=BENCHMARK_FILE.read_text())
+    return pytester.runpytest_inprocess("-p", "paddle_llm_bench.plugin", *args)
+
+
 def output(result: pytest.RunResult) -> str:
     return result.stdout.str() + "\n" + result.stderr.str()
 
@@ -92,10 +99,10 @@ def test_collect_only_and_benchmark_skip_never_import_paddle(pytester: pytest.Py
 
 
 def test_benchmark_compare_fail_is_named_as_pytest_benchmarks_own_gate(pytester: pytest.Pytester) -> None:
-    storage = pytester.path / "storage" / "machine"
+    storage = pytester.path / "storage" / get_machine_id()  # where pytest-benchmark looks for this machine's runs
     storage.mkdir(parents=True)
     (storage / "0001_earlier.json").write_text(json.dumps({"machine_info": {}, "commit_info": {}, "benchmarks": []}))
-    result = run_benchmarks(
+    result = refused(
         pytester,
         "--llm-device=cpu",
         "--llm-dtype=float32",
@@ -104,6 +111,8 @@ def test_benchmark_compare_fail_is_named_as_pytest_benchmarks_own_gate(pytester:
         f"--benchmark-storage={pytester.path / 'storage'}",
         "--benchmark-compare=0001",
         "--benchmark-compare-fail=mean:5%",
+        "-W",
+        "ignore::pytest_benchmark.logger.PytestBenchmarkWarning",  # "machine_info is different" from the stub run
     )
     assert result.ret == pytest.ExitCode.OK, output(result)
     result.stdout.fnmatch_lines(["*--benchmark-compare-fail is pytest-benchmark's own gate*docs/gate.md*"])
@@ -216,7 +225,7 @@ def check_saved_run(run: dict[str, Any]) -> None:
     ids=["dtype", "decoding", "batch-size", "model", "device"],
 )
 def test_bad_option_is_a_usage_error(pytester: pytest.Pytester, args: tuple[str, ...], expected: list[str]) -> None:
-    result = run_benchmarks(pytester, *args)
+    result = refused(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
     error_lines = [line for line in result.stderr.lines if line.startswith("ERROR:")]
     assert len(error_lines) == 1, output(result)
@@ -227,7 +236,7 @@ def test_bad_option_is_a_usage_error(pytester: pytest.Pytester, args: tuple[str,
 
 def test_bad_ini_value_names_the_ini_option(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nllm_dtype = float32, float8\n")
-    result = run_benchmarks(pytester)
+    result = refused(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
     result.stderr.fnmatch_lines([f"ERROR: invalid value 'float8' from ini option llm_dtype: *{ALLOWED_DTYPES}*"])
 
@@ -251,7 +260,7 @@ def test_bad_model_directories_fail_their_cases_with_the_reason(pytester: pytest
 
 
 def test_too_few_rounds_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    result = run_benchmarks(pytester, "--llm-rounds", "3")
+    result = refused(pytester, "--llm-rounds", "3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
     result.stderr.fnmatch_lines(["ERROR: *3*--llm-rounds*>= 5*"])
 
@@ -270,11 +279,11 @@ def test_paddlenlp_home_stays_in_the_cache_dir(pytester: pytest.Pytester, monkey
 def test_pyproject_lists_and_gate_options_are_read(pytester: pytest.Pytester) -> None:
     """A TOML list is a list option's value, and the gate's options may live in pyproject.toml too."""
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\nllm_dtype = ["float32", "float8"]\nllm_gate_alpha = "0.9"\n')
-    result = run_benchmarks(pytester)
+    result = refused(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
     result.stderr.fnmatch_lines(["ERROR: invalid value 'float8' from ini option llm_dtype: *"])
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\nllm_dtype = ["float32"]\nllm_gate_alpha = "0.9"\n')
-    result = run_benchmarks(pytester)
+    result = refused(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
     result.stderr.fnmatch_lines(
         ["ERROR: invalid value 0.9 from ini option llm_gate_alpha: *"]
@@ -297,7 +306,7 @@ def test_an_ini_option_set_to_nothing_is_a_usage_error_not_the_default_sweep(
     pytester: pytest.Pytester, ini: str, message: str
 ) -> None:
     pytester.makeini(ini)
-    result = run_benchmarks(pytester)
+    result = refused(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
     result.stderr.fnmatch_lines([message])
 
@@ -305,13 +314,13 @@ def test_an_ini_option_set_to_nothing_is_a_usage_error_not_the_default_sweep(
 def test_a_cache_dir_that_cannot_be_written_is_a_usage_error(pytester: pytest.Pytester) -> None:
     blocker = pytester.path / "not-a-folder"
     blocker.write_text("a file where the cache folder would go")
-    result = run_benchmarks(pytester, f"--llm-cache-dir={blocker / 'cache'}")
+    result = refused(pytester, f"--llm-cache-dir={blocker / 'cache'}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
     assert f"invalid value '{blocker / 'cache'}' from --llm-cache-dir: cannot write there" in output(result)
 
 
 def test_benchmark_json_naming_a_folder_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    result = run_benchmarks(pytester, f"--benchmark-json={pytester.path}")
+    result = refused(pytester, f"--benchmark-json={pytester.path}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
     assert "from --benchmark-json: it is a folder; name the JSON file to write" in output(result)
 
@@ -371,7 +380,7 @@ def test_llm_reference_measures_every_case_paired_and_saves_it_with_the_run(
 
 
 def test_llm_reference_that_is_not_a_python_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    result = run_benchmarks(pytester, *ONE_SHORT_CASE, f"--llm-reference={tmp_path / 'missing' / 'python'}")
+    result = refused(pytester, *ONE_SHORT_CASE, f"--llm-reference={tmp_path / 'missing' / 'python'}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "from --llm-reference is not an executable Python interpreter" in output(result)
 
@@ -387,6 +396,6 @@ def test_a_reference_without_this_project_is_refused_before_the_sweep(
 
 
 def test_bad_paired_options_are_usage_errors(pytester: pytest.Pytester) -> None:
-    result = run_benchmarks(pytester, *ONE_SHORT_CASE, "--llm-paired-min-blocks=5", "--llm-paired-max-blocks=3")
+    result = refused(pytester, *ONE_SHORT_CASE, "--llm-paired-min-blocks=5", "--llm-paired-max-blocks=3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--llm-paired-max-blocks 3 must be at least --llm-paired-min-blocks 5" in output(result)
