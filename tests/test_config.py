@@ -244,6 +244,7 @@ def test_case_as_dict() -> None:
         "max_new_tokens": 8,
         "batch_size": 2,
         "prompt_tokens": 16,
+        "mode": "eager",
     }
 
 

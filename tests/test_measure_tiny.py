@@ -250,10 +250,12 @@ def test_host_overhead_per_token_on_the_tiny_model(greedy_result: CaseResult) ->
 def test_the_summary_shows_host_overhead_and_absent_energy_as_n_a(greedy_result: CaseResult) -> None:
     lines = summary_table([greedy_result.as_extra_info()])
     header = next(line for line in lines if line.startswith("case") and "host CPU ms/token" in line)
-    assert header.split("  ")[-1].strip() == "avg W"
+    assert header.split("  ")[-2:] == ["avg W", "1st gen ms"]
     row = lines[lines.index(header) + 2]
     cells = row.split()
-    assert cells[0] == greedy_result.case.id and float(cells[1]) > 0 and cells[-2:] == ["n/a", "n/a"]
+    assert cells[0] == greedy_result.case.id and float(cells[1]) > 0 and cells[-3:-1] == ["n/a", "n/a"]
+    first_generation_ms = float(cells[-1].replace(",", ""))  # the case's first generate(), before warm-up
+    assert first_generation_ms == pytest.approx(greedy_result.first_generation_ms, abs=0.5)
 
 
 def test_energy_and_clock_events_are_absent_with_the_reason_on_this_cpu(greedy_result: CaseResult) -> None:

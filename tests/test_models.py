@@ -185,7 +185,7 @@ def test_a_damaged_cached_probe_is_rebuilt_and_never_skips_a_case(tmp_path: Path
     assert models.dtype_unsupported_reason.__wrapped__(cpu, "float32", tmp_path) is None  # builds the probe
     weights = next((tmp_path / "models").glob("probe-*/model.safetensors"))
     weights.write_bytes(weights.read_bytes()[:40])  # truncated: "InvalidHeaderLength" when loaded
-    models._working_probe.cache_clear()
+    models.working_probe.cache_clear()
     assert models.dtype_unsupported_reason.__wrapped__(cpu, "float32", tmp_path) is None
     assert weights.stat().st_size > 1000  # rebuilt in place
 
@@ -197,14 +197,14 @@ def test_a_probe_that_cannot_run_at_all_fails_loudly_naming_its_checkpoint(
         raise RuntimeError("(External) CUDA error(719), unspecified launch failure")
 
     monkeypatch.setattr(models, "_from_pretrained", broken)
-    models._working_probe.cache_clear()
+    models.working_probe.cache_clear()
     for dtype in ("float32", "float16"):  # float16 is not called unsupported for the machine's fault
         with pytest.raises(models.ProbeError) as raised:
             models.dtype_unsupported_reason.__wrapped__(detect_device("cpu"), dtype, tmp_path)
         message = str(raised.value)
         assert "cannot generate in float32" in message and "CUDA error(719)" in message
         assert str(tmp_path / "models") in message and "rebuilt once" in message and "doctor" in message
-    models._working_probe.cache_clear()
+    models.working_probe.cache_clear()
 
 
 def test_running_out_of_memory_in_the_probe_is_not_unsupported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -58,6 +58,7 @@ SWEEP_OPTIONS = {  # plan option -> (Sweep field, pytest option)
     "model": ("models", "--llm-model"),
     "dtype": ("dtypes", "--llm-dtype"),
     "decoding": ("decodings", "--llm-decoding"),
+    "mode": ("modes", "--llm-mode"),
     "max-new-tokens": ("max_new_tokens", "--llm-max-new-tokens"),
     "batch-size": ("batch_sizes", "--llm-batch-size"),
     "prompt-tokens": ("prompt_tokens", "--llm-prompt-tokens"),

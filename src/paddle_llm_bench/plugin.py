@@ -69,6 +69,12 @@ SWEEP_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("model", "models", f"presets ({', '.join(PRESETS)}), local checkpoint directories, or hub:ORG/NAME"),
     ("dtype", "dtypes", f"{', '.join(DTYPES)} (those the device cannot run are skipped with the probed reason)"),
     ("decoding", "decodings", "greedy, sampling (the field report's settings), beam4"),
+    (
+        "mode",
+        "modes",
+        "how the forward runs: eager (default), to_static (AST), sot, cinn; a mode the build cannot run is skipped "
+        "with the probed reason (docs/measuring.md)",
+    ),
     ("max-new-tokens", "max_new_tokens", "exact number of new tokens per sequence, e.g. 32,128"),
     ("batch-size", "batch_sizes", "sequences per generate() call, e.g. 1,4"),
     ("prompt-tokens", "prompt_tokens", "prompt length in tokens, e.g. 32,256"),

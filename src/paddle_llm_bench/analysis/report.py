@@ -70,12 +70,16 @@ def summary_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
 def host_and_energy_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Host overhead and energy per case (medians across rounds); n/a where absent (reasons in the record)."""
     metrics = ("host_cpu_ms_per_token", "host_cpu_percent_of_wall", "tpot_ms", "tokens_per_j", "average_power_w")
-    header = ["case", *(METRICS[m].label for m in metrics)]
-    rows = [[record["case_id"], *(_median(record, m) for m in metrics)] for record in records]
+    header = ["case", *(METRICS[m].label for m in metrics), "1st gen ms"]
+    rows = [
+        [record["case_id"], *(_median(record, m) for m in metrics), format_number(record.get("first_generation_ms"))]
+        for record in records
+    ]
     legend = (
         "host CPU: the process's CPU time (all threads) from the first token to the end, per generated token "
         "and as a share of that window's wall time (near 100 % on a GPU: launch-bound; well under 100 % with "
-        "one CPU thread: waiting for cores); tokens/J and avg W from the device energy counter over each round"
+        "one CPU thread: waiting for cores); tokens/J and avg W from the device energy counter over each round; "
+        "1st gen: the case's first generate() (in a static mode: conversion and compiling included)"
     )
     return [*aligned_table(header, rows), legend]
 

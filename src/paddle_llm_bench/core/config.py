@@ -16,6 +16,13 @@ from typing import Any, TypeVar
 QUANTIZED_DTYPES: dict[str, str] = {"weight_only_int8": "float16", "weight_only_int4": "float16"}
 T = TypeVar("T")
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", *QUANTIZED_DTYPES)
+# How the model's forward runs (runtime/modes.py converts it); a mode a build cannot run is skipped, probed.
+MODES: dict[str, str] = {
+    "eager": "eager generate(): the forward runs operator by operator (the default)",
+    "to_static": "the forward converted by paddle.jit.to_static in AST mode (full_graph=True)",
+    "sot": "the forward converted by paddle.jit.to_static in SOT mode (full_graph=False, Paddle 3's default)",
+    "cinn": "AST to_static compiled by the CINN backend (a build with CINN)",
+}
 
 
 class ConfigError(ValueError):
@@ -60,11 +67,13 @@ class Case:
     max_new_tokens: int
     batch_size: int
     prompt_tokens: int
+    mode: str = "eager"
 
     @property
     def id(self) -> str:
+        mode = "" if self.mode == "eager" else f"-{self.mode}"  # eager ids stay as they were: baselines keep
         return (
-            f"{model_label(self.model)}-{self.dtype}-{self.decoding}"
+            f"{model_label(self.model)}-{self.dtype}-{self.decoding}{mode}"
             f"-new{self.max_new_tokens}-bs{self.batch_size}-prompt{self.prompt_tokens}"
         )
 
@@ -92,15 +101,17 @@ class Sweep:
     prompt_tokens: tuple[int, ...]
     rounds: int = 10
     warmup_rounds: int = 2
+    modes: tuple[str, ...] = ("eager",)
 
     def cases(self) -> list[Case]:
         """Cases grouped by (model, dtype) so that each model is loaded once per session."""
         return [
-            Case(m, d, dec, n, b, p)
-            for m, d, dec, n, b, p in itertools.product(
+            Case(m, d, dec, n, b, p, mode)
+            for m, d, dec, mode, n, b, p in itertools.product(
                 self.models,
                 self.dtypes,
                 self.decodings,
+                self.modes,
                 self.max_new_tokens,
                 self.batch_sizes,
                 self.prompt_tokens,
@@ -203,6 +214,8 @@ def parse_sweep_dimension(dimension: str, text: str, source: str, presets: tuple
         return parse_choices(text, DTYPES, source)
     if dimension == "decodings":
         return parse_choices(text, tuple(DECODINGS), source)
+    if dimension == "modes":
+        return parse_choices(text, tuple(MODES), source)
     if dimension in ("max_new_tokens", "batch_sizes", "prompt_tokens"):
         return parse_positive_ints(text, source)
     raise ConfigError(f"unknown sweep dimension {dimension!r}")

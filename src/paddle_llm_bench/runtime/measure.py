@@ -40,6 +40,7 @@ from paddle_llm_bench.runtime.device import Device, import_paddle
 from paddle_llm_bench.runtime.energy import EnergyCounter, NoEnergyCounter, NvmlEnergyCounter, RaplEnergyCounter
 from paddle_llm_bench.runtime.memory import MemoryPeaks
 from paddle_llm_bench.runtime.models import LoadedModel
+from paddle_llm_bench.runtime.modes import ModeMismatch, use_mode
 from paddle_llm_bench.runtime.nvml import (
     ClockEvents,
     NvmlUnavailable,
@@ -123,6 +124,8 @@ class CaseResult:
     measurement_error: str | None = None  # a figure that cannot be true (e.g. above the bandwidth ceiling)
     host_load: dict[str, Any] = field(default_factory=dict)  # the machine's load while measuring
     gpu_clock_events: dict[str, Any] = field(default_factory=dict)  # GPU: clock limits during the rounds
+    # The case's first generate(), before warm-up: conversion and compiling included in a static mode.
+    first_generation_ms: float | None = None
 
     def median(self, metric: str) -> float | None:
         values = self.samples.get(metric)
@@ -156,6 +159,7 @@ class CaseResult:
             "memory_bytes": self.memory.bytes_by_metric,
             "absent": absent,
             "output_digest": self.output_digest,
+            **({"first_generation_ms": self.first_generation_ms} if self.first_generation_ms is not None else {}),
             "host_load": self.host_load,
             **({"gpu_clock_events": self.gpu_clock_events} if self.gpu_clock_events else {}),
             **bandwidth,
@@ -196,6 +200,8 @@ class CaseRunner:
         self.round_violations: list[dict[str, int] | None] = []
         self.digests: set[str] = set()
         self.energy, self.clock_events, self.violations = round_probes(device)
+        self.first_generation_ms: float | None = None
+        self.mode = case.mode  # how the forward runs in this runner's rounds (eager once, for the digest check)
 
     def generate_once(self) -> RoundTimes:
         """One generation: synchronized start, per-step stamps, synchronized end, exact count checked."""
@@ -206,6 +212,7 @@ class CaseRunner:
         paddle = import_paddle()
         from paddlenlp.generation.stopping_criteria import StoppingCriteriaList
 
+        use_mode(self.loaded, self.mode)  # another runner may share the model (overhead --same-process)
         clock = StepClock(self._step_synchronize)
         criteria = StoppingCriteriaList([clock])
         self._synchronize()
@@ -256,8 +263,35 @@ class CaseRunner:
         return None if start is None or end is None else self.energy.delta_uj(start, end)
 
     def warmup(self, rounds: int) -> None:
+        """Untimed rounds. The runner's first one is timed as ``first_generation_ms``; a static mode always gets
+        it (its compiling must never land in a measured round) and, for a deterministic decoding, it must
+        generate the tokens eager generation does."""
+        converted = self.case.mode != "eager"
+        if self.first_generation_ms is None and (rounds > 0 or converted):
+            eager_digest = self._eager_digest() if converted and DECODINGS[self.case.decoding].deterministic else None
+            start_ns = time.perf_counter_ns()
+            self.generate_once()
+            self.first_generation_ms = (time.perf_counter_ns() - start_ns) / 1e6
+            if eager_digest is not None and self.digests != {eager_digest}:
+                raise ModeMismatch(
+                    f"{self.case.id}: {self.case.mode} generated other tokens than eager for the same inputs "
+                    f"(output digest {', '.join(sorted(self.digests))} against eager's {eager_digest}): "
+                    "the conversion changed what the model computes"
+                )
+            rounds -= 1
         for _ in range(rounds):
             self.generate_once()
+
+    def _eager_digest(self) -> str:
+        """The output digest of one eager generation of this case's inputs (the model put back in its mode after)."""
+        self.mode = "eager"
+        try:
+            self.generate_once()
+        finally:
+            self.mode = self.case.mode
+        (digest,) = self.digests
+        self.digests.clear()
+        return digest
 
     def measured_round(self) -> None:
         times, violations = self._generate()
@@ -299,6 +333,7 @@ class CaseRunner:
             model_source=self.loaded.source,
             warmup_rounds=warmup_rounds,
             gpu_clock_events=clock_events,
+            first_generation_ms=self.first_generation_ms,
         )
 
     def _host_absent_reason(self) -> str:

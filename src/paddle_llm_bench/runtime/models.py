@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,8 @@ class LoadedModel:
     eos_token_id: int
     source: str
     prompt_token_ids: list[int] | None  # the tokenized report prompt, when a tokenizer exists
+    # Execution mode -> the forward paddle.jit.to_static made of this model (runtime/modes.py), with its programs.
+    converted_forwards: dict[str, Any] = field(default_factory=dict)
 
     def prompt_ids(self, batch_size: int, prompt_tokens: int, seed: int = 0) -> np.ndarray[Any, Any]:
         """``[batch_size, prompt_tokens]`` int64 ids: the real prompt tiled, or seeded random ids."""
@@ -431,11 +433,11 @@ def dtype_unsupported_reason(device: Device, dtype: str, cache_dir: Path) -> str
     Only a dtype's own failure means "unsupported": the probe first generates in float32, and a failure there
     (after rebuilding a cached probe that fails) or running out of memory raises ``ProbeError``."""
     import_paddle(cache_dir)
-    directory = _working_probe(device, cache_dir)
+    directory = working_probe(device, cache_dir)
     if dtype == PROBE_DTYPE:
         return None
     try:
-        _probe_generate(device, directory, dtype)
+        probe_generate(device, directory, dtype)
     except Exception as error:
         if is_out_of_memory(error):
             raise ProbeError(
@@ -447,12 +449,12 @@ def dtype_unsupported_reason(device: Device, dtype: str, cache_dir: Path) -> str
 
 
 @functools.cache
-def _working_probe(device: Device, cache_dir: Path) -> Path:
+def working_probe(device: Device, cache_dir: Path) -> Path:
     """The probe's checkpoint, shown to generate in float32; a cached copy that fails is rebuilt once."""
     for attempt in (1, 2):
         directory = _synthetic_checkpoint("probe", PROBE_ARCHITECTURE, cache_dir, 0, progress=lambda _: None)
         try:
-            _probe_generate(device, directory, PROBE_DTYPE)
+            probe_generate(device, directory, PROBE_DTYPE)
             return directory
         except Exception as error:
             if attempt == 2 or is_out_of_memory(error):
@@ -469,9 +471,13 @@ def _where(device: Device) -> str:
     return f"{device.describe()} with Paddle {import_paddle().__version__}"
 
 
-def _probe_generate(device: Device, directory: Path, dtype: str) -> None:
+def probe_generate(
+    device: Device, directory: Path, dtype: str, prepare: Callable[[Any], None] = lambda _model: None
+) -> None:
+    """2 new tokens for 2 prompts from the probe checkpoint in ``dtype`` (``prepare`` may convert the model)."""
     paddle = import_paddle()
     model = _from_pretrained(directory, dtype, {})
+    prepare(model)
     ids = paddle.to_tensor(probe_prompt_ids(), dtype="int64")
     model.generate(
         input_ids=ids,

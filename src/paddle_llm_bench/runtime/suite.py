@@ -20,6 +20,7 @@ from paddle_llm_bench.runtime.device import Device, import_paddle, is_out_of_mem
 from paddle_llm_bench.runtime.measure import CaseResult, CaseRunner, host_load
 from paddle_llm_bench.runtime.memory import MemoryTracker
 from paddle_llm_bench.runtime.models import PRESETS, LoadedModel, dtype_unsupported_reason, load_model
+from paddle_llm_bench.runtime.modes import ModeMismatch, mode_unsupported_reason
 from paddle_llm_bench.runtime.operators import profile_operators
 
 # timed_rounds(one_round, after_each_round, rounds): runs and times `rounds` calls of one_round.
@@ -52,7 +53,10 @@ class Suite:
     _load_failures: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def unsupported_reason(self, case: Case) -> str | None:
-        return dtype_unsupported_reason(self.device, case.dtype, self.cache_dir)
+        """Why the device cannot run the case's dtype or execution mode (probed once per session), or None."""
+        return dtype_unsupported_reason(self.device, case.dtype, self.cache_dir) or mode_unsupported_reason(
+            self.device, case.mode, self.cache_dir
+        )
 
     def model_for(self, case: Case) -> LoadedModel:
         """The case's model, loaded once and kept while consecutive cases share (model, dtype).
@@ -111,6 +115,8 @@ class Suite:
         loaded = self.model_for(case)
         try:
             outcome = self._measure(case, loaded, timed_rounds)
+        except ModeMismatch as error:
+            raise CaseFailed(str(error)) from None
         finally:
             self._free_memory()  # another error keeps its frames: its traceback is what the user needs
         if isinstance(outcome, str):
