@@ -73,3 +73,15 @@ def test_the_opening_line_gives_a_first_guess_from_the_cost_model() -> None:
         f"4 case(s) of 6 round(s) each (warm-up included): a first guess of "
         f"{format_duration(progress.planned_seconds())} (the cost model at 5 ms per decoding step;"
     )
+
+
+def test_a_skipped_mode_leaves_the_other_modes_of_its_dtype_in_the_estimate() -> None:
+    chosen = {"dtypes": ("float32",), "max_new_tokens": (8, 32), "decodings": ("greedy",), "modes": ("eager", "sot")}
+    cases = make_sweep(chosen | {"batch_sizes": (1,), "prompt_tokens": (16,)}, "cpu", rounds=5, warmup_rounds=1).cases()
+    progress = SweepProgress(cases, rounds=6, clock=FakeClock())
+    eager = [case for case in cases if case.mode == "eager"]
+    sot = [case for case in cases if case.mode == "sot"]
+    progress.finished(eager[0].id, 4.0, skipped=False)
+    progress.finished(sot[0].id, 0.1, skipped=True)  # SOT cannot run: its other case leaves, eager's stays
+    rate = 4.0 / expected_cost(eager[0], 6)
+    assert progress.seconds_left() == pytest.approx(rate * expected_cost(eager[1], 6))

@@ -1,9 +1,9 @@
 """How far a sweep has come and about how long it has left, for the progress lines of a long run.
 
 The time left is the seconds the finished cases took per unit of the shard cost model
-(``shard.expected_cost``), times the cost of the cases still to run. A case skipped for its dtype
-means every later case of that model and dtype is skipped too (the dtype probe answers once per
-session), so those leave the estimate at once. Model loading lands in the first case of each model
+(``shard.expected_cost``), times the cost of the cases still to run. A case skipped for its dtype or
+execution mode means every later case of that model, dtype and mode is skipped too (the probes answer
+once per session), so those leave the estimate at once. Model loading lands in the first case of each model
 and dtype: the first estimates run high, and settle as cases finish.
 """
 
@@ -41,7 +41,7 @@ class SweepProgress:
     last_line_s: float | None = field(default=None, init=False)
     done: set[str] = field(default_factory=set, init=False)
     skipped: int = field(default=0, init=False)
-    skipped_groups: set[tuple[str, str]] = field(default_factory=set, init=False)
+    skipped_groups: set[tuple[str, str, str]] = field(default_factory=set, init=False)
     measured_s: float = field(default=0.0, init=False)
     measured_cost: float = field(default=0.0, init=False)
 
@@ -69,7 +69,7 @@ class SweepProgress:
         self.done.add(case.id)
         if skipped:
             self.skipped += 1
-            self.skipped_groups.add((case.model, case.dtype))
+            self.skipped_groups.add((case.model, case.dtype, case.mode))
             return None
         first = self.measured_cost == 0.0
         self.measured_s += seconds
@@ -87,7 +87,7 @@ class SweepProgress:
         left = sum(
             expected_cost(case, self.rounds)
             for case in self.cases
-            if case.id not in self.done and (case.model, case.dtype) not in self.skipped_groups
+            if case.id not in self.done and (case.model, case.dtype, case.mode) not in self.skipped_groups
         )
         return self.measured_s / self.measured_cost * left
 
