@@ -342,6 +342,30 @@ def test_a_full_disk_leaves_no_truncated_run(
 
 
 @pytest.mark.e2e
+def sigterm_when(
+    command: list[str], marker: str, patch: str = "", folder: Path | None = None
+) -> tuple[int, str, float]:
+    """Run ``command``, send SIGTERM at the first output line holding ``marker``; (exit status, output, seconds
+    from the signal to the exit). ``patch`` becomes a sitecustomize.py in ``folder`` that the command imports."""
+    env = dict(os.environ)
+    if patch and folder is not None:
+        (folder / "sitecustomize.py").write_text(patch)
+        env["PYTHONPATH"] = str(folder)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert process.stdout is not None
+    lines, signalled_s = [], time.monotonic()
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            process.send_signal(signal.SIGTERM)
+            signalled_s = time.monotonic()
+            break
+    lines += process.stdout.readlines()
+    status = process.wait(timeout=TIMEOUT_S)
+    return status, "".join(lines), time.monotonic() - signalled_s
+
+
+@pytest.mark.e2e
 def test_sigterm_saves_the_completed_cases_and_exits_non_zero(llm_cache_dir: Path, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     command = [
@@ -352,23 +376,13 @@ def test_sigterm_saves_the_completed_cases_and_exits_non_zero(llm_cache_dir: Pat
         "--llm-baseline-dir", str(tmp_path / "baselines"), "--llm-baseline-update",
         "--benchmark-storage", str(storage), "--benchmark-autosave",
     ]  # fmt: skip
-    slow_down = tmp_path / "sitecustomize.py"  # each measured round 0.3 s slower: time to signal mid-sweep
-    slow_down.write_text(
+    slow_down = (  # each measured round 0.3 s slower: time to signal mid-sweep
         "import time\nimport paddle_llm_bench.runtime.measure as m\n_round = m.CaseRunner.measured_round\n"
         "def slow(self):\n    time.sleep(0.3)\n    return _round(self)\nm.CaseRunner.measured_round = slow\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "PASSED" in line:  # the first case is complete: stop in the second
-            process.send_signal(signal.SIGTERM)
-            break
-    lines += process.stdout.readlines()
-    output = "".join(lines)
-    assert process.wait(timeout=TIMEOUT_S) == pytest.ExitCode.INTERRUPTED, output
+    # the first case is complete: stop in the second
+    status, output, _seconds = sigterm_when(command, "PASSED", slow_down, tmp_path)
+    assert status == pytest.ExitCode.INTERRUPTED, output
     (run,) = saved_runs(storage)
     saved = [b["extra_info"]["case_id"] for b in run["benchmarks"]]
     assert saved[0] == "tiny-float32-greedy-new8-bs1-prompt8" and len(saved) <= 2, output
@@ -390,26 +404,14 @@ def test_sigterm_during_the_model_load_stops_at_the_first_warm_up_step(llm_cache
         "--llm-batch-size", "1", "--llm-prompt-tokens", "8", "--llm-rounds", "5", "--llm-warmup-rounds", "50",
         "--llm-cache-dir", str(llm_cache_dir), "--benchmark-storage", str(storage), "--benchmark-autosave",
     ]  # fmt: skip
-    slow_load = tmp_path / "sitecustomize.py"  # the load takes 3 s more: the signal surely lands inside it
-    slow_load.write_text(
+    slow_load = (  # the load takes 3 s more: the signal surely lands inside it
         "import time\nimport paddle_llm_bench.runtime.suite as s\n_load = s.load_model\n"
         "def slow(*args, **kwargs):\n    time.sleep(3)\n    return _load(*args, **kwargs)\ns.load_model = slow\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "loading tiny as float32" in line:
-            process.send_signal(signal.SIGTERM)
-            signalled_s = time.monotonic()
-            break
-    lines += process.stdout.readlines()
-    output = "".join(lines)
-    assert process.wait(timeout=TIMEOUT_S) == pytest.ExitCode.INTERRUPTED, output
+    status, output, seconds = sigterm_when(command, "loading tiny as float32", slow_load, tmp_path)
+    assert status == pytest.ExitCode.INTERRUPTED, output
     # 50 warm-up rounds of 64 tokens would take ~30 s: the stop came at a step, after the 3 s load
-    assert time.monotonic() - signalled_s < 15, output
+    assert seconds < 15, output
     assert "stopped by SIGTERM" in output
     assert not [b for run in saved_runs(storage) for b in run["benchmarks"]], output  # no partial case saved
 
@@ -425,17 +427,9 @@ def test_sigterm_in_the_paired_stage_exits_2_and_is_never_a_regression(llm_cache
         "--llm-paired-pairs-per-block=2", "--llm-paired-min-blocks=4", "--llm-paired-max-blocks=4",
         "--benchmark-storage", str(storage), "--benchmark-autosave",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if ": block 1," in line:  # the paired stage has measured a block: stop it in the next
-            process.send_signal(signal.SIGTERM)
-            break
-    lines += process.stdout.readlines()
-    output = "".join(lines)
-    assert process.wait(timeout=TIMEOUT_S) == pytest.ExitCode.INTERRUPTED, output
+    # the paired stage has measured a block: stop it in the next
+    status, output, _seconds = sigterm_when(command, ": block 1,")
+    assert status == pytest.ExitCode.INTERRUPTED, output
     assert "REGRESSION" not in output and "INTERRUPTED: the paired comparison was stopped" in output, output
     (saved,) = storage.glob("*/*.json")  # the sweep's run is kept, with what the paired stage measured
     assert json.loads(saved.read_text())["paddle_llm_bench_paired"]["interrupted"] is True
