@@ -341,7 +341,6 @@ def test_a_full_disk_leaves_no_truncated_run(
 # --- item 3: SIGTERM to a real `pytest benchmarks` ------------------------------------------------
 
 
-@pytest.mark.e2e
 def sigterm_when(
     command: list[str], marker: str, patch: str = "", folder: Path | None = None
 ) -> tuple[int, str, float]:
