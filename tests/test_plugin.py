@@ -153,7 +153,7 @@ def test_sweep_end_to_end(pytester: pytest.Pytester, llm_cache_dir: Path) -> Non
     # progress reaches the terminal although pytest captures output
     result.stdout.re_match_lines(
         [
-            r"\[paddle-llm-bench\] 4 case\(s\) of 6 round\(s\) each \(warm-up included\)",
+            r"\[paddle-llm-bench\] 4 case\(s\), 2 of them skipped: the device cannot run them; 6 round\(s\) each",
             r"\[paddle-llm-bench\] (building synthetic tiny|loading tiny)",
             # the first case's line (after its progress dot)
             r".*\[paddle-llm-bench\] 1/4 case\(s\) done after [\d.]+ (s|min), about [\d.]+ (s|min|h) left",

@@ -70,9 +70,20 @@ def test_the_opening_line_gives_a_first_guess_from_the_cost_model() -> None:
     progress = SweepProgress(cases, rounds=6, device_kind="cpu")
     assert progress.planned_seconds() == pytest.approx(6 * sum(round_seconds(case, 0.005, "cpu") for case in cases))
     assert progress.opening_line().startswith(
-        f"4 case(s) of 6 round(s) each (warm-up included): a first guess of "
-        f"{format_duration(progress.planned_seconds())} (the cost model at 5 ms per decoding step;"
+        f"4 case(s); 6 round(s) each (warm-up included): a first guess of "
+        f"{format_duration(progress.planned_seconds())} (the cost model at 5 ms per decoding step)"
     )
+
+
+def test_cases_the_device_cannot_run_take_no_time_from_the_start() -> None:
+    cases = sweep_cases()
+    float16 = frozenset(case.id for case in cases if case.dtype == "float16")
+    progress = SweepProgress(cases, rounds=6, clock=FakeClock(), cannot_run=float16)
+    runnable = [case for case in cases if case.id not in float16]
+    assert progress.planned_seconds() == pytest.approx(6 * sum(round_seconds(c, 0.005, "cpu") for c in runnable))
+    assert progress.opening_line().startswith("4 case(s), 2 of them skipped: the device cannot run them; ")
+    progress.finished(runnable[0].id, 4.0, skipped=False)
+    assert progress.seconds_left() == pytest.approx(4.0 / expected_cost(runnable[0], 6) * expected_cost(runnable[1], 6))
 
 
 def test_a_skipped_mode_leaves_the_other_modes_of_its_dtype_in_the_estimate() -> None:

@@ -510,11 +510,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             cases[case.id] = case
             case_of_node[item.nodeid] = case.id
     if cases and state.sweep is not None and measures(session.config):
-        sweep = state.sweep
-        kind = state.device.kind if state.device is not None else "cpu"
-        progress = SweepProgress(list(cases.values()), sweep.rounds + sweep.warmup_rounds, kind)
+        sweep, suite = state.sweep, get_suite(session.config)
+        progress = SweepProgress(
+            list(cases.values()), sweep.rounds + sweep.warmup_rounds, suite.device.kind, _cannot_run(suite, cases)
+        )
         session.config.pluginmanager.register(_ProgressReporter(session.config, progress, case_of_node))
         _progress_writer(session.config)(progress.opening_line())
+
+
+def _cannot_run(suite: Suite, cases: dict[str, Case]) -> frozenset[str]:
+    """The cases the device cannot run (their dtype or mode, probed now rather than at their turn): they take
+    no time in the estimate. A probe that cannot run at all leaves the question to the cases themselves."""
+    reasons: dict[tuple[str, str, str], bool] = {}
+    for case in cases.values():
+        key = (case.model, case.dtype, case.mode)
+        if key not in reasons:
+            try:
+                reasons[key] = suite.unsupported_reason(case) is not None
+            except ProbeError:
+                reasons[key] = False
+    return frozenset(case.id for case in cases.values() if reasons[(case.model, case.dtype, case.mode)])
 
 
 class _ProgressReporter:

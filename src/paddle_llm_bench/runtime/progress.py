@@ -36,6 +36,7 @@ class SweepProgress:
     cases: Sequence[Case]
     rounds: int
     device_kind: str = "cpu"
+    cannot_run: frozenset[str] = frozenset()  # case ids the device cannot run (probed): skipped, no time
     clock: Callable[[], float] = time.monotonic
     started_s: float = field(init=False)
     last_line_s: float | None = field(default=None, init=False)
@@ -51,14 +52,16 @@ class SweepProgress:
     def planned_seconds(self) -> float:
         """The whole sweep by the cost model at the default step time, before anything was measured."""
         step_s = DEFAULT_STEP_MS[self.device_kind] / 1000
-        return sum(round_seconds(case, step_s, self.device_kind) for case in self.cases) * self.rounds
+        runnable = [case for case in self.cases if case.id not in self.cannot_run]
+        return sum(round_seconds(case, step_s, self.device_kind) for case in runnable) * self.rounds
 
     def opening_line(self) -> str:
         step_ms = DEFAULT_STEP_MS[self.device_kind]
+        skipped = f", {len(self.cannot_run)} of them skipped: the device cannot run them" if self.cannot_run else ""
         return (
-            f"{len(self.cases)} case(s) of {self.rounds} round(s) each (warm-up included): a first guess of "
-            f"{format_duration(self.planned_seconds())} (the cost model at {step_ms:g} ms per decoding step; cases "
-            "the device cannot run take no time); the time left is printed as cases finish"
+            f"{len(self.cases)} case(s){skipped}; {self.rounds} round(s) each (warm-up included): a first guess of "
+            f"{format_duration(self.planned_seconds())} (the cost model at {step_ms:g} ms per decoding step); the "
+            "time left is printed as cases finish"
         )
 
     def finished(self, case_id: str, seconds: float, skipped: bool) -> str | None:
@@ -87,7 +90,9 @@ class SweepProgress:
         left = sum(
             expected_cost(case, self.rounds)
             for case in self.cases
-            if case.id not in self.done and (case.model, case.dtype, case.mode) not in self.skipped_groups
+            if case.id not in self.done
+            and case.id not in self.cannot_run
+            and (case.model, case.dtype, case.mode) not in self.skipped_groups
         )
         return self.measured_s / self.measured_cost * left
 
