@@ -360,7 +360,8 @@ def get_sweep(config: pytest.Config) -> Sweep:
 
 
 def get_suite(config: pytest.Config) -> Suite:
-    """The session's suite, made when the first case is measured: the device, the GPU self-check, the model cache."""
+    """The session's suite (the device, the GPU self-check, the model cache), made at the end of collection of a
+    run that measures, before any case runs."""
     state = config.stash[STATE]
     if state.suite is None:
         sweep = get_sweep(config)
