@@ -196,20 +196,30 @@ def test_ctrl_c_or_sigterm_ends_the_workers_and_keeps_what_was_measured(
     assert not any(_alive(pid) for block in run.cases[0].blocks for pid in block.pids)
 
 
-def test_a_stop_while_the_workers_start_ends_the_command_within_seconds(tmp_path: Path, llm_cache_dir: Path) -> None:
-    command = [sys.executable, "-m", "paddle_llm_bench.cli", "paired", "--reference", sys.executable]
-    command += ["--device", "cpu", "--cache-dir", str(llm_cache_dir), "--out-dir", str(tmp_path / "out")]
+@pytest.mark.parametrize("moment", ["the workers' start", "the model's load and warm-up"])
+def test_a_stop_ends_the_command_within_seconds(tmp_path: Path, llm_cache_dir: Path, moment: str) -> None:
+    """SIGTERM while the coordinator waits for workers that import Paddle, or that load the model and warm up
+    (40 warm-up rounds of 64 tokens: ~20 s here); a stop during a turn is the Ctrl-C test above."""
+    command = [sys.executable, "-m", "paddle_llm_bench.cli", "paired", "--reference", sys.executable, "--device"]
+    command += ["cpu", "--cache-dir", str(llm_cache_dir), "--out-dir", str(tmp_path / "out")]
+    command += ["--max-new-tokens", "64", "--warmup-rounds", "40"]
+    marker = "saving to" if moment == "the workers' start" else "workers ready after"
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:
-        if "saving to" in line:  # the workers are being started (each imports Paddle for seconds)
+        if marker in line:
             break
     time.sleep(1.0)
     process.send_signal(signal.SIGTERM)
     stopped = time.monotonic()
     _out, err = process.communicate(timeout=60)
-    assert time.monotonic() - stopped < 5, err  # not after the workers' start or a model load
-    assert process.returncode == 2 and "interrupted while starting the workers: nothing was measured" in err
+    assert time.monotonic() - stopped < 5, err  # not after the workers' start, a model load or the warm-up
+    assert process.returncode == 2, err
+    if moment == "the workers' start":
+        assert "interrupted while starting the workers: nothing was measured" in err
+    else:
+        assert "interrupted: what was measured is saved" in err
+        assert json.loads((tmp_path / "out" / "paired.json").read_text())["interrupted"] is True
 
 
 def _blocks(path: Path) -> list[object]:
