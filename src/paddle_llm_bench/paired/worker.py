@@ -77,6 +77,7 @@ class BareLoop:
 
         self.paddle = import_paddle()
         self.criteria_list = StoppingCriteriaList
+        self.loaded = loaded
         self.model = loaded.model
         self.case = case
         self.input_ids, self.attention_mask, self.generate_kwargs = generation_inputs(loaded, case)
@@ -85,7 +86,9 @@ class BareLoop:
     def generate_once(self) -> RoundTimes:
         from paddle_llm_bench.core.metrics import RoundTimes
         from paddle_llm_bench.runtime.measure import TokenCountError
+        from paddle_llm_bench.runtime.modes import use_mode
 
+        use_mode(self.loaded, self.case.mode)  # the case's execution mode, as the suite's runner has it
         clock = BareClock()
         criteria = self.criteria_list([clock])
         start_ns = time.perf_counter_ns()
@@ -196,7 +199,10 @@ class Worker:
         if fraction > 0.0:
             self._inject_slowdown(fraction)
         round_s = []
-        for _ in range(int(request.get("warmup_rounds", 2))):
+        warmup_rounds = int(request.get("warmup_rounds", 2))
+        if case.mode != "eager":  # a static mode compiles in its first generation: never in a measured turn
+            warmup_rounds = max(warmup_rounds, 1)
+        for _ in range(warmup_rounds):
             started = time.perf_counter()
             self.runners[slot].warmup(1)
             round_s.append(time.perf_counter() - started)
