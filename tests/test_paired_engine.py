@@ -178,7 +178,16 @@ def test_ctrl_c_or_sigterm_ends_the_workers_and_keeps_what_was_measured(
     command += ["--max-new-tokens", "8", "--prompt-tokens", "8", "--device", "cpu", "--cache-dir", str(llm_cache_dir)]
     command += ["--pairs-per-block", "2", "--min-blocks", "2", "--max-blocks", "100", "--out-dir", str(out_dir)]
     command += ["--target-half-width", "0.01"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As in a terminal, Ctrl-C must reach it: a test run started in the background (a non-interactive shell's
+    # `cmd &`, as some CI runners do) ignores SIGINT, and Python keeps an inherited SIG_IGN; then no Ctrl-C
+    # could stop the command, whatever it does (the cause of this test's earlier hangs).
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     saved = out_dir / "paired.json"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (saved.is_file() and len(_blocks(saved)) >= 1):
