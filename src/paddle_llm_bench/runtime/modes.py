@@ -42,10 +42,10 @@ class ModeUnavailable(RuntimeError):
 
 def convert(model: Any, mode: str) -> None:
     """Make ``model``'s forward run in ``mode`` (``eager`` puts the forward as written back)."""
-    eager = type(model).forward.__get__(model)
     if mode == "eager":
         model.__dict__.pop("forward", None)
         return
+    eager = type(model).forward.__get__(model)
     paddle = import_paddle()
     if mode == "cinn" and not paddle.is_compiled_with_cinn():
         raise ModeUnavailable(
