@@ -3,6 +3,7 @@ path is tested in test_paired_engine.py)."""
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from paddle_llm_bench.cli import SUBCOMMANDS
 from paddle_llm_bench.cli import main as cli_main
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.exit_status import ExitStatus
+from paddle_llm_bench.paired.engine import WorkerProcess, close_all, start_workers
+from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION
 from paddle_llm_bench.paired.results import Block, CaseComparison, Pair, PairedRun, PairedSettings, SideInfo
+from paddle_llm_bench.paired.sides import Side, SideError
 
 
 @pytest.mark.parametrize("argv", [["no-such-command"], *([name, "--no-such-option"] for name in SUBCOMMANDS)])
@@ -85,3 +89,52 @@ def test_a_saved_run_is_rendered_again_in_every_format(tmp_path: Path, capsys: p
         assert expected in capsys.readouterr().out
     assert cli_main(["paired", "--from", str(tmp_path / "missing.json")]) == 4
     assert "cannot read a paired run" in capsys.readouterr().err
+
+
+GREETED_ALONE = "greeted alone"
+
+
+def impostor_worker(folder: Path) -> Path:
+    """A stand-in for a worker's Python that answers hello only once every side's worker has been greeted
+    (the real ones import Paddle then): a start that greets one worker after another's import would stall it."""
+    script = folder / "python"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys, time\n"
+        "from pathlib import Path\n"
+        "sys.stdin.readline()\n"
+        f"log = Path({str(folder / 'greeted')!r})\n"
+        "with log.open('a') as f:\n"
+        "    f.write(os.environ['SIDE'] + '\\n')\n"
+        "deadline = time.monotonic() + 10\n"
+        "while len(log.read_text().split()) < 2 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "if len(log.read_text().split()) < 2:\n"
+        f"    log.open('a').write({GREETED_ALONE!r} + '\\n')\n"
+        f'print(json.dumps({{"ok": True, "protocol": {PROTOCOL_VERSION}, "paddle_version": "3.3.1"}}), flush=True)\n'
+        "sys.stdin.read()\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_workers_import_at_once_and_are_greeted_in_a_random_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    greeted: list[str] = []  # sides in the order their hello was sent
+    real_send = WorkerProcess.send
+
+    def send(self: WorkerProcess, message: dict[str, object], side: Side | None = None) -> None:
+        greeted.append(self.side.name)
+        real_send(self, message, side)
+
+    monkeypatch.setattr(WorkerProcess, "send", send)
+    for seed in range(6):
+        folder = tmp_path / str(seed)
+        folder.mkdir()
+        python = str(impostor_worker(folder))
+        sides = [Side("reference", python, {"SIDE": "reference"}), Side("candidate", python, {"SIDE": "candidate"})]
+        close_all(start_workers(sides, random.Random(seed)))
+        assert GREETED_ALONE not in (folder / "greeted").read_text()  # both were greeted before either answered
+    # Which side imports first must not be the same in every block: it leaned A/A runs by about 1 %.
+    assert set(greeted[0::2]) == {"reference", "candidate"}

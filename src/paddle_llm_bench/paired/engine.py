@@ -88,13 +88,21 @@ class WorkerProcess:
     def request(self, message: dict[str, Any], timeout_s: float, side: Side | None = None) -> dict[str, Any]:
         """Send one request and wait for its answer; errors name ``side`` (whose runner was asked: in a process
         that every side shares, not always the one it was started for)."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        side = side or self.side
+        self.send(message, side)
+        return self.receive(message, timeout_s, side)
+
+    def send(self, message: dict[str, Any], side: Side | None = None) -> None:
+        assert self.process.stdin is not None
         try:
             self.process.stdin.write(encode(message))
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise WorkerFailed(self._died(side, f"could not send {message.get('op')!r}")) from None
+            raise WorkerFailed(self._died(side or self.side, f"could not send {message.get('op')!r}")) from None
+
+    def receive(self, message: dict[str, Any], timeout_s: float, side: Side | None = None) -> dict[str, Any]:
+        """The answer to ``message`` (sent before), within ``timeout_s``."""
+        assert self.process.stdout is not None
+        side = side or self.side
         if not self._answer_ready(timeout_s):
             self.kill()
             raise WorkerFailed(self._died(side, f"no answer to {message.get('op')!r} within {timeout_s:g} s (hung)"))
@@ -195,9 +203,10 @@ def check_same_process(sides: Sequence[Side]) -> None:
 def start_workers(
     sides: Sequence[Side], rng: random.Random | None = None, same_process: bool = False
 ) -> list[SideWorker]:
-    """One worker per side (in ``sides``' order), all starting at once (imports overlap), then each greeted
-    and checked. With ``rng`` they start in a random order: which process starts first can decide which
-    core it lands on, and that must not be the same side every time. With ``same_process``, one worker
+    """One worker per side (returned in ``sides``' order), all starting and importing Paddle at once, then each
+    checked. With ``rng`` they start, and are greeted, in a random order: which process starts or imports first
+    can decide which core it lands on and how its memory is laid out, and that must not be the same side every
+    time. With ``same_process``, one worker
     process holds every side's runner (slot = side index): what differs between the sides inside a process
     is compared without the process-to-process spread."""
     order = list(range(len(sides)))
@@ -210,16 +219,19 @@ def start_workers(
     else:
         started = {index: WorkerProcess(sides[index]) for index in order}
     workers = [SideWorker(side, started[index], index) for index, side in enumerate(sides)]
-    processes = list(dict.fromkeys(worker.process for worker in workers))
+    processes = list(dict.fromkeys(started[index] for index in order))
+    hello = {"op": "hello"}
     try:
+        for process in processes:  # every worker imports Paddle at once, greeted in the order they started
+            try:
+                process.send(hello)
+            except WorkerFailed as error:
+                raise _cannot_run(process.side, error) from None
         for process in processes:
             try:
-                reply = process.request({"op": "hello"}, HELLO_TIMEOUT_S)
+                reply = process.receive(hello, HELLO_TIMEOUT_S)
             except (WorkerFailed, CaseError) as error:
-                raise SideError(
-                    f"{process.side.describe()} cannot run a worker: {hello_failure_hint(process.side, str(error))}\n"
-                    f"{error}"
-                ) from None
+                raise _cannot_run(process.side, error) from None
             check_hello(process.side, reply, PROTOCOL_VERSION)
             process.hello = reply
     except BaseException:
@@ -228,6 +240,10 @@ def start_workers(
         close_all(workers)
         raise
     return workers
+
+
+def _cannot_run(side: Side, error: Exception) -> SideError:
+    return SideError(f"{side.describe()} cannot run a worker: {hello_failure_hint(side, str(error))}\n{error}")
 
 
 def greet(side: Side) -> None:
@@ -463,7 +479,7 @@ def _announced(
     start: Callable[[], list[SideWorker]], what: str, count: int, progress: Callable[[str], None]
 ) -> list[SideWorker]:
     """Start workers saying so: their start (Paddle's import) is half the time of a short block."""
-    progress(f"{what}: starting {count} worker process(es) (each imports Paddle)")
+    progress(f"{what}: starting {count} worker process(es) (they import Paddle at once)")
     began = time.monotonic()
     workers = start()
     progress(f"{what}: workers ready after {time.monotonic() - began:.0f} s; each case loads its model and warms up")
