@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from paddle_llm_bench.core.config import Case, ConfigError, Sweep, parse_sweep_dimension
+from paddle_llm_bench.paired.worker import Worker
 from paddle_llm_bench.runtime import measure, modes
 from paddle_llm_bench.runtime.device import Device, detect_device, import_paddle
 from paddle_llm_bench.runtime.energy import RaplEnergyCounter
@@ -97,3 +98,20 @@ def test_a_mode_the_build_cannot_run_is_skipped_with_the_real_error(suite: Suite
         assert cinn is not None and "has no CINN (paddle.is_compiled_with_cinn() is False)" in cinn
     sot = suite.unsupported_reason(case("sot"))  # fails on Paddle 3.3.1 + PaddleNLP 3.0.0b4; probed, not listed
     assert sot is None or sot.startswith(f"sot generation does not run on {cpu.describe()} with Paddle ")
+
+
+def test_a_side_runs_its_own_mode_beside_an_eager_side_sharing_the_model(llm_cache_dir: Path) -> None:
+    """`paired --candidate-mode`: the worker replaces the case's mode by the side's; two slots of one process
+    (as `--same-process` has them) share the model, each generating in its own mode."""
+    worker = Worker()
+    prepare = {"op": "prepare", "case": case("eager").as_dict(), "device": "cpu", "cache_dir": str(llm_cache_dir)}
+    assert worker.handle({**prepare, "slot": 0, "mode": None})["mode"] == "eager"
+    assert worker.handle({**prepare, "slot": 1, "mode": "to_static"})["mode"] == "to_static"
+    assert worker.runners[1].first_generation_ms is not None and "to_static" in worker.loaded.converted_forwards
+    for slot in (1, 0, 1):
+        (round_,) = worker.handle({"op": "turn", "slot": slot})["rounds"]
+        assert len(round_["step_ns"]) == 4
+    eager, static = worker.runners[0], worker.runners[1]
+    assert len(eager.digests) == 1 and static.digests == eager.digests  # greedy: the same tokens in both modes
+    with pytest.raises(ConfigError, match="'jit'"):
+        worker.handle({**prepare, "slot": 1, "mode": "jit"})

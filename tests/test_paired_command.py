@@ -33,6 +33,18 @@ def test_without_a_reference_it_says_what_is_needed(capsys: pytest.CaptureFixtur
     assert "--reference PYTHON is needed (or --from PAIRED_JSON" in capsys.readouterr().err
 
 
+def test_a_mode_against_eager_needs_no_reference_and_names_its_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["paired", "--candidate-mode", "jit"])
+    assert exited.value.code == ExitStatus.USAGE_ERROR
+    assert "argument --candidate-mode: invalid choice: 'jit'" in capsys.readouterr().err
+    with pytest.raises(SideError, match="unknown execution mode 'jit' for candidate: allowed values are eager, "):
+        Side("candidate", sys.executable, mode="jit")
+    # Without --reference, this Python is the reference: bad settings are still refused before anything starts.
+    assert cli_main(["paired", "--candidate-mode", "to_static", "--min-blocks", "5", "--max-blocks", "3"]) == 4
+    assert "--reference PYTHON is needed" not in capsys.readouterr().err
+
+
 def test_a_reference_that_is_not_a_python_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["paired", "--reference", str(tmp_path / "nothing")]) == 4
     assert "from --reference is not an executable Python interpreter" in capsys.readouterr().err

@@ -69,6 +69,10 @@ class Case:
     prompt_tokens: int
     mode: str = "eager"
 
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:  # a case can come from a file or a worker request, not only from a sweep
+            raise ConfigError(f"unknown execution mode {self.mode!r}: allowed values are {', '.join(MODES)}")
+
     @property
     def id(self) -> str:
         mode = "" if self.mode == "eager" else f"-{self.mode}"  # eager ids stay as they were: baselines keep

@@ -5,16 +5,20 @@ PaddleNLP and this project installed (``paddle-llm-bench versions`` builds such 
 Paddle version). ``--candidate`` equal to the reference is an A/A run: it shows how often the verdict
 cries wolf on this machine and whether the intervals cover 1; ``--inject-slowdown`` makes the
 candidate busy-wait a known share of every decoding step, to show what the comparison catches.
+``--candidate-mode MODE`` runs every case on the candidate side in that execution mode (``to_static``,
+``sot``, ``cinn``) and on the reference in the case's own (eager by default): one mode against another,
+in this environment unless the sides name other Pythons.
 
 Everything lands in ``--out-dir`` (default ``.benchmarks/paired/<UTC time>/``): ``paired.json`` (every
 pair, saved after every case of every block), and ``comparison.txt/.md/.csv/.json`` and
 ``forest.png`` at the end. Exit status: 0 no regression; 1 the candidate is confirmed slower or
-bigger, or a case failed; 2 bad input (nothing measured) 4; interrupted 2 (what was measured is saved).
+bigger, or a case failed; 2 interrupted (what was measured is saved); 4 bad input (nothing measured).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import sys
@@ -45,7 +49,7 @@ from paddle_llm_bench.paired.results import (
     judge_memory,
     load_paired_run,
 )
-from paddle_llm_bench.paired.sides import Side, SideError, python_side
+from paddle_llm_bench.paired.sides import Side, SideError, python_side, this_python
 from paddle_llm_bench.results.files import describe_os_error, write_atomic
 from paddle_llm_bench.results.saving import restore_sigterm, stop_on_sigterm
 from paddle_llm_bench.runtime.device import DEVICE_CHOICES
@@ -120,7 +124,11 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reference", metavar="PYTHON", help="the reference side's Python interpreter")
+    parser.add_argument(
+        "--reference",
+        metavar="PYTHON",
+        help="the reference side's Python interpreter (with --candidate-mode, default: this one)",
+    )
     parser.add_argument(
         "--from",
         dest="from_run",
@@ -138,6 +146,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PERCENT",
         help="calibration: after every forward pass the candidate busy-waits this share of its time (e.g. 5)",
     )
+    parser.add_argument(
+        "--candidate-mode",
+        choices=tuple(MODES),
+        metavar="MODE",
+        help=f"the candidate runs every case in this execution mode ({', '.join(MODES)}), the reference in the "
+        "case's --mode: e.g. to_static against eager",
+    )
     add_sweep_arguments(parser)
     add_engine_arguments(parser)
     add_output_arguments(parser)
@@ -146,22 +161,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.from_run is not None:
         return show_saved(args.from_run, args.format)
-    if args.reference is None:
+    if args.reference is None and args.candidate_mode is None:
         print("error: --reference PYTHON is needed (or --from PAIRED_JSON to render a saved run)", file=sys.stderr)
         return USAGE_ERROR
     try:
         settings = settings_from_args(args, args.device, args.max_positions or None)
-        reference = python_side(args.reference, "reference", "--reference")
-        candidate = (
-            python_side(args.candidate, "candidate", "--candidate")
-            if args.candidate
-            else Side("candidate", sys.executable)
+        reference = (
+            python_side(args.reference, "reference", "--reference") if args.reference else this_python("reference")
         )
+        candidate = python_side(args.candidate, "candidate", "--candidate") if args.candidate else this_python()
     except (ConfigError, SideError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    if args.inject_slowdown:
-        candidate = Side(candidate.name, candidate.python, candidate.env, args.inject_slowdown / 100.0)
+    candidate = dataclasses.replace(
+        candidate,
+        name=f"candidate ({args.candidate_mode})" if args.candidate_mode else "candidate",
+        slowdown_fraction=args.inject_slowdown / 100.0,
+        mode=args.candidate_mode,
+    )
     out_dir = args.out_dir or Path(".benchmarks") / "paired" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return measure_and_report(
         sweep_from_args(args).cases(), [reference, candidate], settings, args.cache_dir, out_dir, args.format

@@ -306,6 +306,7 @@ def measure_block(
                 "max_positions": settings.max_positions,
                 "slowdown_fraction": worker.side.slowdown_fraction,
                 "runner": worker.side.runner,
+                "mode": worker.side.mode,
             },
             PREPARE_TIMEOUT_S,
         )
@@ -515,6 +516,7 @@ def _side_info(worker: SideWorker) -> SideInfo:
         package_version=str(hello.get("package_version", "")),
         slowdown_fraction=worker.side.slowdown_fraction,
         runner=worker.side.runner,
+        mode=worker.side.mode,
     )
 
 

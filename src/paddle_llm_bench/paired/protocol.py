@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-PROTOCOL_VERSION = 2  # 2: slots (sides sharing one worker)
+PROTOCOL_VERSION = 3  # 2: slots (sides sharing one worker); 3: a side's own execution mode in prepare
 WORKER_MODULE = "paddle_llm_bench.paired.worker"
 
 

@@ -154,6 +154,7 @@ class SideInfo:
     package_version: str = ""
     slowdown_fraction: float = 0.0
     runner: str = "suite"
+    mode: str | None = None  # every case's execution mode on this side, when it is not the case's own
 
 
 @dataclass

@@ -17,6 +17,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from paddle_llm_bench.core.config import MODES
+
 RUNNERS = ("suite", "bare")  # the worker's measured round, or a plain generate() loop
 
 
@@ -34,14 +36,19 @@ class Side:
     slowdown_fraction: float = 0.0  # calibration only: a busy-wait of this share of each decoding step
     paddle_version: str | None = None  # when set, a worker reporting another Paddle is refused
     runner: str = "suite"  # what generates: the suite's measured rounds ("suite") or a plain generate loop ("bare")
+    mode: str | None = None  # every case's execution mode on this side (None: the case's own)
 
     def __post_init__(self) -> None:
         if self.runner not in RUNNERS:
             raise SideError(f"unknown runner {self.runner!r} for {self.name}: allowed values are {', '.join(RUNNERS)}")
+        if self.mode is not None and self.mode not in MODES:
+            allowed = ", ".join(MODES)
+            raise SideError(f"unknown execution mode {self.mode!r} for {self.name}: allowed values are {allowed}")
 
     def describe(self) -> str:
         injected = f", injected slowdown {100 * self.slowdown_fraction:g} %" if self.slowdown_fraction else ""
-        return f"{self.name} ({self.python}{injected})"
+        mode = f", every case {self.mode}" if self.mode else ""
+        return f"{self.name} ({self.python}{injected}{mode})"
 
 
 def python_side(text: str, name: str | None = None, source: str = "--reference") -> Side:

@@ -175,6 +175,8 @@ class Worker:
         from paddle_llm_bench.runtime.models import load_model
 
         case = Case(**request["case"])
+        if request.get("mode"):  # this side runs every case in its own execution mode (mode against mode)
+            case = dataclasses.replace(case, mode=str(request["mode"]))
         slot = int(request.get("slot", 0))
         if self.device is None:
             self.device = detect_device(str(request.get("device", "auto")))
@@ -211,6 +213,7 @@ class Worker:
         self.tracker.reset()
         return {
             "device": self.device.describe(),
+            "mode": case.mode,
             "model_source": self.loaded.source,
             "warmup_round_s": min(round_s) if round_s else None,  # the engine sizes blocks by it
         }
