@@ -6,7 +6,7 @@ import pytest
 
 from paddle_llm_bench.core.config import Case, make_sweep
 from paddle_llm_bench.runtime.progress import SweepProgress, format_duration
-from paddle_llm_bench.runtime.shard import expected_cost, round_seconds
+from paddle_llm_bench.runtime.shard import expected_cost, first_generation_seconds, round_seconds
 
 
 class FakeClock:
@@ -96,3 +96,16 @@ def test_a_skipped_mode_leaves_the_other_modes_of_its_dtype_in_the_estimate() ->
     progress.finished(sot[0].id, 0.1, skipped=True)  # SOT cannot run: its other case leaves, eager's stays
     rate = 4.0 / expected_cost(eager[0], 6)
     assert progress.seconds_left() == pytest.approx(rate * expected_cost(eager[1], 6))
+
+
+def test_a_static_modes_first_generation_is_in_the_first_guess() -> None:
+    """A to_static case compiles a program per decoding step once (50 s for 32 steps of the tiny model here)."""
+    chosen = {"dtypes": ("float32",), "max_new_tokens": (32,), "decodings": ("greedy",), "batch_sizes": (1,)}
+    sweep = make_sweep(chosen | {"prompt_tokens": (32,), "modes": ("eager", "to_static")}, "cpu", 5, 1)
+    eager, static = sweep.cases()
+    rounds_s = 6 * round_seconds(eager, 0.005, "cpu")
+    assert SweepProgress([eager], rounds=6).planned_seconds() == pytest.approx(rounds_s)
+    assert SweepProgress([static], rounds=6).planned_seconds() == pytest.approx(
+        rounds_s + first_generation_seconds(static, 0.005)
+    )
+    assert first_generation_seconds(static, 0.005) > 10 * rounds_s  # compiling dominates a short case

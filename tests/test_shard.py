@@ -9,8 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paddle_llm_bench.core.config import DECODINGS, DEFAULT_SWEEPS, DTYPES, Case, ConfigError, Sweep
-from paddle_llm_bench.runtime.shard import assign_shards, expected_cost, parse_shard, select_shard
+from paddle_llm_bench.core.config import DECODINGS, DEFAULT_SWEEPS, DTYPES, MODES, Case, ConfigError, Sweep
+from paddle_llm_bench.runtime.shard import (
+    COMPILE_COST_PER_SHAPE,
+    assign_shards,
+    expected_cost,
+    first_generation_cost,
+    first_generation_seconds,
+    parse_shard,
+    round_cost,
+    select_shard,
+)
 
 T = TypeVar("T")
 MODELS = ("tiny", "deepseek-r1-distill-qwen-1.5b")
@@ -29,6 +38,7 @@ def sweeps(draw: st.DrawFn) -> list[Case]:
         max_new_tokens=draw(dimension(st.integers(1, 512), 3)),
         batch_sizes=draw(dimension(st.integers(1, 16), 2)),
         prompt_tokens=draw(dimension(st.integers(1, 4096), 2)),
+        modes=draw(dimension(st.sampled_from(tuple(MODES)), 2)),
     )
     return sweep.cases()
 
@@ -94,11 +104,22 @@ BASE = Case("deepseek-r1-distill-qwen-1.5b", "float16", "greedy", 64, 1, 64)
         Case(BASE.model, BASE.dtype, BASE.decoding, 64, 1, 128),
         Case(BASE.model, BASE.dtype, "beam4", 64, 1, 64),
         Case(BASE.model, BASE.dtype, "sampling", 64, 1, 64),
+        Case(BASE.model, BASE.dtype, BASE.decoding, 64, 1, 64, mode="to_static"),
     ],
-    ids=["max_new_tokens", "batch_size", "prompt_tokens", "beams", "sampling"],
+    ids=["max_new_tokens", "batch_size", "prompt_tokens", "beams", "sampling", "a static mode"],
 )
 def test_cost_grows_with_every_dimension(bigger: Case) -> None:
     assert expected_cost(bigger) > expected_cost(BASE)
+
+
+def test_a_static_mode_compiles_once_per_case_not_per_round() -> None:
+    static = Case(BASE.model, BASE.dtype, BASE.decoding, 64, 1, 64, mode="to_static")
+    assert round_cost(static) == round_cost(BASE)  # the steady state is what the rounds measure
+    assert expected_cost(static, rounds=10) == pytest.approx(10 * round_cost(BASE) + 65 * COMPILE_COST_PER_SHAPE)
+    assert first_generation_cost(BASE) == 0.0
+    # The tiny model's measured first generation (50.6 s for 32 steps on this project's VM, ~7.6 ms a step):
+    tiny = Case("tiny", "float32", "greedy", 32, 1, 32, mode="to_static")
+    assert 25.0 < first_generation_seconds(tiny, 0.0076) < 100.0
 
 
 def test_cost_scales_with_rounds_and_model_size() -> None:

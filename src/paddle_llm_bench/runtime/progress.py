@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from paddle_llm_bench.core.config import Case
-from paddle_llm_bench.runtime.shard import DEFAULT_STEP_MS, expected_cost, round_seconds
+from paddle_llm_bench.runtime.shard import DEFAULT_STEP_MS, expected_cost, first_generation_seconds, round_seconds
 
 # At most one progress line per this many seconds (and one after the first measured case).
 PROGRESS_INTERVAL_S = 30.0
@@ -53,7 +53,10 @@ class SweepProgress:
         """The whole sweep by the cost model at the default step time, before anything was measured."""
         step_s = DEFAULT_STEP_MS[self.device_kind] / 1000
         runnable = [case for case in self.cases if case.id not in self.cannot_run]
-        return sum(round_seconds(case, step_s, self.device_kind) for case in runnable) * self.rounds
+        return sum(
+            round_seconds(case, step_s, self.device_kind) * self.rounds + first_generation_seconds(case, step_s)
+            for case in runnable
+        )
 
     def opening_line(self) -> str:
         step_ms = DEFAULT_STEP_MS[self.device_kind]

@@ -12,7 +12,8 @@ step's fixed overhead (kernel launches and Python per step, which dominate eager
     width          = parameters / PARAMETERS_PER_STEP_OVERHEAD     per sequence, per token
     prefill        = STEP_OVERHEAD + PREFILL_TOKEN_SHARE * width * batch * beams * prompt_tokens
     decode         = max_new_tokens * (STEP_OVERHEAD * decoding_overhead + width * batch * beams)
-    expected_cost  = rounds * (prefill + decode)
+    compile        = (max_new_tokens + 1) * COMPILE_COST_PER_SHAPE     static modes only, once per case
+    expected_cost  = rounds * (prefill + decode) + compile
 
 ``parameters`` comes from the preset's architecture (``models.PRESETS``) or a checkpoint
 directory's ``config.json``; an unknown model counts as ``DEFAULT_PARAMETERS``. The dtype is left
@@ -39,6 +40,10 @@ PREFILL_TOKEN_SHARE = 0.1
 # Beam search reorders caches and scores beams every step; sampling sorts for top-k/top-p.
 DECODING_STEP_OVERHEAD = {"greedy_search": 1.0, "sampling": 1.2, "beam_search": 1.5}
 DEFAULT_PARAMETERS = 1_000_000_000
+# A static execution mode (to_static, sot, cinn) compiles a program per input shape in its first generation: one
+# for the prefill and one per decoding step (the cache grows). On this project's VM the tiny model's first
+# generation took 50.6 s for 32 greedy steps and 69.2 s for beam4, about 200 eager steps' time per shape.
+COMPILE_COST_PER_SHAPE = 200.0 * STEP_OVERHEAD
 
 
 @functools.cache
@@ -60,14 +65,25 @@ def _parameters(model: str) -> int:
 
 
 def expected_cost(case: Case, rounds: int = 1, parameters: int | None = None) -> float:
-    """Relative cost of measuring ``case`` for ``rounds`` rounds (see the module docstring)."""
+    """Relative cost of measuring ``case`` for ``rounds`` rounds, its first generation's compiling included (see
+    the module docstring)."""
+    return rounds * round_cost(case, parameters) + first_generation_cost(case)
+
+
+def first_generation_cost(case: Case) -> float:
+    """What a static mode's first generation adds to the rounds: a program compiled per shape (0 for eager)."""
+    return 0.0 if case.mode == "eager" else (case.max_new_tokens + 1) * COMPILE_COST_PER_SHAPE
+
+
+def round_cost(case: Case, parameters: int | None = None) -> float:
+    """One round: the prefill and every decoding step."""
     decoding = DECODINGS[case.decoding]
     beams = int(dict(decoding.settings).get("num_beams", 1))
     width = (parameters if parameters is not None else _parameters(case.model)) / PARAMETERS_PER_STEP_OVERHEAD
     sequences = case.batch_size * beams
     prefill = STEP_OVERHEAD + PREFILL_TOKEN_SHARE * width * sequences * case.prompt_tokens
     step = STEP_OVERHEAD * DECODING_STEP_OVERHEAD.get(decoding.strategy, 1.0) + width * sequences
-    return rounds * (prefill + case.max_new_tokens * step)
+    return prefill + case.max_new_tokens * step
 
 
 def parse_shard(text: str, source: str) -> tuple[int, int]:
@@ -124,5 +140,14 @@ def round_seconds(case: Case, step_s: float, device: str) -> float:
         sequences = case.batch_size * int(dict(decoding.settings).get("num_beams", 1))
         step = step_s * DECODING_STEP_OVERHEAD.get(decoding.strategy, 1.0) * (1 + GPU_SEQUENCE_SHARE * (sequences - 1))
         return case.max_new_tokens * step + step_s * (1 + sequences * case.prompt_tokens / 1000)
-    width = _parameters(case.model) / PARAMETERS_PER_STEP_OVERHEAD
-    return expected_cost(case, 1) * step_s / (STEP_OVERHEAD + width)
+    return round_cost(case) * _seconds_per_unit(case, step_s)
+
+
+def first_generation_seconds(case: Case, step_s: float) -> float:
+    """Expected seconds a static mode's first generation adds (compiling), from ``step_s`` as ``round_seconds``."""
+    return first_generation_cost(case) * _seconds_per_unit(case, step_s)
+
+
+def _seconds_per_unit(case: Case, step_s: float) -> float:
+    """``step_s`` is one greedy batch-1 step of the model: ``STEP_OVERHEAD + width`` in the cost model's units."""
+    return step_s / (STEP_OVERHEAD + _parameters(case.model) / PARAMETERS_PER_STEP_OVERHEAD)
