@@ -227,12 +227,12 @@ def saved_runs(folder: Path) -> list[dict[str, Any]]:
 
 
 GATE_EXPLODES = """
-import paddle_llm_bench.plugin as plugin
+import paddle_llm_bench.session as session
 
 def explode(*args, **kwargs):
     raise RuntimeError("injected failure in the gate")
 
-plugin.check_run = explode
+session.check_run = explode
 """
 
 

@@ -61,9 +61,19 @@ def run_benchmarks(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 def refused(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """The same session in this process, for input refused before anything is measured (no Paddle import to pay)."""
+    """The same session in this process, for input refused before anything is measured (no Paddle import to pay).
+
+    It must not import Paddle: pytester takes the imported modules back out after the session, and Paddle's C
+    extension, which stays loaded, cannot be imported again in this process (every later test would fail)."""
     pytester.makepyfile(test_generation=BENCHMARK_FILE.read_text())
-    return pytester.runpytest_inprocess("-p", "paddle_llm_bench.plugin", *args)
+    loaded_before = paddle_extension_loaded()
+    result = pytester.runpytest_inprocess("-p", "paddle_llm_bench.plugin", *args)
+    assert loaded_before or not paddle_extension_loaded(), "a refused in-process session imported Paddle"
+    return result
+
+
+def paddle_extension_loaded() -> bool:
+    return "libpaddle" in Path("/proc/self/maps").read_text()
 
 
 def output(result: pytest.RunResult) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 from paddle_llm_bench.analysis.report import aligned_table
 from paddle_llm_bench.core.config import (
     MIN_ROUNDS,
+    SWEEP_DIMENSIONS,
     ConfigError,
     as_argparse_type,
     make_sweep,
@@ -54,15 +55,6 @@ from paddle_llm_bench.runtime.models import PRESETS
 from paddle_llm_bench.runtime.shard import DEFAULT_STEP_MS, round_seconds
 
 PASSED, FAILED, INTERRUPTED, USAGE = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.INTERRUPTED, ExitStatus.USAGE_ERROR
-SWEEP_OPTIONS = {  # plan option -> (Sweep field, pytest option)
-    "model": ("models", "--llm-model"),
-    "dtype": ("dtypes", "--llm-dtype"),
-    "decoding": ("decodings", "--llm-decoding"),
-    "mode": ("modes", "--llm-mode"),
-    "max-new-tokens": ("max_new_tokens", "--llm-max-new-tokens"),
-    "batch-size": ("batch_sizes", "--llm-batch-size"),
-    "prompt-tokens": ("prompt_tokens", "--llm-prompt-tokens"),
-}
 SETUP_MINUTES = 30  # installing and restoring environments, on top of the plan, for the job's timeout
 
 
@@ -94,12 +86,12 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=count, default=1, metavar="N", help="runners sharing the sweep (1)")
     parser.add_argument("--budget-minutes", type=budget, required=True, metavar="M", help="per shard, all included")
     parser.add_argument("--device", choices=("gpu", "cpu"), default="gpu", help="where the shards measure (gpu)")
-    for name, (field, _option) in SWEEP_OPTIONS.items():
+    for dimension in SWEEP_DIMENSIONS:
         parser.add_argument(
-            f"--{name}",
-            type=_dimension(field, name),
+            f"--{dimension.option}",
+            type=_dimension(dimension.field, dimension.option),
             metavar="LIST",
-            help=f"as --llm-{name} (default: the device's sweep)",
+            help=f"as --llm-{dimension.option} (default: the device's sweep)",
         )
     parser.add_argument("--rounds", type=rounds, default=10, metavar="N", help="measured rounds per case (10)")
     warmup = as_argparse_type(lambda text, source: parse_positive_int(text, source, 0), "--warmup-rounds")
@@ -133,7 +125,7 @@ def _dimension(field: str, name: str) -> Any:
 
 
 def plan_main(args: argparse.Namespace) -> int:
-    chosen = {field: getattr(args, name.replace("-", "_")) for name, (field, _) in SWEEP_OPTIONS.items()}
+    chosen = {d.field: getattr(args, d.option.replace("-", "_")) for d in SWEEP_DIMENSIONS}
     chosen = {field: value for field, value in chosen.items() if value is not None}
     sweep = make_sweep(chosen, args.device, args.rounds, args.warmup_rounds)
     cases = sweep.cases()
@@ -190,9 +182,9 @@ def pytest_args(
     chosen: dict[str, tuple[Any, ...]], device: str, rounds: int, warmup: int, paired: PairedSettings | None
 ) -> list[str]:
     args = ["--llm-device", device, "--llm-rounds", str(rounds), "--llm-warmup-rounds", str(warmup)]
-    for _name, (field, option) in SWEEP_OPTIONS.items():
-        if field in chosen:
-            args += [option, ",".join(str(value) for value in chosen[field])]
+    for dimension in SWEEP_DIMENSIONS:
+        if dimension.field in chosen:
+            args += [f"--llm-{dimension.option}", ",".join(str(value) for value in chosen[dimension.field])]
     if paired is not None:
         args += ["--llm-paired-case-budget-s", f"{paired.case_budget_s:g}"]
     return args

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 # Weight-only quantized dtypes (PaddleNLP's weight_quantize_algo) and the dtype they compute in.
 QUANTIZED_DTYPES: dict[str, str] = {"weight_only_int8": "float16", "weight_only_int4": "float16"}
@@ -55,6 +55,31 @@ DECODINGS: dict[str, Decoding] = {
 }
 
 MIN_ROUNDS = 5
+
+
+class SweepDimension(NamedTuple):
+    """One dimension of the sweep, as every front end names it: ``--llm-<option>`` for pytest (ini
+    ``llm_<option with _>``), ``--<option>`` for the subcommands."""
+
+    option: str
+    field: str  # of Sweep
+    help: str  # "{presets}" stands for the model presets, which the runtime layer knows
+
+    def describe(self, presets: Iterable[str]) -> str:
+        return self.help.replace("{presets}", f" ({', '.join(presets)})")
+
+
+SWEEP_DIMENSIONS: tuple[SweepDimension, ...] = (
+    SweepDimension("model", "models", "presets{presets}, local checkpoint directories, or hub:ORG/NAME"),
+    SweepDimension("dtype", "dtypes", f"{', '.join(DTYPES)} (one the device cannot run is skipped, probed)"),
+    SweepDimension("decoding", "decodings", f"{', '.join(DECODINGS)} (sampling: the field report's settings)"),
+    SweepDimension(
+        "mode", "modes", f"{', '.join(MODES)}: how the forward runs (a mode the build cannot run is skipped, probed)"
+    ),
+    SweepDimension("max-new-tokens", "max_new_tokens", "exact number of new tokens per sequence, e.g. 32,128"),
+    SweepDimension("batch-size", "batch_sizes", "sequences per generate() call, e.g. 1,4"),
+    SweepDimension("prompt-tokens", "prompt_tokens", "prompt length in tokens, e.g. 32,256"),
+)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ _DEFAULTS = GateSettings()
 class GateOption(NamedTuple):
     field: str  # of GateSettings
     parse: Callable[[str, str], object]  # (text, the option's name as the user gave it) -> value
+    metavar: str
     help: str
 
 
@@ -28,11 +29,13 @@ GATE_OPTIONS: dict[str, GateOption] = {  # by option suffix
     "alpha": GateOption(
         "alpha",
         lambda text, option: parse_float(text, option, 1e-9, 0.5),
+        "ALPHA",
         f"family-wise false-alarm rate per run, Holm-corrected over all tests (default {_DEFAULTS.alpha})",
     ),
     "min-effect": GateOption(
         "min_effect_percent",
         lambda text, option: parse_min_effects(text, option, BASELINE_METRICS, _DEFAULTS.min_effect_percent),
+        "METRIC=PERCENT,...",
         "smallest change that counts, per metric in percent, e.g. decode_tokens_per_s=5,ttft_ms=10 (default "
         + ",".join(f"{m}={p:g}" for m, p in _DEFAULTS.min_effect_percent.items())
         + f"); metrics: {', '.join(BASELINE_METRICS)} (the ones baselines store)",
@@ -40,11 +43,13 @@ GATE_OPTIONS: dict[str, GateOption] = {  # by option suffix
     "noise-floor": GateOption(
         "noise_floor_percent",
         lambda text, option: parse_float(text, option, 0.0, 100.0),
+        "PERCENT",
         f"run-to-run noise assumed at least, in percent (default {_DEFAULTS.noise_floor_percent:g})",
     ),
     "max-cv": GateOption(
         "max_cv_percent",
         lambda text, option: parse_float(text, option, 0.0, 1000.0),
+        "PERCENT",
         f"a case whose CV across rounds exceeds this percentage is inconclusive (default {_DEFAULTS.max_cv_percent:g})",
     ),
 }
@@ -66,7 +71,9 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     ``gate_settings_from_args``."""
     group = parser.add_argument_group("gate")
     for suffix, option in GATE_OPTIONS.items():
-        group.add_argument(f"--{suffix}", dest=f"gate_{suffix.replace('-', '_')}", metavar="VALUE", help=option.help)
+        group.add_argument(
+            f"--{suffix}", dest=f"gate_{suffix.replace('-', '_')}", metavar=option.metavar, help=option.help
+        )
 
 
 def gate_settings_from_args(args: argparse.Namespace) -> GateSettings:

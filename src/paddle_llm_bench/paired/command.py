@@ -27,9 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from paddle_llm_bench.core.config import (
-    DECODINGS,
-    DTYPES,
     MODES,
+    SWEEP_DIMENSIONS,
     Case,
     ConfigError,
     Sweep,
@@ -67,35 +66,18 @@ DEFAULT_SWEEP: dict[str, str] = {
     "batch-size": "1",
     "prompt-tokens": "32",
 }
-SWEEP_FIELDS = {
-    "model": "models",
-    "dtype": "dtypes",
-    "decoding": "decodings",
-    "mode": "modes",
-    "max-new-tokens": "max_new_tokens",
-    "batch-size": "batch_sizes",
-    "prompt-tokens": "prompt_tokens",
-}
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the sweep (comma-separated lists, as the --llm-* options of pytest)")
-    helps = {
-        "model": f"presets ({', '.join(PRESETS)}) or checkpoint directories",
-        "dtype": ", ".join(DTYPES),
-        "decoding": ", ".join(DECODINGS),
-        "mode": f"{', '.join(MODES)}: how the forward runs, on every side",
-        "max-new-tokens": "exact new tokens per sequence",
-        "batch-size": "sequences per generate() call",
-        "prompt-tokens": "prompt length in tokens",
-    }
-    for name, field_name in SWEEP_FIELDS.items():
+    for dimension in SWEEP_DIMENSIONS:
+        name, field_name = dimension.option, dimension.field
         group.add_argument(
             f"--{name}",
             type=as_argparse_type(functools.partial(_parse_dimension, field_name), f"--{name}"),
             default=parse_sweep_dimension(field_name, DEFAULT_SWEEP[name], "default", tuple(PRESETS)),
             metavar="LIST",
-            help=f"{helps[name]} (default {DEFAULT_SWEEP[name]})",
+            help=f"{dimension.describe(PRESETS)} (default {DEFAULT_SWEEP[name]})",
         )
     group.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where the workers generate")
     group.add_argument(
@@ -115,7 +97,7 @@ def _parse_dimension(field_name: str, text: str, source: str) -> tuple[object, .
 
 
 def sweep_from_args(args: argparse.Namespace) -> Sweep:
-    return Sweep(**{field: getattr(args, name.replace("-", "_")) for name, field in SWEEP_FIELDS.items()})
+    return Sweep(**{d.field: getattr(args, d.option.replace("-", "_")) for d in SWEEP_DIMENSIONS})
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:

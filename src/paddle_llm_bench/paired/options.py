@@ -88,7 +88,7 @@ PAIRED_OPTIONS: dict[str, PairedOption] = {  # by option suffix
     "alpha": PairedOption(
         "alpha",
         _number(1e-9, 0.5),
-        "P",
+        "ALPHA",
         "chance of any spurious faster/slower (and regression) verdict in a run: Holm over its speed tests "
         f"(default {d.alpha:g})",
     ),
