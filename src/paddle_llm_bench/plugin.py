@@ -46,21 +46,21 @@ def pytest_configure(config: pytest.Config) -> None:
         options = run_options(config)
     except ConfigError as error:
         raise pytest.UsageError(str(error)) from None
-    session = config.stash[SESSION] = BenchSession(options, progress=_progress_writer(config))
+    bench = config.stash[SESSION] = BenchSession(options, progress=_progress_writer(config))
     try:
-        session.previous_sigterm = stop_on_sigterm()
-        session.sigterm_installed = True
+        bench.previous_sigterm = stop_on_sigterm()
+        bench.sigterm_installed = True
     except ValueError:  # not the main thread: pytest run inside another program, which owns its signals
-        session.sigterm_installed = False
+        bench.sigterm_installed = False
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     """pytest-benchmark's saves become atomic and report their errors (``saving``); the reference is checked."""
     bench = session.config.stash.get(SESSION, None)
-    bench_session = getattr(session.config, "_benchmarksession", None)
-    if bench is not None and bench_session is not None:
-        install(bench_session, bench.saves)
+    benchmark_session = getattr(session.config, "_benchmarksession", None)
+    if bench is not None and benchmark_session is not None:
+        install(benchmark_session, bench.saves)
     text, _source = raw(session.config, "reference")
     if bench is not None and text is not None:
         # Which Paddle build the reference needs, from the installed build and NVML: a refused reference costs
@@ -82,15 +82,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def _keep_sigterm(config: pytest.Config) -> None:
     """SIGTERM must still stop the run the way Ctrl-C does: importing Paddle installs its own handler and
     importing PaddleNLP resets it to the default (die at once, nothing saved)."""
-    session = config.stash.get(SESSION, None)
-    if session is not None and session.sigterm_installed:
+    bench = config.stash.get(SESSION, None)
+    if bench is not None and bench.sigterm_installed:
         keep_sigterm_handler()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    session = config.stash.get(SESSION, None)
-    if session is not None and session.sigterm_installed:
-        restore_sigterm(session.previous_sigterm)
+    bench = config.stash.get(SESSION, None)
+    if bench is not None and bench.sigterm_installed:
+        restore_sigterm(bench.previous_sigterm)
 
 
 def measures(config: pytest.Config) -> bool:
@@ -132,12 +132,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "llm_case" in metafunc.fixturenames:
         sweep = get_sweep(metafunc.config)
         cases = sweep.cases()
-        session = metafunc.config.stash[SESSION]
-        if session.options.shard is not None:
-            k, n = session.options.shard
+        bench = metafunc.config.stash[SESSION]
+        if bench.options.shard is not None:
+            k, n = bench.options.shard
             selected = select_shard(cases, k, n, rounds=sweep.rounds + sweep.warmup_rounds)
             if not selected:  # an empty shard would pass having measured nothing
-                session.empty_shard = (
+                bench.empty_shard = (
                     f"--llm-shard {k}/{n} holds no case: the sweep has {len(cases)} case(s), so use at most "
                     f"{len(cases)} shard(s) (or a larger sweep)"
                 )
@@ -191,9 +191,9 @@ def llm_measure(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[Any
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    session = config.stash.get(SESSION, None)
-    if session is not None and session.suite is not None:
-        machine_info["paddle_llm_bench"] = session.machine_info()
+    bench = config.stash.get(SESSION, None)
+    if bench is not None and bench.suite is not None:
+        machine_info["paddle_llm_bench"] = bench.machine_info()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -271,10 +271,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    session = config.stash.get(SESSION, None)
-    if session is None:
+    bench = config.stash.get(SESSION, None)
+    if bench is None:
         return
-    for title, lines in session.sections():
+    for title, lines in bench.sections():
         terminalreporter.section(f"paddle-llm-bench: {title}")
         for line in lines:
             alarm = line.startswith(("REGRESSION", "error"))
@@ -286,14 +286,14 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             "times against one earlier run, with no noise model, TTFT/decode split or re-measurement; the "
             "regression gate above is this suite's (docs/gate.md)"
         )
-    bench_session = getattr(config, "_benchmarksession", None)
-    if bench_session is not None and bench_session.disabled:
+    benchmark_session = getattr(config, "_benchmarksession", None)
+    if benchmark_session is not None and benchmark_session.disabled:
         terminalreporter.section("paddle-llm-bench")
         terminalreporter.write_line(
             "benchmarks disabled (--benchmark-disable): each case generated once as a smoke test; nothing was "
             "measured, gated or merged into baselines"
         )
-    saved = session.saved_data_lines()
+    saved = bench.saved_data_lines()
     if saved:
         terminalreporter.section("paddle-llm-bench: saved data")
         for line in saved:
