@@ -14,9 +14,13 @@ from typing import Any
 import pytest
 
 from paddle_llm_bench.cli import main as cli_main
+from paddle_llm_bench.core.config import Case
+from paddle_llm_bench.paired.plan import plan_shards
+from paddle_llm_bench.paired.results import PairedSettings
 from paddle_llm_bench.results.baselines import load
 from paddle_llm_bench.results.history import history_state
 from paddle_llm_bench.results.regression import update_baselines
+from paddle_llm_bench.runtime.shard import first_generation_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = "cpu:Test CPU:2cores"
@@ -88,6 +92,19 @@ def test_the_plan_prints_each_shards_minutes_and_refuses_a_budget_it_cannot_fit(
     assert "does NOT fit 20 minutes per shard:" in capsys.readouterr().out
     assert cli_main([*common, "--budget-minutes", "1000", "--shards", "25"]) == 4  # a shard would measure nothing
     assert "--shards 25 for a sweep of 24 case(s): give at most 24" in capsys.readouterr().err
+
+
+def test_the_plan_counts_a_static_modes_compiling_in_the_sweep_and_in_every_paired_block() -> None:
+    eager = Case("tiny", "float32", "greedy", 32, 1, 32)
+    static = Case("tiny", "float32", "greedy", 32, 1, 32, "to_static")
+    compile_s = first_generation_seconds(static, 0.005)  # what `nightly plan` gives plan_shards for the case
+    round_s = {eager.id: 0.2, static.id: 0.2}
+    paired = PairedSettings()
+    (plain,) = plan_shards([eager], 1, 12, round_s, "cpu", paired)
+    (compiled,) = plan_shards([static], 1, 12, round_s, "cpu", paired, {static.id: compile_s})
+    assert compiled.sweep_minutes == pytest.approx(plain.sweep_minutes + compile_s / 60)  # once, not per round
+    # both workers of every block compile again, in each of at least min_blocks blocks (fewer pairs fit beside it)
+    assert compiled.paired_minutes_min >= paired.min_blocks * 2 * compile_s / 60 > plain.paired_minutes_min
 
 
 def test_the_plan_takes_the_round_times_the_last_night_measured(

@@ -52,7 +52,7 @@ from paddle_llm_bench.results.files import write_atomic
 from paddle_llm_bench.results.history import MIN_NIGHTS, history_state, record_night
 from paddle_llm_bench.results.regression import check_run
 from paddle_llm_bench.runtime.models import PRESETS
-from paddle_llm_bench.runtime.shard import DEFAULT_STEP_MS, round_seconds
+from paddle_llm_bench.runtime.shard import DEFAULT_STEP_MS, first_generation_seconds, round_seconds
 
 PASSED, FAILED, INTERRUPTED, USAGE = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.INTERRUPTED, ExitStatus.USAGE_ERROR
 SETUP_MINUTES = 30  # installing and restoring environments, on top of the plan, for the job's timeout
@@ -134,9 +134,10 @@ def plan_main(args: argparse.Namespace) -> int:
     step_ms = args.step_ms or DEFAULT_STEP_MS[args.device]
     measured = measured_round_seconds(args.history)
     round_s = {c.id: measured.get(c.id) or round_seconds(c, step_ms / 1000, args.device) for c in cases}
+    compile_s = {c.id: first_generation_seconds(c, step_ms / 1000) for c in cases}  # 0 for eager
     paired = None if args.no_paired else replace(PairedSettings(), case_budget_s=args.paired_case_budget_s)
     rounds = args.rounds + args.warmup_rounds
-    plans = plan_shards(cases, args.shards, rounds, round_s, args.device, paired)
+    plans = plan_shards(cases, args.shards, rounds, round_s, args.device, paired, compile_s)
     worst = max(plan.total_max for plan in plans)
     fits = worst <= args.budget_minutes
     known = sum(c.id in measured for c in cases)

@@ -41,26 +41,34 @@ def plan_shards(
     round_s: dict[str, float],
     device: str,
     paired: PairedSettings | None,
+    compile_s: dict[str, float] | None = None,
 ) -> list[ShardPlan]:
     """Each shard's cases and expected minutes from each case's round length ``round_s`` (by case id): the sweep
-    (rounds and warm-up per case, a load per model and dtype) and, with ``paired``, the paired stage between its
-    fewest blocks and the most its budget allows."""
+    (rounds and warm-up per case, a load per model and dtype, a static mode's compiling ``compile_s`` once per
+    case) and, with ``paired``, the paired stage between its fewest blocks and the most its budget allows (every
+    block's two fresh workers compile again)."""
+    compile_s = compile_s or {}
     owner = assign_shards(cases, shards, rounds)
     plans = []
     for shard in range(shards):
         mine = [case for case, owner_shard in zip(cases, owner, strict=True) if owner_shard == shard]
         loads = len({(case.model, case.dtype) for case in mine}) * LOAD_S[device]
-        sweep_s = loads + sum(rounds * round_s[case.id] for case in mine)
-        stage = [paired_seconds(round_s[case.id], paired, device) for case in mine] if paired else [(0.0, 0.0)]
+        sweep_s = loads + sum(rounds * round_s[case.id] + compile_s.get(case.id, 0.0) for case in mine)
+        stage = (
+            [paired_seconds(round_s[case.id], paired, device, 2 * compile_s.get(case.id, 0.0)) for case in mine]
+            if paired
+            else [(0.0, 0.0)]
+        )
         low, high = (sum(bound) / 60 for bound in zip(*stage, strict=True))
         plans.append(ShardPlan(shard + 1, tuple(c.id for c in mine), sweep_s / 60, low, high))
     return plans
 
 
-def paired_seconds(round_s: float, paired: PairedSettings, device: str) -> tuple[float, float]:
+def paired_seconds(round_s: float, paired: PairedSettings, device: str, compile_s: float = 0.0) -> tuple[float, float]:
     """A case's paired stage: its ``min_blocks`` blocks (the time budget never cuts it before them), and at most
-    what its budget lets it add (the block that passes the budget still ends) or ``max_blocks``."""
-    prepare_s = DEFAULT_PREPARE_S[device] + paired.warmup_rounds * round_s
+    what its budget lets it add (the block that passes the budget still ends) or ``max_blocks``. ``compile_s``:
+    what a block's workers spend compiling a static mode's programs, on top of starting, loading and warming up."""
+    prepare_s = DEFAULT_PREPARE_S[device] + paired.warmup_rounds * round_s + compile_s
     pairs_s = pairs_per_block(paired, round_s, prepare_s) * 2 * paired.rounds_per_turn * round_s
     block_s = prepare_s + pairs_s
     low = paired.min_blocks * block_s
