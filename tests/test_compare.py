@@ -26,10 +26,10 @@ from paddle_llm_bench.analysis.compare import (
     CompareError,
     SavedRun,
     compare,
-    operator_changes,
     token_latency_ms,
 )
 from paddle_llm_bench.analysis.compare_render import render_csv, render_json, render_markdown, render_table
+from paddle_llm_bench.analysis.operator_changes import operator_changes
 from paddle_llm_bench.analysis.plots import render_plots
 from paddle_llm_bench.cli import main as cli_main
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge

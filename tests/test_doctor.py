@@ -17,29 +17,30 @@ import pytest
 from fake_nvml import GIB, FakeMig, FakeNvml, FakeProcess, gpus, install, mig_uuid_of, uuid_of
 
 from paddle_llm_bench import cli
+from paddle_llm_bench.core.metrics import MIB
 from paddle_llm_bench.runtime.device import import_paddle
 from paddle_llm_bench.runtime.doctor import (
-    FAIL,
-    MIB,
-    OK,
-    SKIP,
-    WARN,
-    Check,
-    DoctorReport,
-    NvmlUnavailable,
-    judge_bandwidth,
-    judge_memory_probes,
-    judge_other_processes,
-    judge_peak_rss_reset,
-    judge_synchronization,
-    judge_throttle,
     nvml_checks,
     nvml_process_reading,
     nvml_report,
     other_processes,
     why_on_the_cpu,
 )
-from paddle_llm_bench.runtime.nvml import decode_throttle_reasons
+from paddle_llm_bench.runtime.doctor_checks import (
+    FAIL,
+    OK,
+    SKIP,
+    WARN,
+    Check,
+    DoctorReport,
+    judge_bandwidth,
+    judge_memory_probes,
+    judge_other_processes,
+    judge_peak_rss_reset,
+    judge_synchronization,
+    judge_throttle,
+)
+from paddle_llm_bench.runtime.nvml import NvmlUnavailable, decode_throttle_reasons
 
 
 def nvml_initializes() -> bool:

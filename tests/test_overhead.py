@@ -19,8 +19,9 @@ from paddle_llm_bench.cli import ArgumentParser
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.metrics import round_metrics
 from paddle_llm_bench.envs.overhead import add_arguments, sides_for, summary
-from paddle_llm_bench.paired import engine
-from paddle_llm_bench.paired.engine import WorkerProcess, round_times
+from paddle_llm_bench.paired import engine, processes
+from paddle_llm_bench.paired.engine import round_times
+from paddle_llm_bench.paired.processes import WorkerProcess
 from paddle_llm_bench.paired.results import load_paired_run
 from paddle_llm_bench.paired.sides import Side, SideError
 from paddle_llm_bench.paired.worker import RUNNERS, check_runner, serve
@@ -44,7 +45,7 @@ def prepare_request(case: Case, cache_dir: Path, runner: str) -> dict[str, objec
 def test_the_bare_runner_gives_exact_counts_and_valid_round_times_through_a_real_worker(llm_cache_dir: Path) -> None:
     worker = WorkerProcess(Side("bare", sys.executable, runner="bare"))
     try:
-        worker.request({"op": "hello"}, engine.HELLO_TIMEOUT_S)
+        worker.request({"op": "hello"}, processes.HELLO_TIMEOUT_S)
         for decoding in ("greedy", "beam4"):  # beam search has its own loop and its own call of the criteria
             case = Case("tiny", "float32", decoding, NEW_TOKENS, batch_size=2, prompt_tokens=8)
             worker.request(prepare_request(case, llm_cache_dir, "bare"), engine.PREPARE_TIMEOUT_S)
@@ -132,14 +133,14 @@ def test_overhead_runs_end_to_end_and_writes_its_outputs(
 
 def test_sides_share_a_process_only_when_one_process_can_be_each_of_them() -> None:
     bare, suite = sides_for("bare", "suite")
-    engine.check_same_process([bare, suite])  # one Python, no slowdown: allowed
+    processes.check_same_process([bare, suite])  # one Python, no slowdown: allowed
     other = Side("other", "/opt/other/bin/python")
     with pytest.raises(SideError, match=r"different Pythons or environments"):
-        engine.check_same_process([bare, other])
+        processes.check_same_process([bare, other])
     with pytest.raises(SideError, match=r"different Pythons or environments"):
-        engine.check_same_process([bare, Side("env", sys.executable, env={"OMP_NUM_THREADS": "1"})])
+        processes.check_same_process([bare, Side("env", sys.executable, env={"OMP_NUM_THREADS": "1"})])
     with pytest.raises(SideError, match=r"injected slowdown needs a process of its own"):
-        engine.check_same_process([bare, Side("slow", sys.executable, slowdown_fraction=0.1)])
+        processes.check_same_process([bare, Side("slow", sys.executable, slowdown_fraction=0.1)])
 
 
 @pytest.mark.e2e
@@ -149,10 +150,10 @@ def test_a_shared_worker_routes_each_sides_requests_to_its_runner_and_names_that
     """One process holds every side's runner: each side's turns must come from its own runner (known here:
     only the suite's reads the CPU time), and its errors must not be blamed on the side it started for."""
     sides = sides_for("bare", "suite")
-    workers = engine.start_workers(sides, same_process=True)
+    workers = processes.start_workers(sides, same_process=True)
     try:
         assert workers[0].process is workers[1].process
-        with pytest.raises(engine.CaseError, match=r"^suite: .*no case prepared in slot 1"):
+        with pytest.raises(processes.CaseError, match=r"^suite: .*no case prepared in slot 1"):
             workers[1].request({"op": "turn", "rounds": 1}, 60.0)
         case = Case("tiny", "float32", "greedy", NEW_TOKENS, batch_size=1, prompt_tokens=8)
         for worker in workers:
@@ -163,7 +164,7 @@ def test_a_shared_worker_routes_each_sides_requests_to_its_runner_and_names_that
         )
         assert bare.decode_cpu_ns is None and suite.decode_cpu_ns is not None
         workers[1].process.kill()
-        with pytest.raises(engine.WorkerFailed, match=r"^suite \(.*\) worker \(pid \d+\) could not send 'turn'"):
+        with pytest.raises(processes.WorkerFailed, match=r"^suite \(.*\) worker \(pid \d+\) could not send 'turn'"):
             workers[1].request({"op": "turn", "rounds": 1}, 60.0)
     finally:
-        engine.close_all(workers)
+        processes.close_all(workers)

@@ -13,7 +13,7 @@ from paddle_llm_bench.cli import SUBCOMMANDS
 from paddle_llm_bench.cli import main as cli_main
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.exit_status import ExitStatus
-from paddle_llm_bench.paired.engine import WorkerProcess, close_all, start_workers
+from paddle_llm_bench.paired.processes import WorkerProcess, close_all, start_workers
 from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION
 from paddle_llm_bench.paired.results import Block, CaseComparison, Pair, PairedRun, PairedSettings, SideInfo
 from paddle_llm_bench.paired.sides import Side, SideError

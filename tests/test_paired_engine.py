@@ -19,7 +19,7 @@ import pytest
 
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.verdicts import SLOWER
-from paddle_llm_bench.paired import engine
+from paddle_llm_bench.paired import engine, processes
 from paddle_llm_bench.paired.engine import run_paired
 from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION
 from paddle_llm_bench.paired.results import PairedRun, PairedSettings, judge, load_paired_run
@@ -98,7 +98,7 @@ def test_a_worker_that_dies_or_hangs_fails_its_case_and_the_rest_goes_on(
             signalled.append(current_pids()[1])
 
     def current_pids() -> list[int]:
-        return [p.pid for p in engine.LIVE_WORKERS]
+        return [p.pid for p in processes.LIVE_WORKERS]
 
     run = run_paired([CASE, OTHER], sides, QUICK, llm_cache_dir, progress=progress)
     first, second = run.cases
@@ -115,7 +115,7 @@ def test_workers_that_cannot_start_again_cost_the_cases_left_not_the_comparison(
     real_start = engine.start_workers
     calls: list[int] = []
 
-    def start(*args: object, **kwargs: object) -> list[engine.SideWorker]:
+    def start(*args: object, **kwargs: object) -> list[processes.SideWorker]:
         calls.append(1)
         if 1 < len(calls) <= 1 + failed_starts:  # the first block's workers start; then these starts fail
             raise SideError("candidate cannot run a worker: stopped while importing Paddle")

@@ -9,7 +9,8 @@ import argparse
 import json
 
 from paddle_llm_bench.runtime.device import DEVICE_CHOICES
-from paddle_llm_bench.runtime.doctor import SKIP, run_doctor
+from paddle_llm_bench.runtime.doctor import run_doctor
+from paddle_llm_bench.runtime.doctor_checks import SKIP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ import pytest
 from paddle_llm_bench.core import stopping
 from paddle_llm_bench.core.config import Case, ConfigError, Sweep
 from paddle_llm_bench.envs.reference import reference_side
-from paddle_llm_bench.paired.engine import greet
+from paddle_llm_bench.paired.processes import greet
 from paddle_llm_bench.paired.sides import SideError
 from paddle_llm_bench.plugin_options import add_options, raw, run_options
 from paddle_llm_bench.results.saving import install, keep_sigterm_handler, restore_sigterm, stop_on_sigterm

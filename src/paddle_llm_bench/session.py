@@ -28,7 +28,8 @@ from paddle_llm_bench.results.baselines import BaselineError
 from paddle_llm_bench.results.regression import GateReport, check_run, update_baselines
 from paddle_llm_bench.results.saving import SaveLog, SignalHandler, add_to_saved
 from paddle_llm_bench.runtime.device import Device, detect_device, device_kind_without_paddle
-from paddle_llm_bench.runtime.doctor import DoctorReport, self_check
+from paddle_llm_bench.runtime.doctor import self_check
+from paddle_llm_bench.runtime.doctor_checks import DoctorReport
 from paddle_llm_bench.runtime.environment import collect_all
 from paddle_llm_bench.runtime.models import default_cache_dir
 from paddle_llm_bench.runtime.shard import parse_shard

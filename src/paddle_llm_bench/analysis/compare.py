@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from paddle_llm_bench.analysis.operator_changes import OperatorReport, operator_changes
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge
 from paddle_llm_bench.core.metrics import METRICS
 from paddle_llm_bench.core.stats import summarize
@@ -52,7 +53,6 @@ LABELS = {metric: METRICS[metric].label for metric in (DECODE, TTFT, PEAK_ALLOCA
 # Shown with their ratio, without a verdict: the gate does not judge them. Their n/a notes are
 # grouped by reason across cases (energy is absent for every case of a CPU run).
 UNJUDGED = (HOST_CPU, TOKENS_PER_J)
-TOP_OPERATORS = 5
 
 
 class CompareError(Exception):
@@ -170,31 +170,6 @@ class Row:
             "not_available": not_available,
             "evidence": "; ".join(f"{m}: {text}" for m, text in self.evidence.items()),
         }
-
-
-@dataclass(frozen=True)
-class OperatorChange:
-    name: str
-    calls_reference: int
-    calls: int
-    time_reference_ms: float
-    time_ms: float
-    clock: str  # "gpu" (kernel time) or "cpu" (host time)
-
-    @property
-    def delta_ms(self) -> float:
-        return self.time_ms - self.time_reference_ms
-
-
-@dataclass(frozen=True)
-class OperatorReport:
-    """The operators whose time changed most between the reference run and a run, for a changed case."""
-
-    case_id: str
-    reference_run: str
-    run: str
-    why: str
-    changes: Sequence[OperatorChange]
 
 
 @dataclass(frozen=True)
@@ -453,31 +428,6 @@ def token_latency_ms(extra_info: Mapping[str, Any]) -> list[float]:
     by_round = [list(gaps) for gaps in extra_info.get("inter_token_ms_by_round", []) if gaps]
     length = max((len(gaps) for gaps in by_round), default=0)
     return [summarize([gaps[i] for gaps in by_round if len(gaps) > i]).median for i in range(length)]
-
-
-def operator_changes(
-    reference_profile: Mapping[str, Any], profile: Mapping[str, Any], top: int = TOP_OPERATORS
-) -> list[OperatorChange]:
-    """The ``top`` operators whose total time changed most (by absolute ms); GPU kernel time where both have it."""
-    before = reference_profile.get("operators", {})
-    after = profile.get("operators", {})
-    changes = []
-    for name in dict.fromkeys([*before, *after]):
-        a, b = before.get(name, {}), after.get(name, {})
-        use_gpu = a.get("gpu_time_ms") is not None and b.get("gpu_time_ms") is not None
-        key = "gpu_time_ms" if use_gpu else "cpu_time_ms"
-        changes.append(
-            OperatorChange(
-                name=str(name),
-                calls_reference=int(a.get("calls", 0)),
-                calls=int(b.get("calls", 0)),
-                time_reference_ms=float(a.get(key) or 0.0),
-                time_ms=float(b.get(key) or 0.0),
-                clock="gpu" if use_gpu else "cpu",
-            )
-        )
-    changes.sort(key=lambda change: (-abs(change.delta_ms), change.name))
-    return changes[:top]
 
 
 def _change(metric: str, verdict: str, value: Value, effects: Mapping[str, float]) -> str:

@@ -22,11 +22,10 @@ from paddle_llm_bench.analysis.compare import (
     TTFT,
     UNJUDGED,
     Comparison,
-    OperatorChange,
-    OperatorReport,
     Row,
     Value,
 )
+from paddle_llm_bench.analysis.operator_changes import OperatorChange, OperatorReport
 from paddle_llm_bench.analysis.report import aligned_table
 from paddle_llm_bench.core.metrics import METRICS, MIB
 

@@ -17,19 +17,17 @@ from __future__ import annotations
 import math
 import os
 import random
-import select
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from paddle_llm_bench.core import stopping
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.metrics import MEMORY_METRICS, PAIRED_METRICS, RoundTimes, round_metrics
-from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION, WORKER_MODULE, ProtocolError, decode, encode
+from paddle_llm_bench.paired.processes import CaseError, SideWorker, WorkerFailed, close_all, start_workers
+from paddle_llm_bench.paired.protocol import ProtocolError
 from paddle_llm_bench.paired.results import (
     MIN_PAIRS_PER_BLOCK,
     Block,
@@ -41,220 +39,12 @@ from paddle_llm_bench.paired.results import (
     SideInfo,
     current_priors,
 )
-from paddle_llm_bench.paired.sides import Side, SideError, check_hello, hello_failure_hint
+from paddle_llm_bench.paired.sides import Side, SideError
 from paddle_llm_bench.paired.stats import PairedEstimate
 
-HELLO_TIMEOUT_S = 300.0
-STOP_POLL_S = 0.25  # how often a wait for a worker looks for a stop request
 PREPARE_TIMEOUT_S = 1800.0  # the 1.5B architecture is built on a CPU in about a minute; a hub download is slower
 TURN_TIMEOUT_S = 900.0
-STDERR_TAIL_LINES = 15
-LIVE_WORKERS: list[WorkerProcess] = []  # started and not yet closed, in the order they started
 SHARED_MEMORY_ABSENT = "the sides shared one worker process (same-process run): its peaks are no one side's"
-
-
-class WorkerFailed(Exception):
-    """A worker died, hung or broke the protocol; the message has its stderr tail."""
-
-
-class CaseError(Exception):
-    """A worker answered a request with an error (out of memory, a kernel error, a bad case)."""
-
-
-class WorkerProcess:
-    """One worker: a child process speaking the protocol, its stderr kept in a temporary file."""
-
-    def __init__(self, side: Side) -> None:
-        self.side = side
-        self.hello: dict[str, Any] = {}
-        self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
-        try:
-            self.process = subprocess.Popen(
-                [side.python, "-m", WORKER_MODULE],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self.stderr,
-                env={**os.environ, **side.env},
-                start_new_session=True,  # Ctrl-C reaches the coordinator, which ends its workers
-            )
-        except OSError as error:
-            raise SideError(f"cannot start {side.describe()}: {error}") from None
-        LIVE_WORKERS.append(self)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def request(self, message: dict[str, Any], timeout_s: float, side: Side | None = None) -> dict[str, Any]:
-        """Send one request and wait for its answer; errors name ``side`` (whose runner was asked: in a process
-        that every side shares, not always the one it was started for)."""
-        self.send(message, side)
-        return self.receive(message, timeout_s, side)
-
-    def send(self, message: dict[str, Any], side: Side | None = None) -> None:
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write(encode(message))
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise WorkerFailed(self._died(side or self.side, f"could not send {message.get('op')!r}")) from None
-
-    def receive(self, message: dict[str, Any], timeout_s: float, side: Side | None = None) -> dict[str, Any]:
-        """The answer to ``message`` (sent before), within ``timeout_s``."""
-        assert self.process.stdout is not None
-        side = side or self.side
-        if not self._answer_ready(timeout_s):
-            self.kill()
-            raise WorkerFailed(self._died(side, f"no answer to {message.get('op')!r} within {timeout_s:g} s (hung)"))
-        line = self.process.stdout.readline()
-        if not line:
-            try:  # its output closed: it is exiting; its status says how
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            raise WorkerFailed(self._died(side, f"ended its output during {message.get('op')!r}"))
-        try:
-            reply = decode(line)
-        except ProtocolError as error:
-            self.kill()
-            raise WorkerFailed(self._died(side, str(error))) from None
-        if not reply.get("ok"):
-            raise CaseError(f"{side.name}: {reply.get('kind', 'error')}: {reply.get('error', '')}")
-        return reply
-
-    def _answer_ready(self, timeout_s: float) -> bool:
-        """Wait for the answer in short slices: a stop asked for (SIGTERM) ends the wait within a slice, not after
-        a worker's start or a model load (up to a minute)."""
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        while True:
-            stopping.checkpoint()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            ready, _, _ = select.select([self.process.stdout], [], [], min(left, STOP_POLL_S))
-            if ready:
-                return True
-
-    def _died(self, side: Side, what: str) -> str:
-        code = self.process.poll()
-        status = f"exit status {code}" if code is not None else "still running, killed"
-        return f"{side.describe()} worker (pid {self.pid}) {what}; {status}; its stderr ends:\n{self.stderr_tail()}"
-
-    def stderr_tail(self, lines: int = STDERR_TAIL_LINES) -> str:
-        self.stderr.seek(0)
-        text = self.stderr.read().decode("utf-8", errors="replace")
-        return "\n".join("    " + line for line in text.splitlines()[-lines:]) or "    (empty)"
-
-    def close(self) -> None:
-        """Ask it to quit; kill it if it does not within a few seconds."""
-        if self in LIVE_WORKERS:
-            LIVE_WORKERS.remove(self)
-        if self.process.poll() is None:
-            try:
-                assert self.process.stdin is not None
-                self.process.stdin.write(encode({"op": "quit"}))
-                self.process.stdin.close()
-                self.process.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.kill()
-        self.stderr.close()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-class SideWorker:
-    """One side's worker: its own process, or (``same_process``) its slot in the one process every side shares."""
-
-    def __init__(self, side: Side, process: WorkerProcess, slot: int) -> None:
-        self.side = side
-        self.process = process
-        self.slot = slot
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def hello(self) -> dict[str, Any]:
-        return self.process.hello
-
-    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        return self.process.request({**message, "slot": self.slot}, timeout_s, self.side)
-
-
-def check_same_process(sides: Sequence[Side]) -> None:
-    """Sides can share one worker process only if that process can be each of them: one Python, one
-    environment, and no injected slowdown (it would slow the shared model, every side's rounds)."""
-    first = sides[0]
-    for side in sides[1:]:
-        if (side.python, side.env) != (first.python, first.env):
-            raise SideError(
-                f"{side.describe()} and {first.describe()} are different Pythons or environments: sides can share "
-                "one worker process only when they run the same Python (leave out the same-process option)"
-            )
-    if any(side.slowdown_fraction for side in sides):
-        raise SideError("an injected slowdown needs a process of its own per side (leave out the same-process option)")
-
-
-def start_workers(
-    sides: Sequence[Side], rng: random.Random | None = None, same_process: bool = False
-) -> list[SideWorker]:
-    """One worker per side (returned in ``sides``' order), all starting and importing Paddle at once, then each
-    checked. With ``rng`` they start, and are greeted, in a random order: which process starts or imports first
-    can decide which core it lands on and how its memory is laid out, and that must not be the same side every
-    time. With ``same_process``, one worker
-    process holds every side's runner (slot = side index): what differs between the sides inside a process
-    is compared without the process-to-process spread."""
-    order = list(range(len(sides)))
-    if rng is not None:
-        rng.shuffle(order)
-    if same_process:
-        check_same_process(sides)
-        shared = WorkerProcess(sides[0])
-        started = dict.fromkeys(order, shared)
-    else:
-        started = {index: WorkerProcess(sides[index]) for index in order}
-    workers = [SideWorker(side, started[index], index) for index, side in enumerate(sides)]
-    processes = list(dict.fromkeys(started[index] for index in order))
-    hello = {"op": "hello"}
-    try:
-        for process in processes:  # every worker imports Paddle at once, greeted in the order they started
-            try:
-                process.send(hello)
-            except WorkerFailed as error:
-                raise _cannot_run(process.side, error) from None
-        for process in processes:
-            try:
-                reply = process.receive(hello, HELLO_TIMEOUT_S)
-            except (WorkerFailed, CaseError) as error:
-                raise _cannot_run(process.side, error) from None
-            check_hello(process.side, reply, PROTOCOL_VERSION)
-            process.hello = reply
-    except BaseException:
-        for process in processes:  # a refused or stopped start: no worker is waited for
-            process.kill()
-        close_all(workers)
-        raise
-    return workers
-
-
-def _cannot_run(side: Side, error: Exception) -> SideError:
-    return SideError(f"{side.describe()} cannot run a worker: {hello_failure_hint(side, str(error))}\n{error}")
-
-
-def greet(side: Side) -> None:
-    """Start ``side``'s worker, check its hello (Paddle imports, this project, the protocol) and end it: a bad
-    side is refused (``SideError``) before anything is measured, not after a sweep."""
-    close_all(start_workers([side]))
-
-
-def close_all(workers: Sequence[SideWorker]) -> None:
-    for process in dict.fromkeys(worker.process for worker in workers):
-        process.close()
 
 
 def turn_value(rounds: Sequence[RoundTimes], case: Case) -> dict[str, float]:
