@@ -81,7 +81,8 @@ def test_bad_option_values_name_the_option(capsys: pytest.CaptureFixture[str]) -
     assert "invalid value 'tpot_ms=5' from --min-effect" in capsys.readouterr().err
 
 
-def test_a_saved_run_is_rendered_again_in_every_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def saved_paired_run(folder: Path) -> Path:
+    """A paired run of one case, new ÷ old = 0.9 in every pair of three blocks, saved as paired.json."""
     case = Case("tiny", "float32", "greedy", 32, 1, 32)
     blocks = [
         Block(
@@ -94,13 +95,35 @@ def test_a_saved_run_is_rendered_again_in_every_format(tmp_path: Path, capsys: p
         for b in range(3)
     ]
     run = PairedRun([SideInfo("old", "a"), SideInfo("new", "b")], PairedSettings(), [CaseComparison(case, blocks)])
-    path = tmp_path / "paired.json"
+    path = folder / "paired.json"
     run.save(path)
+    return path
+
+
+def test_a_saved_run_is_rendered_again_in_every_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = saved_paired_run(tmp_path)
     for fmt, expected in (("table", "0.900 [0.900, 0.900]"), ("markdown", "| tiny-float32"), ("csv", "decode_ratio")):
         assert cli_main(["paired", "--from", str(path), "--format", fmt]) == 0
         assert expected in capsys.readouterr().out
     assert cli_main(["paired", "--from", str(tmp_path / "missing.json")]) == 4
     assert "cannot read a paired run" in capsys.readouterr().err
+
+
+def test_compare_renders_a_paired_run_alone_and_refuses_mixing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = saved_paired_run(tmp_path)
+    for fmt, expected in (("table", "0.900 [0.900, 0.900]"), ("json", '"case_id": "tiny-float32-greedy-new32')):
+        assert cli_main(["compare", str(path), "--format", fmt]) == 0
+        assert expected in capsys.readouterr().out
+    assert cli_main(["compare", str(path), "--plots", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "forest.png").read_bytes().startswith(b"\x89PNG")
+    assert cli_main(["compare", str(path), str(path)]) == 4
+    assert "a paired run (paired.json) holds its own comparison" in capsys.readouterr().err
+    assert cli_main(["compare", str(path), "--alpha", "0.05"]) == 4
+    assert "--alpha judge saved runs; a paired run is judged by the settings it was measured with" in (
+        capsys.readouterr().err
+    )
 
 
 GREETED_ALONE = "greeted alone"
