@@ -3,6 +3,7 @@ path is tested in test_paired_engine.py)."""
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from pathlib import Path
@@ -118,8 +119,13 @@ def test_compare_renders_a_paired_run_alone_and_refuses_mixing_it(
         assert expected in capsys.readouterr().out
     assert cli_main(["compare", str(path), "--plots", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "forest.png").read_bytes().startswith(b"\x89PNG")
-    assert cli_main(["compare", str(path), str(path)]) == 4
-    assert "a paired run (paired.json) holds its own comparison" in capsys.readouterr().err
+    saved = tmp_path / "0001_saved.json"
+    facts = {"hardware_fingerprint": "cpu:test", "paddle_version": "3.3.1"}
+    benchmark = {"name": "test_generation[x]", "extra_info": {"format_version": 1, "case_id": "x", "samples": {}}}
+    saved.write_text(json.dumps({"machine_info": {"paddle_llm_bench": facts}, "benchmarks": [benchmark]}))
+    for runs in ([path, path], [saved, path]):  # a paired run first, or after a saved one
+        assert cli_main(["compare", *map(str, runs)]) == 4
+        assert "a paired run (paired.json) holds its own comparison" in capsys.readouterr().err
     assert cli_main(["compare", str(path), "--alpha", "0.05"]) == 4
     assert "--alpha judge saved runs; a paired run is judged by the settings it was measured with" in (
         capsys.readouterr().err

@@ -25,6 +25,10 @@ from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
 from paddle_llm_bench.results.files import write_atomic
 
 USAGE_ERROR = ExitStatus.USAGE_ERROR
+PAIRED_ALONE = (
+    "a paired run (paired.json) holds its own comparison, measured interleaved: give it alone "
+    "(`compare PAIRED_JSON`); saved runs of different times are compared with each other"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +59,7 @@ def read_run(path: Path) -> SavedRun:
     try:
         fingerprint, by_case, facts = load_saved_run(path)
     except BaselineError as error:
-        raise CompareError(str(error)) from None
+        raise CompareError(PAIRED_ALONE if is_paired_run(path) else str(error)) from None
     return saved_run(path, fingerprint, by_case, facts)
 
 
@@ -73,7 +77,7 @@ def write_plots(comparison: Comparison, directory: Path, plot_case: str | None) 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        if any(is_paired_run(path) for path in args.runs):
+        if is_paired_run(args.runs[0]):  # a paired run later in the list is refused when it is read
             text, written, warnings = paired_comparison(args)
         else:
             text, written, warnings = saved_runs_comparison(args)
@@ -111,10 +115,7 @@ def saved_runs_comparison(args: argparse.Namespace) -> tuple[str, list[Path], Se
 def paired_comparison(args: argparse.Namespace) -> tuple[str, list[Path], Sequence[str]]:
     """A paired run's own comparison, judged with the settings it was measured with."""
     if len(args.runs) != 1:
-        raise CompareError(
-            "a paired run (paired.json) holds its own comparison, measured interleaved: give it alone "
-            "(`compare PAIRED_JSON`); saved runs of different times are compared with each other"
-        )
+        raise CompareError(PAIRED_ALONE)
     given = [f"--{name}" for name in GATE_OPTIONS if getattr(args, f"gate_{name.replace('-', '_')}") is not None]
     if given:
         raise CompareError(
