@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paddle_llm_bench.analysis.compare import (
+    COMPARISON_FORMAT,
     NO_REFERENCE,
     NOT_IN_RUN,
     REFERENCE,
@@ -121,10 +122,10 @@ def test_speed_ratio_from_injected_scaling_and_no_speed_verdict_from_one_run(fac
     b = run("b", case_info(decode=[v * factor for v in base]))
     comparison = compare([a, b])
     row = row_of(comparison, CASE, "b")
-    assert row.decode_verdict == INCONCLUSIVE and row.ttft_verdict == INCONCLUSIVE
-    assert row.decode_tokens_per_s.ratio == pytest.approx(factor)
+    assert row.verdicts["decode_tokens_per_s"] == INCONCLUSIVE and row.verdicts["ttft_ms"] == INCONCLUSIVE
+    assert row.values["decode_tokens_per_s"].ratio == pytest.approx(factor)
     assert UNKNOWN_NOISE in row.evidence["decode_tokens_per_s"]
-    assert row_of(comparison, CASE, "a").decode_verdict == REFERENCE
+    assert row_of(comparison, CASE, "a").verdicts["decode_tokens_per_s"] == REFERENCE
     assert any(note.startswith("inconclusive (2 verdicts): run-to-run noise unknown") for note in comparison.notes)
 
 
@@ -133,10 +134,10 @@ def test_higher_ttft_is_its_ratio_and_memory_growth_is_bigger() -> None:
     a = run("a", case_info(ttft=ttft, peak_bytes=100 * MIB))
     b = run("b", case_info(ttft=[v * 1.5 for v in ttft], peak_bytes=300 * MIB))
     row = row_of(compare([a, b]), CASE, "b")
-    assert row.ttft_verdict == INCONCLUSIVE
-    assert row.ttft_ms.ratio == pytest.approx(1.5)
-    assert row.memory_verdict == BIGGER
-    assert row.peak_allocated_bytes.ratio == pytest.approx(3.0)
+    assert row.verdicts["ttft_ms"] == INCONCLUSIVE
+    assert row.values["ttft_ms"].ratio == pytest.approx(1.5)
+    assert row.verdicts["peak_allocated_bytes"] == BIGGER
+    assert row.values["peak_allocated_bytes"].ratio == pytest.approx(3.0)
 
 
 def test_verdicts_are_the_gates_own_for_a_one_run_baseline() -> None:
@@ -156,9 +157,9 @@ def test_verdicts_are_the_gates_own_for_a_one_run_baseline() -> None:
     expected = {(v.case_id, v.metric): v.verdict for v in verdicts}
     for i in range(6):
         row = row_of(comparison, f"c{i}", "b")
-        assert row.decode_verdict == expected[(f"c{i}", "decode_tokens_per_s")] == INCONCLUSIVE
-        assert row.ttft_verdict == expected[(f"c{i}", "ttft_ms")]
-        assert row.memory_verdict == expected[(f"c{i}", "peak_allocated_bytes")] == SAME
+        assert row.verdicts["decode_tokens_per_s"] == expected[(f"c{i}", "decode_tokens_per_s")] == INCONCLUSIVE
+        assert row.verdicts["ttft_ms"] == expected[(f"c{i}", "ttft_ms")]
+        assert row.verdicts["peak_allocated_bytes"] == expected[(f"c{i}", "peak_allocated_bytes")] == SAME
 
 
 @settings(max_examples=40, deadline=None)
@@ -174,11 +175,11 @@ def test_a_a_runs_never_differ(center: float, relative_a: list[float], relative_
     b = [center * (1 + r) for r in relative_b]
     comparison = compare([run("a", case_info(decode=a, ttft=a)), run("b", case_info(decode=b, ttft=b))])
     row = row_of(comparison, CASE, "b")
-    assert row.decode_verdict == INCONCLUSIVE
-    assert row.ttft_verdict == INCONCLUSIVE
-    assert row.memory_verdict == SAME
-    assert row.decode_tokens_per_s.ratio == pytest.approx(statistics.median(b) / statistics.median(a))
-    assert row.ttft_ms.ratio == pytest.approx(statistics.median(b) / statistics.median(a))
+    assert row.verdicts["decode_tokens_per_s"] == INCONCLUSIVE
+    assert row.verdicts["ttft_ms"] == INCONCLUSIVE
+    assert row.verdicts["peak_allocated_bytes"] == SAME
+    assert row.values["decode_tokens_per_s"].ratio == pytest.approx(statistics.median(b) / statistics.median(a))
+    assert row.values["ttft_ms"].ratio == pytest.approx(statistics.median(b) / statistics.median(a))
     assert not comparison.warnings
 
 
@@ -190,12 +191,12 @@ def test_different_case_sets_are_listed_as_only_in() -> None:
     assert comparison.only_in == {"only-a": ["a"], "only-b": ["b"]}
     missing = row_of(comparison, "only-a", "b")
     assert not missing.present
-    assert missing.decode_verdict == NOT_IN_RUN
-    assert missing.decode_tokens_per_s.value is None
+    assert missing.verdicts["decode_tokens_per_s"] == NOT_IN_RUN
+    assert missing.values["decode_tokens_per_s"].value is None
     new = row_of(comparison, "only-b", "b")
-    assert new.decode_verdict == NO_REFERENCE
-    assert new.decode_tokens_per_s.value is not None
-    assert new.decode_tokens_per_s.ratio is None
+    assert new.verdicts["decode_tokens_per_s"] == NO_REFERENCE
+    assert new.values["decode_tokens_per_s"].value is not None
+    assert new.values["decode_tokens_per_s"].ratio is None
     table = render_table(comparison)
     assert "only in: a: only-a" in table
     assert "only in: b: only-b" in table
@@ -208,19 +209,19 @@ def test_missing_metrics_are_na_with_the_recorded_reason_never_zero() -> None:
     b = run("b", case_info(decode=[], absent={"decode_tokens_per_s": reason}, peak_bytes=None))
     comparison = compare([a, b])
     row = row_of(comparison, CASE, "b")
-    assert row.decode_tokens_per_s.value is None
-    assert row.decode_tokens_per_s.reason == reason
-    assert row.decode_verdict == "n/a"
-    assert row.peak_allocated_bytes.value is None
-    assert "not recorded" in row.peak_allocated_bytes.reason
-    assert row.ttft_ms.ratio is not None  # what is there is still compared
+    assert row.values["decode_tokens_per_s"].value is None
+    assert row.values["decode_tokens_per_s"].reason == reason
+    assert row.verdicts["decode_tokens_per_s"] == "n/a"
+    assert row.values["peak_allocated_bytes"].value is None
+    assert "not recorded" in row.values["peak_allocated_bytes"].reason
+    assert row.values["ttft_ms"].ratio is not None  # what is there is still compared
     table = render_table(comparison)
     assert reason in table
     b_line = next(line for line in table.splitlines() if line.startswith("  b"))
     assert "n/a" in b_line
     assert " 0.0 " not in b_line
     csv_row = list(csv.DictReader(io.StringIO(render_csv(comparison))))[1]
-    assert csv_row["decode_tokens_per_s_median"] == ""
+    assert csv_row["decode_tokens_per_s"] == ""
     assert reason in csv_row["not_available"]
 
 
@@ -229,11 +230,11 @@ def test_old_extra_info_without_samples_uses_the_stored_summary_without_a_verdic
     del old["samples"]
     old["metrics"] = {"decode_tokens_per_s": {"median": 150.0, "std": 3.0}}
     row = row_of(compare([run("a", case_info()), run("b", old)]), CASE, "b")
-    assert row.decode_tokens_per_s.value == 150.0
-    assert row.decode_tokens_per_s_std == 3.0
-    assert row.decode_verdict == "n/a"
-    assert row.ttft_ms.value is None
-    assert "not recorded" in row.ttft_ms.reason
+    assert row.values["decode_tokens_per_s"].value == 150.0
+    assert row.values["decode_tokens_per_s"].std == 3.0
+    assert row.verdicts["decode_tokens_per_s"] == "n/a"
+    assert row.values["ttft_ms"].value is None
+    assert "not recorded" in row.values["ttft_ms"].reason
 
 
 def test_runs_from_other_hardware_are_compared_with_a_warning() -> None:
@@ -244,7 +245,7 @@ def test_runs_from_other_hardware_are_compared_with_a_warning() -> None:
     assert len(comparison.warnings) == 2
     assert "gpu:NVIDIA H100" in comparison.warnings[0] and "mix hardware" in comparison.warnings[0]
     assert "no hardware fingerprint" in comparison.warnings[1]
-    assert row_of(comparison, CASE, "b").memory_verdict == SAME
+    assert row_of(comparison, CASE, "b").verdicts["peak_allocated_bytes"] == SAME
     assert render_table(comparison).startswith("WARNING: b ran on 'gpu:NVIDIA H100'")
     assert "> **Warning:**" in render_markdown(comparison)
     assert json.loads(render_json(comparison))["warnings"] == list(comparison.warnings)
@@ -325,27 +326,27 @@ def test_csv_parses_back_one_row_per_case_and_run() -> None:
     rows = list(csv.DictReader(io.StringIO(render_csv(comparison))))
     assert len(rows) == len(comparison.case_ids) * 2
     slower = next(r for r in rows if r["case_id"] == CASE and r["run"] == "b")
-    assert slower["decode_verdict"] == INCONCLUSIVE
+    assert slower["decode_tokens_per_s_verdict"] == INCONCLUSIVE
     assert float(slower["decode_tokens_per_s_ratio"]) == pytest.approx(0.8)
     assert int(slower["peak_allocated_bytes"]) == 100 * MIB
     assert slower["hardware_fingerprint"] == FINGERPRINT
     absent = next(r for r in rows if r["case_id"] == "only-a" and r["run"] == "b")
-    assert absent["present"] == "False" and absent["decode_tokens_per_s_median"] == ""
+    assert absent["present"] == "False" and absent["decode_tokens_per_s"] == ""
 
 
 def test_json_parses_back_with_rows_warnings_and_settings() -> None:
     comparison = comparison_for_formats()
     document = json.loads(render_json(comparison))
-    assert document["format_version"] == 1
+    assert document["format_version"] == COMPARISON_FORMAT == 2
     assert document["reference_run"] == "a"
     assert [r["name"] for r in document["runs"]] == ["a", "b"]
     assert document["settings"]["alpha"] == GateSettings().alpha
     assert document["only_in"] == {"only-a": ["a"], "only-b": ["b"]}
     slower = next(r for r in document["rows"] if r["case_id"] == CASE and r["run"] == "b")
-    assert slower["decode_verdict"] == INCONCLUSIVE
+    assert slower["decode_tokens_per_s_verdict"] == INCONCLUSIVE
     assert slower["decode_tokens_per_s_ratio"] == pytest.approx(0.8)
     absent = next(r for r in document["rows"] if r["case_id"] == "only-a" and r["run"] == "b")
-    assert absent["decode_tokens_per_s_median"] is None
+    assert absent["decode_tokens_per_s"] is None
 
 
 def test_markdown_is_a_well_formed_github_table() -> None:
@@ -422,7 +423,8 @@ def test_cli_writes_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     plots = tmp_path / "plots"
     assert cli_main(["compare", str(a), str(b), "--plots", str(plots), "--format", "json"]) == 0
     names = sorted(p.name for p in plots.iterdir())
-    assert names == ["decode_tokens_per_s.png", "peak_memory.png", f"token_latency_{CASE}.png"]
+    expected = ["decode_tokens_per_s", "itl_p99_ms", "peak_allocated_bytes", f"token_latency_{CASE}", "ttft_ms"]
+    assert names == [f"{name}.png" for name in expected]  # host and energy: no run has them
     for path in plots.iterdir():
         assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         assert path.stat().st_size > 1000
@@ -513,23 +515,23 @@ def test_host_overhead_and_energy_are_compared_with_their_ratio() -> None:
     later = run("b", with_host_and_energy(case_info(seed=3), 3.0, 30.0))
     comparison = compare([reference, later])
     row = comparison.rows_for(CASE)[1]
-    assert row.host_cpu_ms_per_token.ratio == pytest.approx(1.5, rel=0.03)
-    assert row.tokens_per_j.ratio == pytest.approx(0.75, rel=0.03)
+    assert row.values["host_cpu_ms_per_token"].ratio == pytest.approx(1.5, rel=0.03)
+    assert row.values["tokens_per_j"].ratio == pytest.approx(0.75, rel=0.03)
     flat = row.as_dict()
     assert flat["host_cpu_ms_per_token"] == pytest.approx(3.0, rel=0.03) and flat["tokens_per_j_ratio"] is not None
     table = render_table(comparison)
-    assert "host ms/tok" in table and "tok/J" in table and "1.50x" in table
+    assert "host CPU ms/token" in table and "tokens/J" in table and "1.50x" in table
 
 
 def test_an_absent_energy_figure_is_one_note_for_every_case_never_zero() -> None:
     cases = [with_host_and_energy(case_info(case_id=f"case-{i}"), 2.0, None) for i in range(3)]
     comparison = compare([run("a", *cases), run("b", *cases)])
-    notes = [note for note in comparison.notes if note.startswith("tok/J")]
+    notes = [note for note in comparison.notes if note.startswith("tokens/J")]
     assert notes == [
-        "tok/J n/a for 3 cases in every run: no energy counter on this CPU (no RAPL package domain under "
+        "tokens/J n/a for 3 cases in every run: no energy counter on this CPU (no RAPL package domain under "
         "/sys/class/powercap)"
     ]
-    assert all(row.tokens_per_j.value is None for row in comparison.rows)
+    assert all(row.values["tokens_per_j"].value is None for row in comparison.rows)
     csv_rows = list(csv.DictReader(io.StringIO(render_csv(comparison))))
     assert all(r["tokens_per_j"] == "" and "tokens_per_j: no energy counter" in r["not_available"] for r in csv_rows)
 

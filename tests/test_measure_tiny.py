@@ -27,7 +27,7 @@ from pynvml import NVML_PERF_POLICY_POWER as POWER
 
 from paddle_llm_bench.analysis.report import summary_table
 from paddle_llm_bench.core.config import Case, Sweep
-from paddle_llm_bench.core.metrics import ENERGY_METRICS, MEMORY_METRICS, METRIC_UNITS, RoundTimes
+from paddle_llm_bench.core.metrics import ENERGY, MEMORY, RoundTimes, metric_by_name, metric_names, round_metric_names
 from paddle_llm_bench.runtime import measure
 from paddle_llm_bench.runtime.device import Device, detect_device
 from paddle_llm_bench.runtime.energy import NvmlEnergyCounter, RaplEnergyCounter
@@ -192,7 +192,7 @@ def test_wrong_token_count_raises(loaded: LoadedModel, cpu: Device) -> None:
 def test_result_has_every_round(greedy_result: CaseResult) -> None:
     assert len(greedy_result.rounds) == ROUNDS
     assert greedy_result.warmup_rounds == WARMUP_ROUNDS
-    assert set(greedy_result.samples) == set(METRIC_UNITS) - set(ENERGY_METRICS)  # no energy counter here
+    assert set(greedy_result.samples) == set(round_metric_names()) - set(metric_names(ENERGY))  # no energy counter here
     assert all(len(values) == ROUNDS for values in greedy_result.samples.values())
     assert all(len(times.step_ns) == NEW_TOKENS for times in greedy_result.rounds)
     itl = greedy_result.inter_token_latency_ms()
@@ -218,12 +218,12 @@ def test_extra_info_is_json_and_consistent(greedy_result: CaseResult) -> None:
     assert info["case_id"] == "tiny-float32-greedy-new16-bs1-prompt16"
     assert info["rounds"] == ROUNDS
     assert info["device"].startswith("cpu")
-    for name, unit in METRIC_UNITS.items():
-        if name in ENERGY_METRICS:
+    for name in round_metric_names():
+        if name in metric_names(ENERGY):
             assert info["absent"][name] and name not in info["metrics"]
             continue
         summary = info["metrics"][name]
-        assert summary["unit"] == unit
+        assert summary["unit"] == metric_by_name(name).unit
         assert summary["n"] == ROUNDS
         assert summary["median"] == pytest.approx(statistics.median(info["samples"][name]))
         assert summary["min"] <= summary["median"] <= summary["max"]
@@ -260,7 +260,7 @@ def test_the_summary_shows_host_overhead_and_absent_energy_as_n_a(greedy_result:
 
 def test_energy_and_clock_events_are_absent_with_the_reason_on_this_cpu(greedy_result: CaseResult) -> None:
     absent = greedy_result.as_extra_info()["absent"]  # no RAPL counter (the no_rapl fixture)
-    for name in ENERGY_METRICS:
+    for name in metric_names(ENERGY):
         assert "no energy counter on this CPU" in absent[name]
     assert "on a CPU" in absent["gpu_clock_events"]
     assert all(times.energy_uj is None and times.clock_event_mask is None for times in greedy_result.rounds)
@@ -384,7 +384,7 @@ def test_memory_peaks_on_cpu(greedy_result: CaseResult, loaded: LoadedModel) -> 
     assert "peak_nvml_process_bytes" not in peaks
     assert absent["peak_nvml_process_bytes"]  # a reason, never a 0
     assert all(value > 0 for value in peaks.values()), "a probe without a figure must be absent, not 0"
-    assert set(peaks) | set(greedy_result.memory.absent) == set(MEMORY_METRICS)
+    assert set(peaks) | set(greedy_result.memory.absent) == set(metric_names(MEMORY))
     assert not set(peaks) & set(greedy_result.memory.absent)
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paddle_llm_bench.core.metrics import HIGHER_IS_BETTER, METRIC_UNITS, RoundTimes, inter_token_ms, round_metrics
+from paddle_llm_bench.core.metrics import RoundTimes, inter_token_ms, metric_by_name, round_metric_names, round_metrics
 
 MS = 1_000_000  # ns
 
@@ -71,15 +71,15 @@ UNIT_BY_SUFFIX = {"_per_s": "tokens/s", "_ms": "ms", "_per_token": "ms", "_of_wa
 def test_every_metric_has_a_unit() -> None:
     times = RoundTimes(0, (1 * MS, 2 * MS), 3 * MS, decode_cpu_ns=MS, energy_uj=500)
     metrics = round_metrics(times, 1, 1)
-    assert set(metrics) == set(METRIC_UNITS)
-    assert set(HIGHER_IS_BETTER) <= set(METRIC_UNITS)
-    for name, unit in METRIC_UNITS.items():
+    assert set(metrics) == set(round_metric_names())
+    for name in round_metric_names():
+        unit = metric_by_name(name).unit
         if name == "tokens_per_j":
-            assert unit == "tokens/J" and name in HIGHER_IS_BETTER
+            assert unit == "tokens/J" and metric_by_name(name).higher_is_better
             continue
         suffix = next(suffix for suffix in UNIT_BY_SUFFIX if name.endswith(suffix))
         assert unit == UNIT_BY_SUFFIX[suffix], name
-        assert (name in HIGHER_IS_BETTER) == name.endswith("_per_s"), name
+        assert (metric_by_name(name).higher_is_better) == name.endswith("_per_s"), name
 
 
 def test_host_overhead_per_token_and_share_of_the_decode_window() -> None:

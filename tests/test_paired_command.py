@@ -103,7 +103,11 @@ def saved_paired_run(folder: Path) -> Path:
 
 def test_a_saved_run_is_rendered_again_in_every_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = saved_paired_run(tmp_path)
-    for fmt, expected in (("table", "0.900 [0.900, 0.900]"), ("markdown", "| tiny-float32"), ("csv", "decode_ratio")):
+    for fmt, expected in (
+        ("table", "0.900 [0.900, 0.900]"),
+        ("markdown", "| tiny-float32"),
+        ("csv", "decode_tokens_per_s_ratio"),
+    ):
         assert cli_main(["paired", "--from", str(path), "--format", fmt]) == 0
         assert expected in capsys.readouterr().out
     assert cli_main(["paired", "--from", str(tmp_path / "missing.json")]) == 4

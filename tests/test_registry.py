@@ -16,15 +16,17 @@ from paddle_llm_bench.core.config import ConfigError
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.gate_options import GATE_OPTIONS, add_gate_arguments, gate_settings, gate_settings_from_args
 from paddle_llm_bench.core.metrics import (
-    BASELINE_METRICS,
-    DEFAULT_GATE_MIN_EFFECT_PERCENT,
-    MEMORY_METRICS,
-    MEMORY_TOLERANCE,
-    METRICS,
-    PAIRED_METRICS,
+    MEMORY,
     REGISTRY,
-    ROUND_METRICS,
+    TOKEN_GAPS,
     RoundTimes,
+    baseline_metric_names,
+    default_gate_min_effects,
+    memory_tolerances,
+    metric_by_name,
+    metric_names,
+    paired_metric_names,
+    round_metric_names,
     round_metrics,
 )
 from paddle_llm_bench.core.record import RECORD_FORMAT, RecordError, upgrade_record
@@ -33,25 +35,30 @@ from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
 
 
 def test_registry_names_are_unique_and_every_view_comes_from_it() -> None:
-    assert len(METRICS) == len(REGISTRY)
-    assert set(ROUND_METRICS) | set(MEMORY_METRICS) == set(METRICS)
-    assert set(DEFAULT_GATE_MIN_EFFECT_PERCENT) <= set(BASELINE_METRICS)  # a default the gate could never judge
-    assert set(MEMORY_TOLERANCE) == set(MEMORY_METRICS)
-    assert all(METRICS[m].family != "memory" for m in PAIRED_METRICS + BASELINE_METRICS)
+    assert len(set(metric_names())) == len(REGISTRY)
+    per_round = {m.name for m in REGISTRY if m.per_round is not None}
+    assert (
+        per_round
+        == set(round_metric_names())
+        == set(metric_names()) - set(metric_names(MEMORY)) - set(metric_names(TOKEN_GAPS))
+    )
+    assert set(default_gate_min_effects()) <= set(baseline_metric_names())  # a default the gate could never judge
+    assert set(memory_tolerances()) == set(metric_names(MEMORY))
+    assert all(metric_by_name(m).family != "memory" for m in paired_metric_names() + baseline_metric_names())
     paired = PairedSettings()  # the paired engine's defaults are the registry's, not literals of its own
-    assert set(paired.min_effect_percent) == set(PAIRED_METRICS)
-    assert set(paired.gated_metrics) == set(PAIRED_METRICS) & set(DEFAULT_GATE_MIN_EFFECT_PERCENT)
+    assert set(paired.min_effect_percent) == set(paired_metric_names())
+    assert set(paired.gated_metrics) == set(paired_metric_names()) & set(default_gate_min_effects())
 
 
 def test_round_metrics_computes_exactly_the_registered_round_metrics() -> None:
     """With every optional reading present, a round yields each registered per-round metric, no other."""
     times = RoundTimes(0, (10_000_000, 20_000_000, 30_000_000), 31_000_000, decode_cpu_ns=5_000_000, energy_uj=9)
-    assert set(round_metrics(times, batch_size=2, prompt_tokens=8)) == set(ROUND_METRICS)
+    assert set(round_metrics(times, batch_size=2, prompt_tokens=8)) == set(round_metric_names())
 
 
 def test_the_gate_refuses_a_metric_it_could_never_judge() -> None:
     """e2e_ms was once accepted as a min effect and silently never gated: baselines hold no e2e samples."""
-    assert "e2e_ms" not in BASELINE_METRICS
+    assert "e2e_ms" not in baseline_metric_names()
     with pytest.raises(ValueError, match="cannot judge e2e_ms"):
         GateSettings(min_effect_percent={"e2e_ms": 5.0})
     with pytest.raises(ConfigError, match="invalid value 'e2e_ms=5' from --llm-gate-min-effect"):
@@ -59,9 +66,9 @@ def test_the_gate_refuses_a_metric_it_could_never_judge() -> None:
 
 
 def test_every_gateable_metric_is_accepted_and_merged_over_the_defaults() -> None:
-    for metric in BASELINE_METRICS:
+    for metric in baseline_metric_names():
         settings = gate_settings({"min-effect": (f"{metric}=7.5", "--llm-gate-min-effect")})
-        assert settings.min_effect_percent == {**DEFAULT_GATE_MIN_EFFECT_PERCENT, metric: 7.5}
+        assert settings.min_effect_percent == {**default_gate_min_effects(), metric: 7.5}
 
 
 def test_subcommands_and_pytest_share_one_parser_and_name_the_option_typed() -> None:

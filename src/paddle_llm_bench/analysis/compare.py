@@ -26,12 +26,13 @@ from typing import Any
 
 from paddle_llm_bench.analysis.operator_changes import OperatorReport, operator_changes
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge
-from paddle_llm_bench.core.metrics import METRICS
+from paddle_llm_bench.core.metrics import Metric, comparison_metrics, metric_by_name
+from paddle_llm_bench.core.record import case_figure
 from paddle_llm_bench.core.stats import summarize
 from paddle_llm_bench.core.verdicts import CHANGED, INCONCLUSIVE, Verdict
 from paddle_llm_bench.results.baselines import measurement_from_extra_info
 
-COMPARISON_FORMAT = 1
+COMPARISON_FORMAT = 2  # 2: fields named after the registry's metrics (docs/compare.md)
 NOT_AVAILABLE = "n/a"
 NOT_IN_RUN = "not in this run"
 NO_REFERENCE = "no reference"  # the case is not in the first run
@@ -40,19 +41,8 @@ REFERENCE = "reference"
 
 DECODE = "decode_tokens_per_s"
 TTFT = "ttft_ms"
-ITL_P99 = "itl_p99_ms"
-PEAK_ALLOCATED = "peak_allocated_bytes"
-HOST_CPU = "host_cpu_ms_per_token"
-TOKENS_PER_J = "tokens_per_j"
-# The registry's labels; ITL p99 is not a per-round metric, and the unjudged two are shortened for the table.
-LABELS = {metric: METRICS[metric].label for metric in (DECODE, TTFT, PEAK_ALLOCATED)} | {
-    ITL_P99: "ITL p99 ms",
-    HOST_CPU: "host ms/tok",
-    TOKENS_PER_J: "tok/J",
-}
-# Shown with their ratio, without a verdict: the gate does not judge them. Their n/a notes are
-# grouped by reason across cases (energy is absent for every case of a CPU run).
-UNJUDGED = (HOST_CPU, TOKENS_PER_J)
+# Speed metrics a change is explained for (operator profiles): the ones one-run comparisons judge by ratio.
+EXPLAINED = (DECODE, TTFT)
 
 
 class CompareError(Exception):
@@ -100,76 +90,51 @@ def saved_run(
 
 @dataclass(frozen=True)
 class Value:
-    """One metric of one case in one run: the figure, its ratio to the reference run, or why it is missing."""
+    """One metric of one case in one run: the figure, its spread across rounds, its ratio to the reference
+    run, or why it is missing."""
 
     value: float | None
     ratio: float | None = None
     reason: str = ""
+    std: float | None = None
 
 
 @dataclass(frozen=True)
 class Row:
-    """One case in one run."""
+    """One case in one run: a ``Value`` for every ``in_comparison`` metric of the registry, and a verdict
+    for each of them the gate judges (``reference`` in the reference run)."""
 
     case_id: str
     run: str
     present: bool
-    decode_tokens_per_s: Value
-    decode_tokens_per_s_std: float | None
-    decode_verdict: str
-    ttft_ms: Value
-    ttft_verdict: str
-    itl_p99_ms: Value
-    peak_allocated_bytes: Value
-    memory_verdict: str
+    values: Mapping[str, Value]
+    verdicts: Mapping[str, str]
     evidence: Mapping[str, str] = field(default_factory=dict)
     p_values: Mapping[str, float] = field(default_factory=dict)
-    host_cpu_ms_per_token: Value = Value(None, reason=NOT_IN_RUN)
-    tokens_per_j: Value = Value(None, reason=NOT_IN_RUN)
-
-    def values(self) -> dict[str, Value]:
-        return {
-            DECODE: self.decode_tokens_per_s,
-            TTFT: self.ttft_ms,
-            ITL_P99: self.itl_p99_ms,
-            PEAK_ALLOCATED: self.peak_allocated_bytes,
-            HOST_CPU: self.host_cpu_ms_per_token,
-            TOKENS_PER_J: self.tokens_per_j,
-        }
 
     def as_dict(self) -> dict[str, Any]:
-        """Flat, unit-named fields: one CSV row or JSON object; missing figures are None, never 0."""
-        values = self.values()
-        peak = values[PEAK_ALLOCATED].value
+        """Flat fields named after the metric (``<metric>``, ``_std``, ``_ratio``, ``_verdict``,
+        ``_p_value``): one CSV row or JSON object; missing figures are None, never 0."""
         if not self.present:
             not_available = NOT_IN_RUN
         else:
-            not_available = "; ".join(f"{m}: {v.reason}" for m, v in values.items() if v.value is None and v.reason)
-        return {
-            "case_id": self.case_id,
-            "run": self.run,
-            "present": self.present,
-            "decode_tokens_per_s_median": values[DECODE].value,
-            "decode_tokens_per_s_std": self.decode_tokens_per_s_std,
-            "decode_tokens_per_s_ratio": values[DECODE].ratio,
-            "decode_verdict": self.decode_verdict,
-            "decode_p_value": self.p_values.get(DECODE),
-            "ttft_ms_median": values[TTFT].value,
-            "ttft_ms_ratio": values[TTFT].ratio,
-            "ttft_verdict": self.ttft_verdict,
-            "ttft_p_value": self.p_values.get(TTFT),
-            "itl_p99_ms": values[ITL_P99].value,
-            "itl_p99_ms_ratio": values[ITL_P99].ratio,
-            "peak_allocated_bytes": None if peak is None else round(peak),
-            "peak_allocated_bytes_ratio": values[PEAK_ALLOCATED].ratio,
-            "memory_verdict": self.memory_verdict,
-            "host_cpu_ms_per_token": values[HOST_CPU].value,
-            "host_cpu_ms_per_token_ratio": values[HOST_CPU].ratio,
-            "tokens_per_j": values[TOKENS_PER_J].value,
-            "tokens_per_j_ratio": values[TOKENS_PER_J].ratio,
-            "not_available": not_available,
-            "evidence": "; ".join(f"{m}: {text}" for m, text in self.evidence.items()),
-        }
+            not_available = "; ".join(
+                f"{m}: {v.reason}" for m, v in self.values.items() if v.value is None and v.reason
+            )
+        flat: dict[str, Any] = {"case_id": self.case_id, "run": self.run, "present": self.present}
+        for metric in comparison_metrics():
+            value = self.values[metric.name]
+            number = value.value
+            flat[metric.name] = round(number) if number is not None and metric.unit == "bytes" else number
+            if metric.per_round is not None:
+                flat[f"{metric.name}_std"] = value.std
+            flat[f"{metric.name}_ratio"] = value.ratio
+            if metric.judged_by_gate:
+                flat[f"{metric.name}_verdict"] = self.verdicts[metric.name]
+                flat[f"{metric.name}_p_value"] = self.p_values.get(metric.name)
+        flat["not_available"] = not_available
+        flat["evidence"] = "; ".join(f"{m}: {text}" for m, text in self.evidence.items())
+        return flat
 
 
 @dataclass(frozen=True)
@@ -250,53 +215,12 @@ def _judge(reference: SavedRun, run: SavedRun, settings: GateSettings) -> dict[t
     return {(v.case_id, v.metric): v for v in judge(current, baseline, settings)}
 
 
-def _samples(extra_info: Mapping[str, Any], metric: str) -> list[float]:
-    values = extra_info.get("samples", {}).get(metric)
-    return [float(v) for v in values] if values else []
-
-
-def _missing_reason(extra_info: Mapping[str, Any], *keys: str) -> str:
-    absent = extra_info.get("absent", {})
-    for key in keys:
-        if key in absent:
-            return str(absent[key])
-    return "not recorded in this file (an older format?)"
-
-
-def _median(extra_info: Mapping[str, Any], metric: str) -> tuple[float | None, float | None, str]:
-    """Median and std across rounds from the per-round samples; else the stored summary; else why not."""
-    samples = _samples(extra_info, metric)
-    if samples:
-        summary = summarize(samples)
-        return summary.median, summary.std, ""
-    stored = extra_info.get("metrics", {}).get(metric, {})
-    if isinstance(stored, Mapping) and stored.get("median") is not None:
-        std = stored.get("std")
-        return float(stored["median"]), float(std) if std is not None else None, ""
-    return None, None, _missing_reason(extra_info, metric)
-
-
-def _raw_values(extra_info: Mapping[str, Any]) -> tuple[dict[str, Value], float | None]:
-    decode, decode_std, decode_reason = _median(extra_info, DECODE)
-    ttft, _, ttft_reason = _median(extra_info, TTFT)
-    itl = extra_info.get("inter_token_latency_ms", {}).get("p99")
-    memory = extra_info.get("memory_bytes", {}).get(PEAK_ALLOCATED)
-    values = {
-        DECODE: Value(decode, reason=decode_reason),
-        TTFT: Value(ttft, reason=ttft_reason),
-        ITL_P99: Value(
-            float(itl) if itl is not None else None,
-            reason="" if itl is not None else _missing_reason(extra_info, "inter_token_latency_ms", "tpot_ms"),
-        ),
-        PEAK_ALLOCATED: Value(
-            float(memory) if memory is not None else None,
-            reason="" if memory is not None else _missing_reason(extra_info, PEAK_ALLOCATED),
-        ),
-    }
-    for metric in UNJUDGED:
-        median, _, reason = _median(extra_info, metric)
-        values[metric] = Value(median, reason=reason)
-    return values, decode_std
+def _raw_values(extra_info: Mapping[str, Any]) -> dict[str, Value]:
+    values = {}
+    for metric in comparison_metrics():
+        figure = case_figure(extra_info, metric)
+        values[metric.name] = Value(figure.value, reason=figure.reason, std=figure.std)
+    return values
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
@@ -306,43 +230,36 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
 
 
 def _row(case_id: str, run: SavedRun, reference: SavedRun, findings: Mapping[tuple[str, str], Verdict]) -> Row:
+    judged = [m.name for m in comparison_metrics() if m.judged_by_gate]
     if case_id not in run.cases:
         missing = Value(None, reason=NOT_IN_RUN)
         return Row(
-            case_id, run.name, False, missing, None, NOT_IN_RUN, missing, NOT_IN_RUN, missing, missing, NOT_IN_RUN
+            case_id,
+            run.name,
+            False,
+            dict.fromkeys((m.name for m in comparison_metrics()), missing),
+            dict.fromkeys(judged, NOT_IN_RUN),
         )
-    values, decode_std = _raw_values(run.cases[case_id])
+    values = _raw_values(run.cases[case_id])
     if case_id in reference.cases:
-        reference_values, _ = _raw_values(reference.cases[case_id])
+        reference_values = _raw_values(reference.cases[case_id])
         values = {
-            metric: Value(value.value, _ratio(value.value, reference_values[metric].value), value.reason)
+            metric: replace(value, ratio=_ratio(value.value, reference_values[metric].value))
             for metric, value in values.items()
         }
     if run is reference:
-        verdicts = {DECODE: REFERENCE, TTFT: REFERENCE, PEAK_ALLOCATED: REFERENCE}
+        verdicts = dict.fromkeys(judged, REFERENCE)
     else:
-        verdicts = {
-            DECODE: _verdict(case_id, DECODE, reference, findings),
-            TTFT: _verdict(case_id, TTFT, reference, findings),
-            PEAK_ALLOCATED: _verdict(case_id, PEAK_ALLOCATED, reference, findings),
-        }
-    used = [findings[(case_id, m)] for m in (DECODE, TTFT, PEAK_ALLOCATED) if (case_id, m) in findings]
+        verdicts = {metric: _verdict(case_id, metric, reference, findings) for metric in judged}
+    used = [findings[(case_id, m)] for m in judged if (case_id, m) in findings]
     return Row(
         case_id=case_id,
         run=run.name,
         present=True,
-        decode_tokens_per_s=values[DECODE],
-        decode_tokens_per_s_std=decode_std,
-        decode_verdict=verdicts[DECODE],
-        ttft_ms=values[TTFT],
-        ttft_verdict=verdicts[TTFT],
-        itl_p99_ms=values[ITL_P99],
-        peak_allocated_bytes=values[PEAK_ALLOCATED],
-        memory_verdict=verdicts[PEAK_ALLOCATED],
+        values=values,
+        verdicts=verdicts,
         evidence={f.metric: f.evidence for f in used},
         p_values={f.metric: f.p_value for f in used if f.p_value is not None},
-        host_cpu_ms_per_token=values[HOST_CPU],
-        tokens_per_j=values[TOKENS_PER_J],
     )
 
 
@@ -378,33 +295,29 @@ def _hardware_warnings(runs: Sequence[SavedRun]) -> list[str]:
 
 
 def _not_available_notes(rows: Sequence[Row], run_count: int) -> list[str]:
-    """One note per (case, metric, reason) saying which runs lack the figure; for the unjudged
-    metrics one note per (metric, reason, runs), counting the cases."""
+    """One note per (case, metric, reason) saying which runs lack a judged figure; for the metrics the gate
+    does not judge one note per (metric, reason, runs), counting the cases."""
     grouped: dict[tuple[str, str, str], list[str]] = {}
     unjudged: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
+    by_case: dict[tuple[str, str, str], list[str]] = {}
     for row in rows:
-        if not row.present:
-            continue
-        for metric, value in row.values().items():
-            if value.value is None and metric not in UNJUDGED:
+        for metric, value in row.values.items():
+            if not row.present or value.value is not None:
+                continue
+            if metric_by_name(metric).judged_by_gate:
                 grouped.setdefault((row.case_id, metric, value.reason), []).append(row.run)
-    for case_id in dict.fromkeys(row.case_id for row in rows):
-        for metric in UNJUDGED:
-            by_reason: dict[str, list[str]] = {}
-            for row in rows:
-                value = row.values()[metric]
-                if row.case_id == case_id and row.present and value.value is None:
-                    by_reason.setdefault(value.reason, []).append(row.run)
-            for reason, runs in by_reason.items():
-                unjudged.setdefault((metric, reason, tuple(runs)), []).append(case_id)
+            else:
+                by_case.setdefault((row.case_id, metric, value.reason), []).append(row.run)
+    for (case_id, metric, reason), runs in by_case.items():
+        unjudged.setdefault((metric, reason, tuple(runs)), []).append(case_id)
     notes = []
     for (case_id, metric, reason), runs in grouped.items():
         where = "every run" if len(runs) == run_count else ", ".join(runs)
-        notes.append(f"{LABELS[metric]} n/a for {case_id} in {where}: {reason}")
+        notes.append(f"{metric_by_name(metric).label} n/a for {case_id} in {where}: {reason}")
     for (metric, reason, lacking), case_ids in unjudged.items():
         where = "every run" if len(lacking) == run_count else ", ".join(lacking)
         which = case_ids[0] if len(case_ids) == 1 else f"{len(case_ids)} cases"
-        notes.append(f"{LABELS[metric]} n/a for {which} in {where}: {reason}")
+        notes.append(f"{metric_by_name(metric).label} n/a for {which} in {where}: {reason}")
     return notes
 
 
@@ -412,10 +325,11 @@ def _inconclusive_notes(rows: Sequence[Row]) -> list[str]:
     """Why verdicts are inconclusive (the gate's first piece of evidence), one note per reason."""
     by_reason: dict[str, list[str]] = {}
     for row in rows:
-        for metric, verdict in ((DECODE, row.decode_verdict), (TTFT, row.ttft_verdict)):
+        for metric, verdict in row.verdicts.items():
             if verdict == INCONCLUSIVE:
                 reason = row.evidence.get(metric, "").split(";")[0]
-                by_reason.setdefault(reason, []).append(f"{LABELS[metric]} of {row.case_id} in {row.run}")
+                label = metric_by_name(metric).label
+                by_reason.setdefault(reason, []).append(f"{label} of {row.case_id} in {row.run}")
     notes = []
     for reason, where in by_reason.items():
         which = where[0] if len(where) == 1 else f"{len(where)} verdicts"
@@ -430,13 +344,13 @@ def token_latency_ms(extra_info: Mapping[str, Any]) -> list[float]:
     return [summarize([gaps[i] for gaps in by_round if len(gaps) > i]).median for i in range(length)]
 
 
-def _change(metric: str, verdict: str, value: Value, effects: Mapping[str, float]) -> str:
+def _change(metric: Metric, verdict: str, value: Value, effects: Mapping[str, float]) -> str:
     """What changed worth explaining: a faster/slower verdict, or (one run per side: no speed verdict) a ratio
     at least the metric's minimum effect away from 1; "" when nothing did."""
     if verdict in CHANGED:
-        return f"{LABELS[metric]} {verdict}"
-    if value.ratio is not None and abs(value.ratio - 1.0) * 100.0 >= effects.get(metric, math.inf):
-        return f"{LABELS[metric]} {100.0 * (value.ratio - 1.0):+.0f}%"
+        return f"{metric.label} {verdict}"
+    if value.ratio is not None and abs(value.ratio - 1.0) * 100.0 >= effects.get(metric.name, math.inf):
+        return f"{metric.label} {100.0 * (value.ratio - 1.0):+.0f}%"
     return ""
 
 
@@ -446,11 +360,9 @@ def _operator_reports(comparison: Comparison) -> tuple[list[OperatorReport], lis
     effects = comparison.settings.min_effect_percent
     for row in comparison.rows:
         changed = [
-            _change(metric, verdict, value, effects)
-            for metric, verdict, value in (
-                (DECODE, row.decode_verdict, row.decode_tokens_per_s),
-                (TTFT, row.ttft_verdict, row.ttft_ms),
-            )
+            _change(metric_by_name(m), row.verdicts.get(m, ""), row.values[m], effects)
+            for m in EXPLAINED
+            if m in row.values
         ]
         changed = [text for text in changed if text]
         if not changed:

@@ -12,94 +12,60 @@ from typing import Any
 
 from paddle_llm_bench.analysis.compare import (
     COMPARISON_FORMAT,
-    DECODE,
-    HOST_CPU,
-    ITL_P99,
-    NOT_AVAILABLE,
     NOT_IN_RUN,
-    PEAK_ALLOCATED,
-    TOKENS_PER_J,
-    TTFT,
-    UNJUDGED,
     Comparison,
     Row,
     Value,
 )
 from paddle_llm_bench.analysis.operator_changes import OperatorChange, OperatorReport
-from paddle_llm_bench.analysis.report import aligned_table
-from paddle_llm_bench.core.metrics import METRICS, MIB
-
-
-def _number(value: float | None, digits: int) -> str:
-    return NOT_AVAILABLE if value is None else f"{value:,.{digits}f}"
+from paddle_llm_bench.analysis.report import aligned_table, figure_text
+from paddle_llm_bench.core.metrics import MEMORY, Metric, comparison_metrics
 
 
 def _ratio_text(value: Value) -> str:
     return "" if value.ratio is None else f"{value.ratio:.2f}x"
 
 
-DIGITS = {metric: METRICS[metric].digits for metric in (DECODE, TTFT, HOST_CPU, TOKENS_PER_J)} | {ITL_P99: 3}
-
-
-def _value_text(metric: str, value: Value, present: bool) -> str:
-    if not present:
-        return "-"
-    if metric == PEAK_ALLOCATED:
-        return _number(None if value.value is None else value.value / MIB, 1)
-    return _number(value.value, DIGITS[metric])
-
-
-TABLE_HEADER = [
-    "decode tok/s",
-    "ratio",
-    "verdict",
-    "TTFT ms",
-    "ratio",
-    "verdict",
-    "ITL p99 ms",
-    "ratio",
-    "peak alloc MiB",
-    "ratio",
-    "verdict",
-    "host ms/tok",
-    "ratio",
-    "tok/J",
-    "ratio",
-]
+def table_header() -> list[str]:
+    """Per ``in_comparison`` metric of the registry: its label, the ratio, and a verdict where the gate judges it."""
+    header = []
+    for metric in comparison_metrics():
+        header += [metric.label, "ratio", *(["verdict"] if metric.judged_by_gate else [])]
+    return header
 
 
 def _cells(row: Row) -> list[str]:
-    values = row.values()
     cells = []
-    for metric, verdict in ((DECODE, row.decode_verdict), (TTFT, row.ttft_verdict), (ITL_P99, None)):
-        cells += [_value_text(metric, values[metric], row.present), _ratio_text(values[metric])]
-        if verdict is not None:
-            cells.append(verdict if row.present else "")
-    peak = values[PEAK_ALLOCATED]
-    cells += [_value_text(PEAK_ALLOCATED, peak, row.present), _ratio_text(peak)]
-    cells.append(row.memory_verdict if row.present else "")
-    for metric in UNJUDGED:
-        cells += [_value_text(metric, values[metric], row.present), _ratio_text(values[metric])]
+    for metric in comparison_metrics():
+        value = row.values[metric.name]
+        cells += [figure_text(metric, value.value) if row.present else "-", _ratio_text(value)]
+        if metric.judged_by_gate:
+            cells.append(row.verdicts[metric.name] if row.present else "")
     if not row.present:
-        cells[2] = NOT_IN_RUN
+        cells[0] = NOT_IN_RUN
     return cells
 
 
 def legend(comparison: Comparison) -> list[str]:
     settings = comparison.settings
     effects = ", ".join(f"{metric} {percent:g}%" for metric, percent in settings.min_effect_percent.items())
-    percent, slack_bytes = settings.memory_tolerance[PEAK_ALLOCATED]
+    metrics = comparison_metrics()
+    judged = [m for m in metrics if m.judged_by_gate]
+    memory = [m for m in judged if m.family == MEMORY]
     return [
         f"reference: {comparison.reference.name} ({comparison.reference.path}); ratio = run / reference",
-        "decode tok/s and TTFT ms: medians across rounds; ITL p99 ms: 99th percentile of the gaps between "
-        "consecutive tokens over all rounds (the per-token latency tail); peak alloc MiB: Paddle allocator peak; "
-        "host ms/tok: process CPU time per generated token while decoding; tok/J: tokens per joule of the "
-        "device's energy counter (both medians, not judged)",
-        "verdicts: the gate's test per run against the reference, a one-run baseline: one run per side cannot "
-        "show how much runs move, so speed is inconclusive (its ratio is shown; `paddle-llm-bench paired` gives "
-        f"speed verdicts; min effect {effects}); "
-        f"memory: allowed change max({percent:g}%, {slack_bytes / MIB:g} MiB)",
+        "; ".join(f"{m.label}: {m.description}" for m in metrics if m.description),
+        f"verdicts ({', '.join(m.label for m in judged)}; the others are shown, not judged): the gate's test per "
+        "run against the reference, a one-run baseline: one run per side cannot show how much runs move, so speed "
+        "is inconclusive (its ratio is shown; `paddle-llm-bench paired` gives speed verdicts; "
+        f"min effect {effects}); memory: allowed change "
+        + ", ".join(_tolerance_text(m, settings.memory_tolerance[m.name]) for m in memory),
     ]
+
+
+def _tolerance_text(metric: Metric, tolerance: tuple[float, int]) -> str:
+    percent, slack_bytes = tolerance
+    return f"{metric.label} max({percent:g}%, {metric.display(slack_bytes):g} {metric.display_unit})"
 
 
 def _footer(comparison: Comparison) -> list[str]:
@@ -109,12 +75,13 @@ def _footer(comparison: Comparison) -> list[str]:
 
 def render_table(comparison: Comparison) -> str:
     """Aligned terminal table: a line per case, then a line per run under it."""
+    header = table_header()
     rows: list[list[str]] = []
     for case_id in comparison.case_ids:
-        rows.append([case_id, *[""] * len(TABLE_HEADER)])
+        rows.append([case_id, *[""] * len(header)])
         rows += [[f"  {row.run}", *_cells(row)] for row in comparison.rows_for(case_id)]
     lines = [f"WARNING: {warning}" for warning in comparison.warnings]
-    lines += [line.rstrip() for line in aligned_table(["case / run", *TABLE_HEADER], rows)]
+    lines += [line.rstrip() for line in aligned_table(["case / run", *header], rows)]
     lines += ["", *legend(comparison), *_footer(comparison)]
     for report in comparison.operator_reports:
         lines += ["", f"operators that changed most in {report.case_id} ({report.run}: {report.why}):"]
@@ -157,7 +124,7 @@ def render_markdown(comparison: Comparison) -> str:
     for case_id in comparison.case_ids:
         for index, row in enumerate(comparison.rows_for(case_id)):
             rows.append([f"`{case_id}`" if index == 0 else "", row.run, *_cells(row)])
-    lines += _markdown_table(["case", "run", *TABLE_HEADER], rows, numeric_from=2)
+    lines += _markdown_table(["case", "run", *table_header()], rows, numeric_from=2)
     lines += ["", *(f"- {line}" for line in legend(comparison) + _footer(comparison))]
     for report in comparison.operator_reports:
         lines += ["", f"#### Operators that changed most in `{report.case_id}` ({report.run}: {report.why})", ""]

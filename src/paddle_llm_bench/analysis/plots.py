@@ -2,14 +2,16 @@
 
 Import this module only when plots are asked for: it imports matplotlib.
 
-- ``decode_tokens_per_s.png``: decode tok/s per case, one bar per run, error bars = std across rounds.
+- ``<metric>.png`` for every ``in_comparison`` metric of the registry (``decode_tokens_per_s.png``,
+  ``ttft_ms.png``, ``itl_p99_ms.png``, ``host_cpu_ms_per_token.png``, ``tokens_per_j.png``,
+  ``peak_allocated_bytes.png``): the figure per case, one bar per run, error bars = std across rounds for a
+  per-round metric; left out when no run has the figure (energy on a CPU without readable RAPL, runs saved
+  before a metric existed).
 - ``token_latency_<case>.png``: the gap before each new token along the token position for one case,
   median across rounds, one line per run.
-- ``peak_memory.png``: Paddle allocator peak per case, one bar per run.
-- ``host_cpu_ms_per_token.png``: host CPU time per generated token per case, one bar per run
-  (left out when no run has the figure: runs saved before it existed).
-- ``tokens_per_j.png``: tokens per joule per case, one bar per run (left out when no run has an
-  energy counter, as on a CPU without readable RAPL).
+
+``forest_figure`` draws any comparison's verdicts (the paired engine's ``forest.png``): each ratio with its
+interval around a line at 1, a panel per metric, a line per case and side.
 """
 
 from __future__ import annotations
@@ -24,13 +26,10 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # the backend is chosen before pyplot could ever be imported
 
 from paddle_llm_bench.analysis.compare import CompareError, Comparison, Row
-from paddle_llm_bench.core.metrics import MIB
+from paddle_llm_bench.core.metrics import Metric, comparison_metrics, metric_by_name
+from paddle_llm_bench.core.verdicts import BETTER, SAME, WORSE, Verdict
 from paddle_llm_bench.results.baselines import slug
 
-DECODE_PLOT = "decode_tokens_per_s.png"
-MEMORY_PLOT = "peak_memory.png"
-HOST_CPU_PLOT = "host_cpu_ms_per_token.png"
-ENERGY_PLOT = "tokens_per_j.png"
 DPI = 120
 
 
@@ -39,16 +38,15 @@ def render_plots(comparison: Comparison, plot_case: str | None = None) -> dict[s
 
     The per-token latency plot is left out when no run of any case has per-round token gaps.
     """
+    figures = {
+        f"{metric.name}.png": metric_figure(comparison, metric)
+        for metric in comparison_metrics()
+        if any(row.values[metric.name].value is not None for row in comparison.rows)
+    }
     case_id = choose_plot_case(comparison, plot_case)
-    figures = {DECODE_PLOT: decode_figure(comparison)}
     if case_id is not None:
         figures[f"token_latency_{slug(case_id)}.png"] = token_latency_figure(comparison, case_id)
-    figures[MEMORY_PLOT] = memory_figure(comparison)
-    if any(row.host_cpu_ms_per_token.value is not None for row in comparison.rows):
-        figures[HOST_CPU_PLOT] = host_cpu_figure(comparison)
-    if any(row.tokens_per_j.value is not None for row in comparison.rows):
-        figures[ENERGY_PLOT] = energy_figure(comparison)
-    return {name: _png(figure) for name, figure in figures.items()}
+    return {name: png_bytes(figure) for name, figure in figures.items()}
 
 
 def choose_plot_case(comparison: Comparison, plot_case: str | None) -> str | None:
@@ -70,7 +68,7 @@ def choose_plot_case(comparison: Comparison, plot_case: str | None) -> str | Non
     return candidates[0] if candidates else None
 
 
-def _png(figure: Figure) -> bytes:
+def png_bytes(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, dpi=DPI, format="png")
     return buffer.getvalue()
@@ -114,52 +112,31 @@ def _nan(value: float | None, zero: bool = False) -> float:
     return value
 
 
+def metric_figure(comparison: Comparison, metric: Metric) -> Figure:
+    def shown(value: float | None) -> float | None:
+        return None if value is None else metric.display(value)
+
+    def pick(row: Row) -> float | None:
+        return shown(row.values[metric.name].value)
+
+    def spread(row: Row) -> float | None:
+        return shown(row.values[metric.name].std)
+
+    per_round = metric.per_round is not None
+    direction = "higher" if metric.higher_is_better else "lower"
+    return _grouped_bars(
+        comparison,
+        _per_run(comparison, pick),
+        _per_run(comparison, spread) if per_round else None,
+        f"{metric.label} ({direction} is better)",
+        f"{metric.label} per case: {metric.description or metric.name}"
+        + (", error bar = std across rounds" if per_round else ""),
+    )
+
+
 def _per_run(comparison: Comparison, pick: Callable[[Row], float | None]) -> dict[str, list[float | None]]:
     """Per run, one figure per case in ``case_ids`` order (rows are grouped by case, runs in order)."""
     return {run.name: [pick(row) for row in comparison.rows if row.run == run.name] for run in comparison.runs}
-
-
-def decode_figure(comparison: Comparison) -> Figure:
-    return _grouped_bars(
-        comparison,
-        _per_run(comparison, lambda row: row.decode_tokens_per_s.value),
-        _per_run(comparison, lambda row: row.decode_tokens_per_s_std),
-        "decode tokens/s (higher is better)",
-        "Decode throughput per case: median across rounds, error bar = std across rounds",
-    )
-
-
-def memory_figure(comparison: Comparison) -> Figure:
-    def mib(value: float | None) -> float | None:
-        return None if value is None else value / MIB
-
-    return _grouped_bars(
-        comparison,
-        _per_run(comparison, lambda row: mib(row.peak_allocated_bytes.value)),
-        None,
-        "peak allocated MiB (lower is better)",
-        "Peak memory per case (Paddle allocator peak)",
-    )
-
-
-def host_cpu_figure(comparison: Comparison) -> Figure:
-    return _grouped_bars(
-        comparison,
-        _per_run(comparison, lambda row: row.host_cpu_ms_per_token.value),
-        None,
-        "host CPU ms per generated token (lower is better)",
-        "Host overhead per case: process CPU time while decoding, per token (median across rounds)",
-    )
-
-
-def energy_figure(comparison: Comparison) -> Figure:
-    return _grouped_bars(
-        comparison,
-        _per_run(comparison, lambda row: row.tokens_per_j.value),
-        None,
-        "tokens per joule (higher is better)",
-        "Energy per case: tokens per joule of the device's energy counter (median across rounds)",
-    )
 
 
 def token_latency_figure(comparison: Comparison, case_id: str) -> Figure:
@@ -180,3 +157,28 @@ def token_latency_figure(comparison: Comparison, case_id: str) -> Figure:
 def _positions(medians: Sequence[float]) -> list[int]:
     """Gap i (0-based) comes before new token i + 2: the first token's latency is TTFT, not a gap."""
     return [index + 2 for index in range(len(medians))]
+
+
+def forest_figure(verdicts: Sequence[Verdict], reference: str, confidence: float) -> Figure:
+    """Each verdict's ratio (candidate ÷ ``reference``) with its interval; verdicts without one are left out.
+    Colours: red worse, green better, blue same, grey inconclusive."""
+    shown = [v for v in verdicts if v.ratio is not None and v.ci_low is not None and v.ci_high is not None]
+    metrics = list(dict.fromkeys(v.metric for v in shown)) or ["decode_tokens_per_s"]
+    lines = list(dict.fromkeys((v.case_id, v.side) for v in shown))
+    figure = Figure(figsize=(3.0 + 3.2 * len(metrics), 1.4 + 0.45 * max(1, len(lines))), layout="constrained")
+    panels = figure.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    for axes, name in zip(panels, metrics, strict=True):
+        for verdict in (v for v in shown if v.metric == name):
+            assert verdict.ratio is not None and verdict.ci_low is not None and verdict.ci_high is not None
+            colour = "tab:red" if verdict.verdict in WORSE else "tab:green" if verdict.verdict in BETTER else "tab:gray"
+            colour = "tab:blue" if verdict.verdict == SAME else colour
+            low, high = verdict.ratio - verdict.ci_low, verdict.ci_high - verdict.ratio
+            y = lines.index((verdict.case_id, verdict.side))
+            axes.errorbar([verdict.ratio], [y], xerr=[[low], [high]], fmt="o", color=colour, capsize=4)
+        axes.axvline(1.0, color="black", linewidth=0.8)
+        axes.set_xlabel(f"{metric_by_name(name).label}: ÷ {reference}", fontsize=9)
+        axes.grid(axis="x", alpha=0.3)
+    panels[0].set_yticks(range(len(lines)), [f"{case} · {side}" for case, side in lines], fontsize=8)
+    panels[0].set_ylim(len(lines) - 0.5, -0.5)  # the first case on top, as in the table
+    figure.suptitle(f"Ratios with their {100 * confidence:g} % intervals", fontsize=10)
+    return figure

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from paddle_llm_bench.core.metrics import METRICS, MIB
+from paddle_llm_bench.core.metrics import ENERGY, HOST, MEMORY, SPEED, TOKEN_GAPS, Metric, summary_metrics
+from paddle_llm_bench.core.record import case_figure
 
 NOT_AVAILABLE = "n/a"
 
@@ -28,51 +29,35 @@ def format_number(value: float | None, digits: int = 1) -> str:
     return NOT_AVAILABLE if value is None else f"{value:,.{digits}f}"
 
 
-def _mib(value: float | None) -> str:
-    return NOT_AVAILABLE if value is None else f"{value / MIB:,.1f}"
-
-
-def _median(record: Mapping[str, Any], metric: str) -> str:
-    summary = record.get("metrics", {}).get(metric)
-    return format_number(summary["median"] if summary else None, METRICS[metric].digits)
+def figure_text(metric: Metric, value: float | None) -> str:
+    """A figure as tables show it: the metric's digits, bytes in MiB, n/a when missing."""
+    return format_number(None if value is None else metric.display(value), metric.digits)
 
 
 def summary_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The end-of-run table from the cases' saved records (``extra_info``): medians across rounds, ITL
-    percentiles over all steps, memory peaks, CV of decode tok/s across rounds."""
-    speed = ("decode_tokens_per_s", "ttft_ms", "tpot_ms")
-    memory = ("peak_allocated_bytes", "peak_rss_bytes")
-    header = [
-        "case",
-        *(METRICS[m].label for m in speed),
-        "ITL p50 ms",
-        "ITL p99 ms",
-        *(METRICS[m].label for m in memory),
-        "CV %",
-    ]
+    """The end-of-run tables from the cases' saved records (``extra_info``), one column per registered
+    ``in_summary`` metric: speed (medians across rounds), token-gap percentiles (over all steps), memory
+    peaks and the CV of decode tok/s across rounds; then host overhead and energy."""
+    first = summary_metrics(SPEED, TOKEN_GAPS, MEMORY)
     rows = []
     for record in records:
-        itl = record.get("inter_token_latency_ms", {})
         decode = record.get("metrics", {}).get("decode_tokens_per_s")
-        rows.append(
-            [
-                record["case_id"],
-                *(_median(record, m) for m in speed),
-                format_number(itl.get("p50"), 3),
-                format_number(itl.get("p99"), 3),
-                *(_mib(record.get("memory_bytes", {}).get(m)) for m in memory),
-                format_number(decode["cv_percent"] if decode else None),
-            ]
-        )
-    return [*aligned_table(header, rows), "", *host_and_energy_table(records), *clock_event_notes(records)]
+        cells = [figure_text(m, case_figure(record, m).value) for m in first]
+        rows.append([record["case_id"], *cells, format_number(decode["cv_percent"] if decode else None)])
+    table = aligned_table(["case", *(m.label for m in first), "CV %"], rows)
+    return [*table, "", *host_and_energy_table(records), *clock_event_notes(records)]
 
 
 def host_and_energy_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Host overhead and energy per case (medians across rounds); n/a where absent (reasons in the record)."""
-    metrics = ("host_cpu_ms_per_token", "host_cpu_percent_of_wall", "tpot_ms", "tokens_per_j", "average_power_w")
-    header = ["case", *(METRICS[m].label for m in metrics), "1st gen ms"]
+    metrics = summary_metrics(HOST, ENERGY)
+    header = ["case", *(m.label for m in metrics), "1st gen ms"]
     rows = [
-        [record["case_id"], *(_median(record, m) for m in metrics), format_number(record.get("first_generation_ms"))]
+        [
+            record["case_id"],
+            *(figure_text(m, case_figure(record, m).value) for m in metrics),
+            format_number(record.get("first_generation_ms")),
+        ]
         for record in records
     ]
     legend = (

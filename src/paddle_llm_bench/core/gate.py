@@ -35,10 +35,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from paddle_llm_bench.core.metrics import (
-    BASELINE_METRICS,
-    DEFAULT_GATE_MIN_EFFECT_PERCENT,
-    HIGHER_IS_BETTER,
-    MEMORY_TOLERANCE,
+    baseline_metric_names,
+    default_gate_min_effects,
+    memory_tolerances,
+    metric_by_name,
 )
 from paddle_llm_bench.core.stats import (
     VariancePrior,
@@ -75,22 +75,22 @@ class CaseMeasurement:
 @dataclass(frozen=True)
 class GateSettings:
     alpha: float = 0.01
-    min_effect_percent: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_GATE_MIN_EFFECT_PERCENT))
+    min_effect_percent: Mapping[str, float] = field(default_factory=default_gate_min_effects)
     noise_floor_percent: float = 2.0
     max_cv_percent: float = 10.0
     # Weight (in degrees of freedom) of the sweep-wide between-run noise when judging one case: a
     # case's own few runs say little about its noise, the whole sweep's runs say more.
     pooled_noise_dof: float = 4.0
     # metric -> (percent, bytes): the allowed growth is the larger of the two.
-    memory_tolerance: Mapping[str, tuple[float, int]] = field(default_factory=lambda: dict(MEMORY_TOLERANCE))
+    memory_tolerance: Mapping[str, tuple[float, int]] = field(default_factory=memory_tolerances)
     session_gap_hours: float = SESSION_GAP_HOURS
 
     def __post_init__(self) -> None:
-        unjudgeable = sorted(set(self.min_effect_percent) - set(BASELINE_METRICS))
+        unjudgeable = sorted(set(self.min_effect_percent) - set(baseline_metric_names()))
         if unjudgeable:  # it would be accepted and then never judged: baselines hold no samples of it
             raise ValueError(
                 f"the gate cannot judge {', '.join(unjudgeable)}: baselines store samples of "
-                f"{', '.join(BASELINE_METRICS)} only"
+                f"{', '.join(baseline_metric_names())} only"
             )
 
 
@@ -327,7 +327,13 @@ def _speed_verdict(
         f"run-to-run noise {math.expm1(test.sigma) * 100:.1f}% from {test.noise.source}, t on {test.dof:g} dof"
     )
     verdict = speed_verdict(
-        ratio, low, high, p_adjusted, settings.alpha, settings.min_effect_percent[metric], metric in HIGHER_IS_BETTER
+        ratio,
+        low,
+        high,
+        p_adjusted,
+        settings.alpha,
+        settings.min_effect_percent[metric],
+        metric_by_name(metric).higher_is_better,
     )
     if test.cv_percent > settings.max_cv_percent:
         evidence = f"unstable: CV {test.cv_percent:.1f}% > {settings.max_cv_percent}%; " + evidence

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from paddle_llm_bench.core.config import parse_float, parse_min_effects
 from paddle_llm_bench.core.gate import GateSettings
-from paddle_llm_bench.core.metrics import BASELINE_METRICS
+from paddle_llm_bench.core.metrics import baseline_metric_names
 
 _DEFAULTS = GateSettings()
 
@@ -34,11 +34,11 @@ GATE_OPTIONS: dict[str, GateOption] = {  # by option suffix
     ),
     "min-effect": GateOption(
         "min_effect_percent",
-        lambda text, option: parse_min_effects(text, option, BASELINE_METRICS, _DEFAULTS.min_effect_percent),
+        lambda text, option: parse_min_effects(text, option, baseline_metric_names(), _DEFAULTS.min_effect_percent),
         "METRIC=PERCENT,...",
         "smallest change that counts, per metric in percent, e.g. decode_tokens_per_s=5,ttft_ms=10 (default "
         + ",".join(f"{m}={p:g}" for m, p in _DEFAULTS.min_effect_percent.items())
-        + f"); metrics: {', '.join(BASELINE_METRICS)} (the ones baselines store)",
+        + f"); metrics: {', '.join(baseline_metric_names())} (the ones baselines store)",
     ),
     "noise-floor": GateOption(
         "noise_floor_percent",

@@ -25,7 +25,7 @@ from typing import Any
 
 from paddle_llm_bench.core import stopping
 from paddle_llm_bench.core.config import Case
-from paddle_llm_bench.core.metrics import MEMORY_METRICS, PAIRED_METRICS, RoundTimes, round_metrics
+from paddle_llm_bench.core.metrics import MEMORY, RoundTimes, metric_names, paired_metric_names, round_metrics
 from paddle_llm_bench.paired.processes import CaseError, SideWorker, WorkerFailed, close_all, start_workers
 from paddle_llm_bench.paired.protocol import ProtocolError
 from paddle_llm_bench.paired.results import (
@@ -52,7 +52,7 @@ def turn_value(rounds: Sequence[RoundTimes], case: Case) -> dict[str, float]:
     per_round = [round_metrics(times, case.batch_size, case.prompt_tokens) for times in rounds]
     return {
         metric: _median([values[metric] for values in per_round])
-        for metric in PAIRED_METRICS
+        for metric in paired_metric_names()
         if all(metric in values for values in per_round)
     }
 
@@ -122,7 +122,7 @@ def measure_block(
     for worker in workers:
         if settings.same_process:
             block.memory_bytes.append({})
-            block.memory_absent.append(dict.fromkeys(MEMORY_METRICS, SHARED_MEMORY_ABSENT))
+            block.memory_absent.append(dict.fromkeys(metric_names(MEMORY), SHARED_MEMORY_ABSENT))
             continue
         memory = worker.request({"op": "memory"}, TURN_TIMEOUT_S)
         block.memory_bytes.append(memory["bytes"])
@@ -178,7 +178,7 @@ def stop_reason(comparison: CaseComparison, run: PairedRun, priors: Priors) -> s
     elif comparison.seconds >= settings.case_budget_s and blocks >= settings.min_blocks:  # never short of a verdict
         reason = f"time budget: {comparison.seconds:.0f} s >= {settings.case_budget_s:g} s, half-width {shown}"
     if reason:
-        frozen = {m: priors.get((comparison.case.decoding, m)) for m in PAIRED_METRICS}
+        frozen = {m: priors.get((comparison.case.decoding, m)) for m in paired_metric_names()}
         comparison.priors = {
             str(side): {m: [p.variance, p.dof] for m, p in frozen.items() if p is not None} for side in range(1, sides)
         }
@@ -188,7 +188,7 @@ def stop_reason(comparison: CaseComparison, run: PairedRun, priors: Priors) -> s
 def _first_estimate(
     comparison: CaseComparison, side: int, settings: PairedSettings, priors: Priors
 ) -> PairedEstimate | None:
-    for metric in PAIRED_METRICS:  # the first metric the case has: decode tok/s, unless N = 1
+    for metric in paired_metric_names():  # the first metric the case has: decode tok/s, unless N = 1
         prior = priors.get((comparison.case.decoding, metric))
         estimate = comparison.estimate(side, metric, settings.confidence, prior)
         if estimate is not None:
@@ -316,7 +316,7 @@ def _progress_line(comparison: CaseComparison, block_index: int, settings: Paire
         return f"{comparison.case.id}: FAILED in block {block_index + 1}: {comparison.error.splitlines()[0]}"
     parts = []
     for side in range(1, sides):
-        estimate = comparison.estimate(side, PAIRED_METRICS[0], settings.confidence)
+        estimate = comparison.estimate(side, paired_metric_names()[0], settings.confidence)
         if estimate is not None:
             parts.append(
                 f"ratio {estimate.ratio:.3f} [{estimate.ci_low:.3f}, {estimate.ci_high:.3f}] "

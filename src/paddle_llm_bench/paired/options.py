@@ -18,7 +18,7 @@ from paddle_llm_bench.core.config import (
     parse_min_effects,
     parse_positive_int,
 )
-from paddle_llm_bench.core.metrics import PAIRED_METRICS
+from paddle_llm_bench.core.metrics import paired_metric_names
 from paddle_llm_bench.paired.results import MIN_VERDICT_BLOCKS, PairedSettings
 
 DEFAULTS = PairedSettings()
@@ -94,7 +94,7 @@ PAIRED_OPTIONS: dict[str, PairedOption] = {  # by option suffix
     ),
     "min-effect": PairedOption(
         "min_effect_percent",
-        lambda text, source: parse_min_effects(text, source, PAIRED_METRICS, DEFAULTS.min_effect_percent),
+        lambda text, source: parse_min_effects(text, source, paired_metric_names(), DEFAULTS.min_effect_percent),
         "METRIC=PERCENT,...",
         "smallest change called faster/slower, per metric: "
         + ", ".join(f"{m}={p:g}" for m, p in d.min_effect_percent.items()),

@@ -8,59 +8,56 @@ import json
 from pathlib import Path
 from typing import Any
 
-from paddle_llm_bench.analysis.report import aligned_table, format_number
-from paddle_llm_bench.core.metrics import MIB
-from paddle_llm_bench.core.verdicts import BETTER, WORSE, Verdict
+from paddle_llm_bench.analysis.report import aligned_table, figure_text
+from paddle_llm_bench.core.metrics import MEMORY, comparison_metrics, metric_by_name, paired_metric_names
+from paddle_llm_bench.core.verdicts import Verdict
 from paddle_llm_bench.paired.results import CaseComparison, PairedRun, judge, judge_memory
+from paddle_llm_bench.results.files import write_atomic
 
 FORMATS = ("table", "markdown", "csv", "json")
-HEADER = [
-    "case",
-    "side",
-    "decode tok/s",
-    "decode ratio [95% CI]",
-    "verdict",
-    "TTFT ms",
-    "TTFT ratio [95% CI]",
-    "verdict",
-    "e2e ratio",
-    "blocks/pairs",
-    "peak alloc MiB",
-    "memory",
-]
+
+
+def columns() -> list[tuple[str, str]]:
+    """(table heading, CSV name) per column: for every metric the paired engine estimates its median, ratio
+    with interval and verdict; the blocks and pairs; every ``in_comparison`` memory peak and its verdict."""
+    found = [("case", "case_id"), ("side", "side")]
+    for metric in map(metric_by_name, paired_metric_names()):
+        found += [
+            (metric.label, metric.name),
+            ("ratio [95% CI]", f"{metric.name}_ratio"),
+            ("verdict", f"{metric.name}_verdict"),
+        ]
+    found.append(("blocks/pairs", "blocks_pairs"))
+    for metric in comparison_metrics():
+        if metric.family == MEMORY:
+            found += [(metric.label, metric.name), ("verdict", f"{metric.name}_verdict")]
+    return found
 
 
 def rows(run: PairedRun) -> list[list[str]]:
     """One row per case and side; the reference's row shows its medians only."""
     verdicts = {(v.case_id, v.side, v.metric): v for v in [*judge(run), *judge_memory(run)]}
+    memory = [m for m in comparison_metrics() if m.family == MEMORY]
+    width = len(columns())
     table: list[list[str]] = []
     for comparison in run.cases:
         case_id = comparison.case.id
         for side, info in enumerate(run.sides):
-            decode = comparison.median(side, "decode_tokens_per_s")
-            ttft = comparison.median(side, "ttft_ms")
-            alloc = comparison.memory(side, "peak_allocated_bytes")
-
-            def of(metric: str, case_id: str = case_id, name: str = info.name) -> Verdict:
-                return verdicts[(case_id, name, metric)]
-
-            row = [
-                case_id if side == 0 else "",
-                info.name,
-                format_number(decode),
-                "reference" if side == 0 else of("decode_tokens_per_s").ratio_text,
-                "" if side == 0 else _verdict(of("decode_tokens_per_s")),
-                format_number(ttft, 2),
-                "reference" if side == 0 else of("ttft_ms").ratio_text,
-                "" if side == 0 else _verdict(of("ttft_ms")),
-                "" if side == 0 else of("e2e_tokens_per_s").ratio_text,
-                _blocks(comparison) if side else "",
-                "n/a" if alloc is None else f"{alloc / MIB:,.1f}",
-                "" if side == 0 else _verdict(of("peak_allocated_bytes")),
-            ]
+            row = [case_id if side == 0 else "", info.name]
+            for metric in map(metric_by_name, paired_metric_names()):
+                row.append(figure_text(metric, comparison.median(side, metric.name)))
+                found = verdicts.get((case_id, info.name, metric.name))
+                if side == 0:
+                    row += ["reference", ""]
+                else:
+                    row += [found.ratio_text, _verdict(found)] if found else ["n/a", ""]
+            row.append(_blocks(comparison) if side else "")
+            for metric in memory:
+                found = verdicts.get((case_id, info.name, metric.name))
+                row += [figure_text(metric, comparison.memory(side, metric.name)), _verdict(found) if found else ""]
             table.append(row)
         if comparison.error:
-            table.append([case_id, "FAILED", comparison.error.splitlines()[0][:100], *[""] * (len(HEADER) - 3)])
+            table.append([case_id, "FAILED", comparison.error.splitlines()[0][:100], *[""] * (width - 3)])
     return table
 
 
@@ -78,18 +75,19 @@ def render(run: PairedRun, output_format: str) -> str:
     if output_format == "json":
         return json.dumps(as_json(run), indent=1) + "\n"
     table = rows(run)
+    header = [heading for heading, _ in columns()]
     if output_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow([cell.replace(" ", "_") for cell in HEADER])
+        writer.writerow([name for _, name in columns()])
         writer.writerows([[cell.replace("**", "") for cell in row] for row in table])
         return buffer.getvalue()
     if output_format == "markdown":
-        lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in table]
         return "\n".join([*lines, "", *footnotes(run)]) + "\n"
     plain = [[cell.replace("**", "") for cell in row] for row in table]
-    return "\n".join([*aligned_table(HEADER, plain), "", *footnotes(run)]) + "\n"
+    return "\n".join([*aligned_table(header, plain), "", *footnotes(run)]) + "\n"
 
 
 def footnotes(run: PairedRun) -> list[str]:
@@ -132,33 +130,11 @@ def as_json(run: PairedRun) -> dict[str, Any]:
     }
 
 
-def forest_plot(run: PairedRun, path: Path, metric: str = "decode_tokens_per_s") -> Path:
-    """Ratios with their intervals, one line per case and side, around a line at 1."""
-    import matplotlib
+def forest_plot(run: PairedRun, path: Path) -> Path:
+    """Ratios with their intervals, a panel per metric, a line per case and side, around a line at 1."""
+    from paddle_llm_bench.analysis.plots import forest_figure, png_bytes  # matplotlib: only when asked for
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    found = [v for v in judge(run) if v.metric == metric and v.ci_low is not None and v.ci_high is not None]
-    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.45 * max(1, len(found))))
-    for position, verdict in enumerate(reversed(found)):
-        assert verdict.ratio is not None and verdict.ci_low is not None and verdict.ci_high is not None
-        color = "tab:red" if verdict.verdict in WORSE else "tab:green" if verdict.verdict in BETTER else "tab:gray"
-        color = "tab:blue" if verdict.verdict == "same" else color
-        axes.errorbar(
-            [verdict.ratio],
-            [position],
-            xerr=[[verdict.ratio - verdict.ci_low], [verdict.ci_high - verdict.ratio]],
-            fmt="o",
-            color=color,
-            capsize=4,
-        )
-    axes.set_yticks(range(len(found)))
-    axes.set_yticklabels([f"{v.case_id} · {v.side}" for v in reversed(found)], fontsize=8)
-    axes.axvline(1.0, color="black", linewidth=0.8)
-    axes.set_xlabel(f"{metric}: side ÷ {run.sides[0].name} ({100 * run.settings.confidence:g} % interval)")
-    figure.tight_layout()
+    figure = forest_figure(judge(run), run.sides[0].name, run.settings.confidence)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    write_atomic(path, png_bytes(figure))
     return path

@@ -19,11 +19,12 @@ from typing import Any
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.metrics import (
-    HIGHER_IS_BETTER,
-    MEMORY_METRICS,
-    PAIRED_GATED_METRICS,
-    PAIRED_METRICS,
-    PAIRED_MIN_EFFECT_PERCENT,
+    MEMORY,
+    metric_by_name,
+    metric_names,
+    paired_gated_metric_names,
+    paired_metric_names,
+    paired_min_effects,
 )
 from paddle_llm_bench.core.stats import VariancePrior, holm_adjust
 from paddle_llm_bench.core.verdicts import INCONCLUSIVE, SLOWER, Verdict, memory_comparison, speed_verdict
@@ -57,8 +58,8 @@ class PairedSettings:
     warmup_rounds: int = 2
     confidence: float = 0.95
     alpha: float = 0.01  # family-wise false-alarm rate of the gate, Holm-corrected over the sweep
-    min_effect_percent: dict[str, float] = field(default_factory=lambda: dict(PAIRED_MIN_EFFECT_PERCENT))
-    gated_metrics: tuple[str, ...] = PAIRED_GATED_METRICS
+    min_effect_percent: dict[str, float] = field(default_factory=paired_min_effects)
+    gated_metrics: tuple[str, ...] = field(default_factory=paired_gated_metric_names)
     device: str = "auto"
     max_positions: int | None = 4096
     seed: int = 0
@@ -248,7 +249,7 @@ def current_priors(run: PairedRun) -> Priors:
     are alike in noise (beam search scatters more than greedy search), so they lend each other their evidence."""
     groups: dict[tuple[str, str], list[list[float]]] = {}
     for comparison in run.cases:
-        for metric in PAIRED_METRICS:
+        for metric in paired_metric_names():
             key = (comparison.case.decoding, metric)
             for side in range(1, len(run.sides)):
                 groups.setdefault(key, []).append(block_estimates(comparison.log_ratios(side, metric)))
@@ -269,7 +270,7 @@ def estimates(run: PairedRun) -> dict[tuple[int, int, str], PairedEstimate | Non
     found: dict[tuple[int, int, str], PairedEstimate | None] = {}
     for index, comparison in enumerate(run.cases):
         for side in range(1, len(run.sides)):
-            for metric in PAIRED_METRICS:
+            for metric in paired_metric_names():
                 prior = prior_for(comparison, side, metric, now)
                 found[(index, side, metric)] = comparison.estimate(side, metric, run.settings.confidence, prior)
     return found
@@ -326,7 +327,7 @@ def _speed_verdict(
         p_adjusted,
         settings.alpha,
         settings.min_effect_percent.get(metric, 0.0),
-        metric in HIGHER_IS_BETTER,
+        metric_by_name(metric).higher_is_better,
     )
     return replace(
         base,
@@ -344,7 +345,7 @@ def judge_memory(run: PairedRun, gate: GateSettings | None = None) -> list[Verdi
     found: list[Verdict] = []
     for comparison in run.cases:
         for side in range(1, len(run.sides)):
-            for metric in MEMORY_METRICS:
+            for metric in metric_names(MEMORY):
                 found.append(_memory_verdict(comparison, run.sides[side].name, side, metric, tolerances[metric]))
     return found
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from paddle_llm_bench.core.gate import CaseMeasurement
-from paddle_llm_bench.core.metrics import BASELINE_METRICS
+from paddle_llm_bench.core.metrics import baseline_metric_names
 from paddle_llm_bench.core.record import RecordError, upgrade_record
 from paddle_llm_bench.results.files import describe_os_error, write_atomic
 
@@ -243,7 +243,7 @@ def run_entry(
         "commit": commit,
         "environment": {k: environment[k] for k in ENVIRONMENT_KEYS if k in environment},
         "rounds": extra_info.get("rounds"),
-        "samples": {m: list(samples[m]) for m in BASELINE_METRICS if m in samples},
+        "samples": {m: list(samples[m]) for m in baseline_metric_names() if m in samples},
         "memory_bytes": dict(extra_info.get("memory_bytes", {})),
     }
     if environment.get("run_id"):

@@ -27,11 +27,13 @@ import numpy as np
 from paddle_llm_bench.core import stopping
 from paddle_llm_bench.core.config import DECODINGS, Case
 from paddle_llm_bench.core.metrics import (
-    ENERGY_METRICS,
-    HOST_METRICS,
-    METRIC_UNITS,
+    ENERGY,
+    HOST,
     RoundTimes,
     inter_token_ms,
+    metric_by_name,
+    metric_names,
+    round_metric_names,
     round_metrics,
 )
 from paddle_llm_bench.core.record import RECORD_FORMAT
@@ -150,7 +152,7 @@ class CaseResult:
             "rounds": len(self.rounds),
             "warmup_rounds": self.warmup_rounds,
             "metrics": {
-                name: {"unit": METRIC_UNITS[name], **summarize(values).as_dict()}
+                name: {"unit": metric_by_name(name).unit, **summarize(values).as_dict()}
                 for name, values in self.samples.items()
             },
             "samples": self.samples,
@@ -302,7 +304,7 @@ class CaseRunner:
         per_round = [round_metrics(t, self.case.batch_size, self.case.prompt_tokens) for t in self.rounds]
         samples = {
             name: [m[name] for m in per_round]
-            for name in METRIC_UNITS
+            for name in round_metric_names()
             if per_round and all(name in m for m in per_round)
         }
         absent: dict[str, str] = {}
@@ -310,8 +312,8 @@ class CaseRunner:
             for name in ("tpot_ms", "decode_tokens_per_s"):
                 absent[name] = "needs max_new_tokens >= 2 (decode time is E2E - TTFT over N - 1 tokens)"
         if per_round:
-            absent.update({name: self._host_absent_reason() for name in HOST_METRICS if name not in samples})
-            absent.update({name: self._energy_absent_reason() for name in ENERGY_METRICS if name not in samples})
+            absent.update({name: self._host_absent_reason() for name in metric_names(HOST) if name not in samples})
+            absent.update({name: self._energy_absent_reason() for name in metric_names(ENERGY) if name not in samples})
         digest = None
         if not DECODINGS[self.case.decoding].deterministic:
             absent["output_digest"] = "sampling draws random tokens: no stable output to fingerprint"

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from paddle_llm_bench.core.metrics import MEMORY_METRICS
+from paddle_llm_bench.core.metrics import MEMORY, metric_names
 from paddle_llm_bench.runtime.device import Device, import_paddle
 from paddle_llm_bench.runtime.nvml import (
     NvmlDevice,
@@ -141,7 +141,7 @@ class MemoryTracker:
             except OSError as error:
                 self._absent["peak_rss_bytes"] = f"cannot read VmHWM: {error}"
         absent = {k: v for k, v in self._absent.items() if k not in values}
-        for metric in MEMORY_METRICS:
+        for metric in metric_names(MEMORY):
             if metric not in values and metric not in absent:
                 absent[metric] = "not sampled (no measured round completed)"
         return MemoryPeaks(values, absent)
