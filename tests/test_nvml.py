@@ -33,7 +33,13 @@ from paddle_llm_bench.runtime.nvml import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU = Device("gpu", 0, "NVIDIA H100 80GB HBM3")
+
+
+def gpu_device() -> Device:
+    """A new Device for each test: a Device keeps the NVML it opened, and each test installs its own fake."""
+    return Device("gpu", 0, "NVIDIA H100 80GB HBM3")
+
+
 POWER, THERMAL = real_pynvml.NVML_PERF_POLICY_POWER, real_pynvml.NVML_PERF_POLICY_THERMAL
 BOARD_LIMIT, RELIABILITY = real_pynvml.NVML_PERF_POLICY_BOARD_LIMIT, real_pynvml.NVML_PERF_POLICY_RELIABILITY
 MS = 1_000_000  # ns
@@ -114,7 +120,7 @@ def test_an_nvml_error_while_sampling_process_memory_is_a_reason_not_a_crash(mon
     gpu.processes = [FakeProcess(os.getpid(), 3 * GIB)]
     fake = install(monkeypatch, FakeNvml([gpu]))
     fake.fail("nvmlDeviceGetComputeRunningProcesses", real_pynvml.NVMLError_GpuIsLost, after_calls=1)
-    tracker = MemoryTracker(GPU)  # reset() and read() need Paddle on a GPU; sample() is NVML only
+    tracker = MemoryTracker(gpu_device())  # reset() and read() need Paddle on a GPU; sample() is NVML only
     tracker.sample()
     assert tracker.nvml_peak() == (3 * GIB, "")
     tracker.sample()  # raised NVMLError_GpuIsLost before
@@ -127,7 +133,7 @@ def test_an_nvml_error_while_sampling_process_memory_is_a_reason_not_a_crash(mon
 def test_process_memory_on_a_mig_slice_is_read_from_the_slice(monkeypatch: pytest.MonkeyPatch) -> None:
     pid = os.getpid()
     install(monkeypatch, mig_gpu([FakeProcess(pid, 2 * GIB)]), cuda_visible_devices=mig_uuid_of(1))
-    tracker = MemoryTracker(GPU)
+    tracker = MemoryTracker(gpu_device())
     tracker.sample()
     assert tracker.nvml_peak() == (2 * GIB, "")
 
@@ -289,7 +295,7 @@ def test_a_clock_event_reader_that_fails_stops_with_the_reason(monkeypatch: pyte
 
 def test_the_gpu_energy_counter_gives_microjoules_between_readings(monkeypatch: pytest.MonkeyPatch) -> None:
     install(monkeypatch, FakeNvml(gpus(1)))
-    energy, clock_events, violations = round_probes(GPU)
+    energy, clock_events, violations = round_probes(gpu_device())
     assert isinstance(energy, NvmlEnergyCounter) and clock_events.read() == 0x1 and violations.read() is not None
     start, end = energy.read(), energy.read()
     assert energy.delta_uj(start, end) == 700_000 and energy.absent_reason is None
@@ -305,11 +311,28 @@ def test_energy_is_absent_with_the_reason_on_a_mig_slice_or_an_old_gpu(monkeypat
     assert old.read() is None and "NVMLError_NotSupported" in str(old.absent_reason)
 
 
+def test_a_device_opens_nvml_once_for_every_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Energy, clock events, violation counters and process memory of every case share one NVML device."""
+    fake = install(monkeypatch, FakeNvml(gpus(2)))
+    device = gpu_device()
+    for _case in range(3):
+        energy, _, violations = round_probes(device)
+        MemoryTracker(device).sample()
+        assert energy.read() is not None and violations.read() is not None
+    assert fake.calls["nvmlInit"] == 1
+    fake_none = install(monkeypatch, FakeNvml([]))  # a device without NVML remembers why, without asking again
+    fake_none.fail("nvmlInit", real_pynvml.NVMLError_LibraryNotFound)
+    lacking = gpu_device()
+    assert "NVMLError_LibraryNotFound" in str(round_probes(lacking)[0].absent_reason)
+    assert "NVMLError_LibraryNotFound" in MemoryTracker(lacking).nvml_peak()[1]
+    assert fake_none.calls["nvmlInit"] == 1
+
+
 def test_without_nvml_the_gpu_probes_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
     # No NVIDIA driver: nvmlInit raises what the real pynvml raises there (so also on a runner that has one).
     fake = install(monkeypatch, FakeNvml([]))
     fake.fail("nvmlInit", real_pynvml.NVMLError_LibraryNotFound)
-    energy, clock_events, violations = round_probes(GPU)
+    energy, clock_events, violations = round_probes(gpu_device())
     assert energy.read() is None and "NVMLError_LibraryNotFound" in str(energy.absent_reason)
     assert clock_events.read() is None and "NVMLError_LibraryNotFound" in str(clock_events.absent_reason)
     assert violations.read() is None and "NVMLError_LibraryNotFound" in str(violations.absent_reason)

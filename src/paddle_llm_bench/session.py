@@ -32,6 +32,7 @@ from paddle_llm_bench.runtime.doctor import self_check
 from paddle_llm_bench.runtime.doctor_checks import DoctorReport
 from paddle_llm_bench.runtime.environment import collect_all
 from paddle_llm_bench.runtime.models import default_cache_dir
+from paddle_llm_bench.runtime.progress import say
 from paddle_llm_bench.runtime.shard import parse_shard
 from paddle_llm_bench.runtime.suite import Suite
 
@@ -67,7 +68,7 @@ class BenchSession:
     """One run: made when pytest is configured; the suite is made when the run first needs it."""
 
     options: RunOptions
-    progress: Callable[[str], None] = print
+    progress: Callable[[str], None] = say
     sweep: Sweep | None = None
     device: Device | None = None
     suite: Suite | None = None

@@ -10,7 +10,6 @@ dedicated hardware's). Progress goes to stderr; the tables to stdout. docs/verdi
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ from paddle_llm_bench.analysis.gate_simulation import NOISES, SHAPES, gate_rates
 from paddle_llm_bench.analysis.report import aligned_table
 from paddle_llm_bench.core.config import as_argparse_type, parse_positive_int
 from paddle_llm_bench.paired.simulation import SCENARIOS, rates
+from paddle_llm_bench.runtime import progress
 
 PARTS = ("paired", "gate")
 
@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
 
     def say(message: str) -> None:
-        print(f"[{time.monotonic() - started:5.0f} s] {message}", file=sys.stderr, flush=True)
+        progress.say(f"{time.monotonic() - started:5.0f} s: {message}", "simulate")
 
     if args.only in (None, "paired"):
         print(paired_table(args.scenario or list(SCENARIOS), args.sweeps, args.seed, say))

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +32,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from paddle_llm_bench.results.files import write_atomic
+from paddle_llm_bench.results.files import exclusive_lock, write_atomic
+from paddle_llm_bench.runtime import progress
 
 ENV_DIR_VARIABLE = "PADDLE_LLM_BENCH_ENV_DIR"
 MARKER_NAME = "paddle-llm-bench-env.json"
@@ -52,7 +53,7 @@ class VersionsError(Exception):
 
 
 def say(message: str) -> None:
-    print(f"[versions] {message}", file=sys.stderr, flush=True)  # progress: stdout holds only the results
+    progress.say(message, "versions")
 
 
 # Input: versions, builds, the checkout.
@@ -285,23 +286,6 @@ def child_environment(env: Path) -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def env_lock(env_dir: Path, name: str) -> Iterator[None]:
-    """One process at a time makes or checks an environment (two CI jobs sharing a cache, say)."""
-    env_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no locking
-        yield
-        return
-    with open(env_dir / f".{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text("utf-8", errors="replace")
@@ -346,7 +330,7 @@ def ensure_env(env_dir: Path, version: str, build: Build, spec: EnvSpec) -> Path
     """The environment for ``version``: reused when its marker matches, else (re)made. Raises VersionsError."""
     name = env_name(version, build)
     env = env_dir / name
-    with env_lock(env_dir, name):
+    with exclusive_lock(env):  # one process at a time makes or checks it
         state, why = env_state(env, spec)
         if state == "ready":
             say(f"paddle {version}: environment {env} ({why})")

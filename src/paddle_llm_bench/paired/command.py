@@ -51,6 +51,7 @@ from paddle_llm_bench.paired.results import (
 from paddle_llm_bench.paired.sides import Side, SideError, python_side, this_python
 from paddle_llm_bench.results.files import describe_os_error, write_atomic
 from paddle_llm_bench.results.saving import restore_sigterm, stop_on_sigterm
+from paddle_llm_bench.runtime import progress
 from paddle_llm_bench.runtime.device import DEVICE_CHOICES
 from paddle_llm_bench.runtime.models import PRESETS, default_cache_dir
 
@@ -243,4 +244,4 @@ def exit_status(run: PairedRun, fail_on_regression: bool) -> int:
 
 
 def say(message: str) -> None:
-    print(f"[paired] {message}", file=sys.stderr, flush=True)
+    progress.say(message, "paired")

@@ -41,6 +41,7 @@ from paddle_llm_bench.paired.results import (
 )
 from paddle_llm_bench.paired.sides import Side, SideError
 from paddle_llm_bench.paired.stats import PairedEstimate
+from paddle_llm_bench.runtime.progress import say
 
 PREPARE_TIMEOUT_S = 1800.0  # the 1.5B architecture is built on a CPU in about a minute; a hub download is slower
 TURN_TIMEOUT_S = 900.0
@@ -201,7 +202,7 @@ def run_paired(
     sides: Sequence[Side],
     settings: PairedSettings,
     cache_dir: Path,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = say,
     on_update: Callable[[PairedRun], None] = lambda _run: None,
 ) -> PairedRun:
     """Measure every case on every side, interleaved; ``sides[0]`` is the reference.

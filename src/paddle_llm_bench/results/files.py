@@ -6,12 +6,14 @@ Every file this tool writes goes through ``write_atomic``.
 from __future__ import annotations
 
 import errno
-import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock
 
 # What an OSError's errno means for a user whose results were being written.
 CAUSES = {
@@ -78,17 +80,12 @@ def describe_os_error(error: OSError) -> str:
 
 
 @contextmanager
-def locked_directory(directory: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on the directory itself while the block runs: writers in other processes wait.
-
-    Locking the directory (not a lock file in it) leaves nothing behind and needs no write permission,
-    so a read-only directory still fails at the write, with its real cause. The lock is released when the
-    process dies, so a killed run never leaves it held.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (a file or folder; it need not exist) between the processes of this machine
+    while the block runs: writers wait. ``filelock`` (``flock`` on POSIX, ``msvcrt`` on Windows) on a file in the
+    temporary folder named after ``path``'s hash, so nothing is left beside ``path``, no write permission there
+    is needed (a read-only folder still fails at the write, with its real cause), and a killed run never leaves
+    the lock held: it dies with its process."""
+    key = hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"paddle-llm-bench-{key}.lock"):
         yield
-    finally:
-        os.close(fd)  # closing the last descriptor releases the lock

@@ -25,7 +25,7 @@ from paddle_llm_bench.results.baselines import (
     merge,
     save_atomic,
 )
-from paddle_llm_bench.results.files import describe_os_error, locked_directory
+from paddle_llm_bench.results.files import describe_os_error, exclusive_lock
 
 Remeasure = Callable[[str], Mapping[str, Any]]
 MAX_INCONCLUSIVE_LINES = 5
@@ -179,7 +179,7 @@ def update_baselines(
     fingerprint = str(facts["hardware_fingerprint"])
     path = baseline_path(baseline_dir, fingerprint)
     try:
-        with locked_directory(baseline_dir):
+        with exclusive_lock(baseline_dir):
             store = load(path) if path.exists() else BaselineStore(path, fingerprint)
             if store.hardware_fingerprint != fingerprint:
                 raise BaselineError(

@@ -15,12 +15,13 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from paddle_llm_bench.core.config import ConfigError
+from paddle_llm_bench.runtime.nvml import NvmlDevice, NvmlUnavailable, open_device
 
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
@@ -76,6 +77,25 @@ class Device:
     kind: str
     index: int
     name: str
+    # NVML's view of this GPU, or why there is none: opened at the first ``nvml()`` and kept.
+    _nvml: NvmlDevice | NvmlUnavailable | None = field(default=None, init=False, repr=False, compare=False)
+
+    def nvml(self) -> NvmlDevice:
+        """NVML's view of this GPU, opened once per ``Device`` and shared by everything that reads it (energy,
+        clock events, violation counters, process memory, machine facts); ``NvmlUnavailable`` (remembered as
+        well) where there is none. Call it only for a GPU: a CPU has no NVML device."""
+        if self.kind != "gpu":
+            raise NvmlUnavailable(f"{self.place} is not a GPU: NVML has nothing to say about it")
+        if self._nvml is None:
+            try:
+                opened: NvmlDevice | NvmlUnavailable = open_device(self.index)
+            except NvmlUnavailable as error:
+                opened = error
+            object.__setattr__(self, "_nvml", opened)  # frozen: set once, here
+        if isinstance(self._nvml, NvmlUnavailable):
+            raise self._nvml
+        assert self._nvml is not None
+        return self._nvml
 
     @property
     def place(self) -> str:

@@ -60,9 +60,7 @@ def collect_gpu(device: Device) -> dict[str, Any]:
         "gpu_compute_capability": f"{properties.major}.{properties.minor}",
     }
     try:
-        from paddle_llm_bench.runtime.nvml import open_device
-
-        nvml = open_device(device.index)  # by UUID or PCI bus id, not by CUDA's index (docs/gpu-path.md)
+        nvml = device.nvml()  # found by UUID or PCI bus id, not by CUDA's index (docs/gpu-path.md)
         pynvml = nvml.pynvml
         facts["gpu_driver_version"] = pynvml.nvmlSystemGetDriverVersion()
         facts["gpu_nvml_name"] = pynvml.nvmlDeviceGetName(nvml.handle)

@@ -48,7 +48,6 @@ from paddle_llm_bench.runtime.nvml import (
     NvmlUnavailable,
     ViolationCounters,
     decode_throttle_reasons,
-    open_device,
 )
 
 
@@ -364,7 +363,7 @@ def round_probes(device: Device) -> tuple[EnergyCounter, ClockEvents, ViolationC
         why = "on a CPU: clock limits are a GPU reading (NVML)"
         return RaplEnergyCounter(), ClockEvents(None, why), ViolationCounters(None, why)
     try:
-        nvml = open_device(device.index)
+        nvml = device.nvml()
     except NvmlUnavailable as error:
         return NoEnergyCounter(str(error)), ClockEvents(None, str(error)), ViolationCounters(None, str(error))
     return NvmlEnergyCounter(nvml), ClockEvents(nvml), ViolationCounters(nvml)

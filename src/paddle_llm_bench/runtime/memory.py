@@ -22,7 +22,6 @@ from paddle_llm_bench.runtime.nvml import (
     NvmlDevice,
     NvmlUnavailable,
     ProcessesUnreadable,
-    open_device,
     process_used_bytes,
 )
 
@@ -82,7 +81,7 @@ def open_nvml_process_memory(device: Device) -> NvmlProcessMemory:
     if device.kind != "gpu":
         return NvmlProcessMemory(None, "no GPU: NVML reports GPU memory only")
     try:
-        return NvmlProcessMemory(open_device(device.index))
+        return NvmlProcessMemory(device.nvml())
     except NvmlUnavailable as error:
         return NvmlProcessMemory(None, str(error))
 

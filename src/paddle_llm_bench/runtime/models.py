@@ -36,6 +36,7 @@ from paddle_llm_bench.runtime.checkpoints import (
     weight_mismatches,
 )
 from paddle_llm_bench.runtime.device import Device, first_line, import_paddle, import_paddlenlp, is_out_of_memory
+from paddle_llm_bench.runtime.progress import say
 
 # The prompt of the field report (docs/facts.md §1): "write a quicksort".
 REPORT_PROMPT = "写一个快速排序代码"
@@ -131,7 +132,7 @@ class LoadedModel:
         return ids
 
 
-def synthetic_checkpoint(preset: str, cache_dir: Path, seed: int = 0, progress: Callable[[str], None] = print) -> Path:
+def synthetic_checkpoint(preset: str, cache_dir: Path, seed: int = 0, progress: Callable[[str], None] = say) -> Path:
     """The directory of preset ``preset``'s checkpoint, built (once, atomically) if missing."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: allowed values are {', '.join(PRESETS)}")
@@ -170,7 +171,7 @@ def load_model(
     dtype: str,
     cache_dir: Path,
     max_positions: int | None,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = say,
 ) -> LoadedModel:
     """Load a preset (built into the cache first if needed), a local checkpoint directory, or
     ``hub:ORG/NAME`` (downloaded by PaddleNLP; needs a network).

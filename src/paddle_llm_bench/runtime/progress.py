@@ -9,12 +9,20 @@ and dtype: the first estimates run high, and settle as cases finish.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.runtime.shard import DEFAULT_STEP_MS, expected_cost, first_generation_seconds, round_seconds
+
+
+def say(message: str, source: str = "paddle-llm-bench") -> None:
+    """The one progress channel outside pytest (whose own terminal carries a sweep's lines): a line on stderr,
+    ``[source] message``, so that stdout holds only results."""
+    print(f"[{source}] {message}", file=sys.stderr, flush=True)
+
 
 # At most one progress line per this many seconds (and one after the first measured case).
 PROGRESS_INTERVAL_S = 30.0

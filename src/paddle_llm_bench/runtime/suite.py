@@ -22,6 +22,7 @@ from paddle_llm_bench.runtime.memory import MemoryTracker
 from paddle_llm_bench.runtime.models import PRESETS, LoadedModel, dtype_unsupported_reason, load_model
 from paddle_llm_bench.runtime.modes import ModeMismatch, mode_unsupported_reason
 from paddle_llm_bench.runtime.operators import profile_operators
+from paddle_llm_bench.runtime.progress import say
 
 # timed_rounds(one_round, after_each_round, rounds): runs and times `rounds` calls of one_round.
 TimedRounds = Callable[[Callable[[], None], Callable[[], None], int], None]
@@ -43,7 +44,7 @@ class Suite:
     device: Device
     cache_dir: Path
     max_positions: int | None = 4096
-    progress: Callable[[str], None] = print
+    progress: Callable[[str], None] = say
     profile_operators: bool = False
     results: list[CaseResult] = field(default_factory=list)
     # From the session-start self-check (SKU table, else NVML's memory bus); None: the SKU table by name.

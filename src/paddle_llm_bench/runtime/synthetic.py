@@ -18,6 +18,7 @@ import numpy as np
 
 from paddle_llm_bench.runtime.checkpoints import PADDLE_WEIGHTS, CheckpointError
 from paddle_llm_bench.runtime.device import first_line, import_paddle, import_paddlenlp
+from paddle_llm_bench.runtime.progress import say
 
 # Bump when the way synthetic checkpoints are written changes: old cache entries are then rebuilt.
 SYNTHETIC_FORMAT = 1
@@ -57,7 +58,7 @@ def build_atomically(target: Path, weights: str, build: Callable[[Path], None]) 
 
 
 def converted_checkpoint(
-    directory: Path, weight_file: Path, cache_dir: Path, progress: Callable[[str], None] = print
+    directory: Path, weight_file: Path, cache_dir: Path, progress: Callable[[str], None] = say
 ) -> Path:
     """A Paddle copy (``config.json`` + ``model_state.pdparams``) of the PyTorch checkpoint in ``directory``,
     whose weights PaddleNLP would load from ``weight_file``; converted once per cache and per file version."""
