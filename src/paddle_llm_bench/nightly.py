@@ -43,18 +43,23 @@ from paddle_llm_bench.core.config import (
 from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
+from paddle_llm_bench.core.versioned import Format, FormatError
 from paddle_llm_bench.paired.options import PAIRED_OPTIONS
 from paddle_llm_bench.paired.plan import measured_round_seconds, plan_rows, plan_shards
 from paddle_llm_bench.paired.render import render
 from paddle_llm_bench.paired.results import PairedFileError, PairedSettings, judge, judge_memory, load_paired_run
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
-from paddle_llm_bench.results.files import write_atomic
+from paddle_llm_bench.results.files import read_document, write_document
 from paddle_llm_bench.results.history import MIN_NIGHTS, history_state, record_night
 from paddle_llm_bench.results.regression import check_run
 from paddle_llm_bench.runtime.models import PRESETS
 from paddle_llm_bench.runtime.shard import DEFAULT_STEP_MS, first_generation_seconds, round_seconds
 
 PASSED, FAILED, INTERRUPTED, USAGE = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.INTERRUPTED, ExitStatus.USAGE_ERROR
+# The documents the nightly's steps hand each other.
+NIGHTLY_PLAN = Format("nightly plan", 1, tag=("format", "paddle-llm-bench-nightly-plan"))
+SHARD_TIMING = Format("shard timing", 1, unversioned=1)  # written unversioned before format_version
+NIGHTLY_VERDICT = Format("nightly verdict", 1, unversioned=1)
 SETUP_MINUTES = 30  # installing and restoring environments, on top of the plan, for the job's timeout
 
 
@@ -157,8 +162,6 @@ def plan_main(args: argparse.Namespace) -> int:
         print(f"does NOT fit {args.budget_minutes:g} minutes per shard: {hint} (or a smaller --paired-case-budget-s)")
     timeout = math.ceil(worst * 1.3) + SETUP_MINUTES
     document = {
-        "format": "paddle-llm-bench-nightly-plan",
-        "format_version": 1,
         "device": args.device,
         "shards": args.shards,
         "budget_minutes": args.budget_minutes,
@@ -172,7 +175,7 @@ def plan_main(args: argparse.Namespace) -> int:
         ],
     }
     if args.output:
-        write_atomic(args.output, json.dumps(document, indent=1) + "\n")
+        write_document(args.output, NIGHTLY_PLAN, document)
     if args.github_output:
         with args.github_output.open("a", encoding="utf-8") as out:
             out.write(f"shard-numbers={json.dumps(list(range(1, args.shards + 1)))}\ntimeout-minutes={timeout}\n")
@@ -205,14 +208,9 @@ def _shard_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_plan(path: Path) -> dict[str, Any]:
     try:
-        plan = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(
-            f"--plan {path}: cannot read the plan ({error}); write it with `nightly plan --output`"
-        ) from None
-    if not isinstance(plan, dict) or plan.get("format") != "paddle-llm-bench-nightly-plan":
-        raise ConfigError(f"--plan {path}: not a plan written by `paddle-llm-bench nightly plan --output`")
-    return plan
+        return read_document(path, NIGHTLY_PLAN)
+    except FormatError as error:
+        raise ConfigError(f"--plan: {error}; write it with `paddle-llm-bench nightly plan --output`") from None
 
 
 def shard_main(args: argparse.Namespace) -> int:
@@ -232,7 +230,7 @@ def shard_main(args: argparse.Namespace) -> int:
     status = subprocess.call(command)
     minutes = (time.monotonic() - started) / 60
     timing = {"shard": args.shard, "shards": shards, "expected_minutes": expected, "actual_minutes": round(minutes, 1)}
-    write_atomic(timing_path(args.output), json.dumps({**timing, "exit_status": status}) + "\n")
+    write_document(timing_path(args.output), SHARD_TIMING, {**timing, "exit_status": status})
     print(
         f"shard {args.shard}/{shards}: exit status {status}, {minutes:.0f} min (planned {expected:.0f})",
         file=sys.stderr,
@@ -328,9 +326,9 @@ def _plan_vs_actual(night: Night, shard_dir: Path) -> None:
     timings = []
     for path in sorted(shard_dir.rglob("*.timing.json")):
         try:
-            timings.append(json.loads(path.read_text("utf-8")))
-        except (OSError, ValueError) as error:
-            night.problems.append(f"{path}: unreadable ({error})")
+            timings.append(read_document(path, SHARD_TIMING))
+        except FormatError as error:
+            night.problems.append(f"unreadable: {error}")
     if not timings:
         return
     night.lines += [
@@ -375,7 +373,7 @@ def judge_main(args: argparse.Namespace) -> int:
             "regressions": night.regressions,
             "problems": night.problems,
         }
-        write_atomic(args.verdict, json.dumps(document, indent=1) + "\n")
+        write_document(args.verdict, NIGHTLY_VERDICT, document)
     return PASSED if passed else INTERRUPTED if night.interrupted else FAILED
 
 
@@ -396,11 +394,9 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
 def record_main(args: argparse.Namespace) -> int:
     _fingerprint, by_case, facts = load_saved_run(args.merged)
     try:
-        verdict = json.loads(args.verdict.read_text("utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(
-            f"--verdict {args.verdict}: cannot read it ({error}); write it with `nightly judge --verdict`"
-        ) from None
+        verdict = read_document(args.verdict, NIGHTLY_VERDICT)
+    except FormatError as error:
+        raise ConfigError(f"--verdict: {error}; write it with `paddle-llm-bench nightly judge --verdict`") from None
     if verdict.get("run_id") != facts.get("run_id"):
         raise ConfigError(
             f"--verdict {args.verdict} judged run {verdict.get('run_id')!r}, "

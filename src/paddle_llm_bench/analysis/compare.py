@@ -30,9 +30,12 @@ from paddle_llm_bench.core.metrics import Metric, comparison_metrics, metric_by_
 from paddle_llm_bench.core.record import case_figure
 from paddle_llm_bench.core.stats import summarize
 from paddle_llm_bench.core.verdicts import CHANGED, INCONCLUSIVE, Verdict
+from paddle_llm_bench.core.versioned import Format
 from paddle_llm_bench.results.baselines import measurement_from_extra_info
 
-COMPARISON_FORMAT = 2  # 2: fields named after the registry's metrics (docs/compare.md)
+# The JSON of `compare --format json`; 2: fields named after the registry's metrics (docs/gate.md).
+COMPARISON = Format("comparison", 2)  # written for other tools, never read back: no upgrade steps
+COMPARISON_FORMAT = COMPARISON.current
 NOT_AVAILABLE = "n/a"
 NOT_IN_RUN = "not in this run"
 NO_REFERENCE = "no reference"  # the case is not in the first run

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from paddle_llm_bench.analysis.compare import (
-    COMPARISON_FORMAT,
+    COMPARISON,
     NOT_IN_RUN,
     Comparison,
     Row,
@@ -161,33 +161,34 @@ def render_csv(comparison: Comparison) -> str:
 
 def render_json(comparison: Comparison) -> str:
     settings = comparison.settings
-    document = {
-        "format_version": COMPARISON_FORMAT,
-        "reference_run": comparison.reference.name,
-        "runs": [
-            {
-                "name": run.name,
-                "path": run.path,
-                "paddle_version": run.paddle_version,
-                "hardware_fingerprint": run.hardware_fingerprint,
-            }
-            for run in comparison.runs
-        ],
-        "settings": {
-            "alpha": settings.alpha,
-            "min_effect_percent": dict(settings.min_effect_percent),
-            "noise_floor_percent": settings.noise_floor_percent,
-            "max_cv_percent": settings.max_cv_percent,
-        },
-        "rows": [{k: _finite_or_none(v) for k, v in row.items()} for row in _flat_rows(comparison)],
-        "only_in": {case_id: list(runs) for case_id, runs in comparison.only_in.items()},
-        "warnings": list(comparison.warnings),
-        "notes": list(comparison.notes),
-        "operator_changes": [
-            {**{k: v for k, v in asdict(report).items() if k != "changes"}, "operators": _operator_dicts(report)}
-            for report in comparison.operator_reports
-        ],
-    }
+    document = COMPARISON.stamp(
+        {
+            "reference_run": comparison.reference.name,
+            "runs": [
+                {
+                    "name": run.name,
+                    "path": run.path,
+                    "paddle_version": run.paddle_version,
+                    "hardware_fingerprint": run.hardware_fingerprint,
+                }
+                for run in comparison.runs
+            ],
+            "settings": {
+                "alpha": settings.alpha,
+                "min_effect_percent": dict(settings.min_effect_percent),
+                "noise_floor_percent": settings.noise_floor_percent,
+                "max_cv_percent": settings.max_cv_percent,
+            },
+            "rows": [{k: _finite_or_none(v) for k, v in row.items()} for row in _flat_rows(comparison)],
+            "only_in": {case_id: list(runs) for case_id, runs in comparison.only_in.items()},
+            "warnings": list(comparison.warnings),
+            "notes": list(comparison.notes),
+            "operator_changes": [
+                {**{k: v for k, v in asdict(report).items() if k != "changes"}, "operators": _operator_dicts(report)}
+                for report in comparison.operator_reports
+            ],
+        }
+    )
     return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 

@@ -17,32 +17,32 @@ from typing import Any
 
 from paddle_llm_bench.core.metrics import MEMORY, TOKEN_GAPS, Metric
 from paddle_llm_bench.core.stats import summarize
+from paddle_llm_bench.core.versioned import Format, FormatError
 
-RECORD_FORMAT = 2
+
+class RecordError(FormatError):
+    """A record this version cannot read (a newer format, or a malformed one)."""
 
 
-class RecordError(ValueError):
-    """A record this version cannot read (a newer format, or no format at all)."""
+def _upgrade_v1(record: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 had a top-level ``bandwidth_ceiling_absent``; format 2 names every missing value in ``absent``."""
+    upgraded = dict(record)
+    absent = dict(upgraded.get("absent", {}))
+    if "bandwidth_ceiling_absent" in upgraded:
+        absent["bandwidth_ceiling"] = upgraded.pop("bandwidth_ceiling_absent")
+    return {**upgraded, "absent": absent}
+
+
+RECORD = Format("case record", 2, {1: _upgrade_v1}, unversioned=1)
+RECORD_FORMAT = RECORD.current
 
 
 def upgrade_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """The record in the current format (a new dict); RecordError if it is newer or malformed."""
-    version = record.get("format_version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise RecordError(f"format_version {version!r} is not a whole number >= 1")
-    if version > RECORD_FORMAT:
-        raise RecordError(
-            f"format_version {version} was written by a newer paddle-llm-bench (this one reads up to "
-            f"{RECORD_FORMAT}): upgrade paddle-llm-bench to read it"
-        )
-    upgraded = dict(record)
-    if version < 2:
-        absent = dict(upgraded.get("absent", {}))
-        if "bandwidth_ceiling_absent" in upgraded:
-            absent["bandwidth_ceiling"] = upgraded.pop("bandwidth_ceiling_absent")
-        upgraded["absent"] = absent
-    upgraded["format_version"] = RECORD_FORMAT
-    return upgraded
+    try:
+        return RECORD.upgrade(dict(record))
+    except FormatError as error:
+        raise RecordError(f"case record {error}") from None
 
 
 @dataclass(frozen=True)

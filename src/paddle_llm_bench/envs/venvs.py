@@ -32,12 +32,13 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from paddle_llm_bench.results.files import exclusive_lock, write_atomic
+from paddle_llm_bench.core.versioned import Format
+from paddle_llm_bench.results.files import exclusive_lock, write_document
 from paddle_llm_bench.runtime import progress
 
 ENV_DIR_VARIABLE = "PADDLE_LLM_BENCH_ENV_DIR"
 MARKER_NAME = "paddle-llm-bench-env.json"
-MARKER_FORMAT = 1
+MARKER = Format("environment marker", 1)  # a marker of another version means: rebuild
 PADDLE_INDEX = "https://www.paddlepaddle.org.cn/packages/stable/{cuda}/"
 CUDA_TAG = re.compile(r"cu\d{2,3}")
 CPU_PACKAGE = "paddlepaddle"
@@ -184,7 +185,7 @@ class EnvSpec:
     requirements: str  # requirements_fingerprint
 
     def as_marker(self) -> dict[str, Any]:
-        return {"format_version": MARKER_FORMAT, **asdict(self)}
+        return MARKER.stamp(asdict(self))
 
 
 def env_python(env: Path) -> Path:
@@ -221,7 +222,7 @@ def env_state(env: Path, spec: EnvSpec) -> tuple[str, str]:
 
 def write_marker(env: Path, spec: EnvSpec) -> None:
     """Last step of a build: a temporary file beside the marker, then a rename."""
-    write_atomic(marker_path(env), json.dumps({**spec.as_marker(), "created": _now()}, indent=2) + "\n")
+    write_document(marker_path(env), MARKER, {**asdict(spec), "created": _now()}, indent=2)
 
 
 def _now() -> str:

@@ -8,7 +8,6 @@ figure can be recomputed from the saved file.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -28,11 +27,11 @@ from paddle_llm_bench.core.metrics import (
 )
 from paddle_llm_bench.core.stats import VariancePrior, holm_adjust
 from paddle_llm_bench.core.verdicts import INCONCLUSIVE, SLOWER, Verdict, memory_comparison, speed_verdict
+from paddle_llm_bench.core.versioned import Format, FormatError
 from paddle_llm_bench.paired.stats import PairedEstimate, block_estimates, paired_estimate, sweep_prior
-from paddle_llm_bench.results.files import write_atomic
+from paddle_llm_bench.results.files import read_document, write_document
 
 FORMAT = "paddle-llm-bench-paired"
-FORMAT_VERSION = 2
 GATED_MEMORY = ("peak_allocated_bytes", "peak_reserved_bytes")  # deterministic peaks: a bigger one fails
 
 
@@ -168,30 +167,19 @@ class PairedRun:
     interrupted: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
+        return PAIRED_RUN.stamp(asdict(self))
 
     def save(self, path: Path) -> None:
-        write_atomic(path, json.dumps(self.as_dict(), indent=1) + "\n")
+        write_document(path, PAIRED_RUN, asdict(self))
 
 
 def load_paired_run(path: Path) -> PairedRun:
     """Read a saved paired run; the format and version are checked, every error names the file."""
     try:
-        document = json.loads(path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise PairedFileError(f"{path}: cannot read a paired run ({error})") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise PairedFileError(f'{path}: not a paired run (no "format": "{FORMAT}")')
-    version = document.get("format_version")
-    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
-        raise PairedFileError(
-            f"{path}: format_version {version!r} is not one this version reads (1 to {FORMAT_VERSION}); "
-            "re-run the comparison with this version, or upgrade paddle-llm-bench"
-        )
+        document = read_document(path, PAIRED_RUN)
+    except FormatError as error:
+        raise PairedFileError(f"cannot read a paired run: {error}") from None
     try:
-        while version < FORMAT_VERSION:
-            document = UPGRADES[version](document)
-            version = document["format_version"]
         settings = document["settings"]
         settings["gated_metrics"] = tuple(settings["gated_metrics"])
         return PairedRun(
@@ -210,10 +198,10 @@ def _upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
     """Format 1 moderated with a fixed weight (``pooled_spread_dof``); format 2 estimates the weight per decoding
     and freezes each case's prior at its stop. Old runs are judged anew with today's rules."""
     settings = {k: v for k, v in document["settings"].items() if k != "pooled_spread_dof"}
-    return {**document, "format_version": 2, "settings": settings}
+    return {**document, "settings": settings}
 
 
-UPGRADES = {1: _upgrade_v1}
+PAIRED_RUN = Format("paired run", 2, {1: _upgrade_v1}, tag=("format", FORMAT))
 
 
 def _case_comparison(item: dict[str, Any]) -> CaseComparison:

@@ -31,9 +31,9 @@ from typing import Any
 from paddle_llm_bench.core.gate import CaseMeasurement
 from paddle_llm_bench.core.metrics import baseline_metric_names
 from paddle_llm_bench.core.record import RecordError, upgrade_record
-from paddle_llm_bench.results.files import describe_os_error, write_atomic
+from paddle_llm_bench.core.versioned import Format, FormatError, NewerFormatError
+from paddle_llm_bench.results.files import describe_os_error, read_document, write_document
 
-FORMAT_VERSION = 2
 MAX_RUNS_PER_CASE = 5
 ENVIRONMENT_KEYS = (
     "paddle_version",
@@ -84,23 +84,14 @@ def check_memory(memory: Any, where: str) -> str | None:
     return None
 
 
-def _check_format_version(data: Any) -> str | None:
-    if not isinstance(data, dict) or "format_version" not in data:
-        return "has no format_version: it is not a paddle-llm-bench baseline"
-    version = data["format_version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        return f"has format_version {version!r}: it must be a whole number from 1 to {FORMAT_VERSION}"
-    return None
-
-
 def _check_store(data: dict[str, Any]) -> str | None:
     """What is wrong with a format-2 baseline (after upgrades), naming the field, or None."""
-    fingerprint = data.get("hardware_fingerprint")
-    if not isinstance(fingerprint, str) or not fingerprint:
-        return f"field hardware_fingerprint is {fingerprint!r}, not the name of the hardware"
     cases = data.get("cases")
     if not isinstance(cases, dict):
         return f"field cases is {cases!r}, not a mapping of case id to runs"
+    fingerprint = data.get("hardware_fingerprint")
+    if not isinstance(fingerprint, str) or not fingerprint:
+        return f"field hardware_fingerprint is {fingerprint!r}, not the name of the hardware"
     for case_id, entry in cases.items():
         where = f"cases[{case_id!r}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("runs"), list):
@@ -142,12 +133,8 @@ class BaselineStore:
             for case_id, entry in self.cases.items()
         }
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format_version": FORMAT_VERSION,
-            "hardware_fingerprint": self.hardware_fingerprint,
-            "cases": self.cases,
-        }
+    def document(self) -> dict[str, Any]:
+        return {"hardware_fingerprint": self.hardware_fingerprint, "cases": self.cases}
 
 
 def slug(text: str) -> str:
@@ -160,18 +147,21 @@ def baseline_path(directory: Path, fingerprint: str) -> Path:
 
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     """Format 1 kept one run per case at ``cases[id]`` itself; format 2 keeps a list of runs."""
+    if not isinstance(data.get("cases"), dict) or not all(isinstance(v, dict) for v in data["cases"].values()):
+        raise FormatError("field cases is not a mapping of case id to entries")
     cases = {}
-    for case_id, entry in data.get("cases", {}).items():
+    for case_id, entry in data["cases"].items():
         if "runs" in entry:  # read as format 1, its runs would vanish without a word
-            raise BaselineError(
+            raise FormatError(
                 f"field cases[{case_id!r}] holds a list of runs (format 2's layout) but the file says format_version 1"
             )
         run = {k: v for k, v in entry.items() if k != "case"}
         cases[case_id] = {"case": entry.get("case", {}), "runs": [run]}
-    return {**data, "format_version": 2, "cases": cases}
+    return {**data, "cases": cases}
 
 
-UPGRADES = {1: _upgrade_v1}
+BASELINE = Format("baseline", 2, {1: _upgrade_v1})
+FORMAT_VERSION = BASELINE.current
 
 
 def read_json(path: Path, what: str, fix: str) -> Any:
@@ -191,24 +181,12 @@ def load(path: Path) -> BaselineStore:
         f"restore it (git checkout -- {path}), correct or remove that entry, or delete the file and record "
         "a new baseline with --llm-baseline-update"
     )
-    data = read_json(path, "baseline", fix)
-    problem = _check_format_version(data)
-    if problem:
-        raise BaselineError(f"baseline {path} {problem}; {fix}")
-    version = data["format_version"]
-    if version > FORMAT_VERSION:
-        raise BaselineError(
-            f"baseline {path} has format {version}, newer than this paddle-llm-bench understands ({FORMAT_VERSION}): "
-            "upgrade paddle-llm-bench; the file was left untouched"
-        )
-    if not isinstance(data.get("cases"), dict) or not all(isinstance(v, dict) for v in data["cases"].values()):
-        raise BaselineError(f"baseline {path}: field cases is not a mapping of case id to entries; {fix}")
-    while version < FORMAT_VERSION:
-        try:
-            data = UPGRADES[version](data)
-        except BaselineError as error:
-            raise BaselineError(f"baseline {path}: {error}; {fix}") from None
-        version = data["format_version"]
+    try:
+        data = read_document(path, BASELINE)
+    except NewerFormatError as error:
+        raise BaselineError(str(error)) from None
+    except FormatError as error:
+        raise BaselineError(f"{error}; {fix}") from None
     problem = _check_store(data)
     if problem:
         raise BaselineError(f"baseline {path}: {problem}; {fix}")
@@ -295,7 +273,7 @@ def merge(
 
 def save_atomic(store: BaselineStore) -> None:
     """Write to a temporary file beside the target, fsync, then rename: a crash never leaves half a file."""
-    write_atomic(store.path, json.dumps(store.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    write_document(store.path, BASELINE, store.document(), indent=2, sort_keys=True)
 
 
 def measurement_from_extra_info(extra_info: Mapping[str, Any], started: str = "") -> CaseMeasurement:

@@ -1,19 +1,25 @@
-"""Atomic file writes, storage errors that name their cause, and the lock around baseline updates.
+"""Atomic file writes, versioned JSON documents read and written, storage errors that name their cause, and
+the lock around baseline updates.
 
-Every file this tool writes goes through ``write_atomic``.
+Every file this tool writes goes through ``write_atomic``; every versioned document (``core.versioned``)
+through ``read_document`` and ``write_document``.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
+
+from paddle_llm_bench.core.versioned import Format, FormatError
 
 # What an OSError's errno means for a user whose results were being written.
 CAUSES = {
@@ -51,6 +57,29 @@ def write_atomic(path: Path, content: str | bytes, overwrite: bool = True) -> No
         _fsync_directory(path.parent)
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def read_document(path: Path, kind: Format) -> dict[str, Any]:
+    """The document in ``path``, checked and upgraded to ``kind``'s current format. A FormatError names the file
+    and what is wrong with it (unreadable, not JSON, not of this kind, newer); the file is never changed."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise FormatError(f"{kind.name} {path} is not valid JSON ({error})") from None
+    except OSError as error:
+        raise FormatError(f"cannot read {kind.name} {path}: {describe_os_error(error)}") from None
+    try:
+        return kind.upgrade(document)
+    except FormatError as error:
+        raise type(error)(f"{kind.name} {path} {error}") from None  # a newer format stays a NewerFormatError
+
+
+def write_document(
+    path: Path, kind: Format, document: dict[str, Any], indent: int = 1, sort_keys: bool = False
+) -> None:
+    """``document`` stamped with ``kind``'s tag and current version, written atomically as UTF-8."""
+    text = json.dumps(kind.stamp(document), indent=indent, sort_keys=sort_keys, ensure_ascii=False)
+    write_atomic(path, text + "\n")
 
 
 def _fsync_directory(directory: Path) -> None:
