@@ -104,7 +104,7 @@ def test_a_newer_format_is_refused_and_left_untouched(tmp_path: Path) -> None:
         json.dumps({"format_version": FORMAT_VERSION + 1, "hardware_fingerprint": FINGERPRINT, "cases": {}})
     )
     before = path.read_bytes()
-    with pytest.raises(BaselineError, match="written by a newer paddle-llm-bench.*upgrade paddle-llm-bench"):
+    with pytest.raises(BaselineError, match=r"written by a newer paddle-llm-bench.*upgrade paddle-llm-bench"):
         update_baselines([extra_info()], FACTS, tmp_path, commit=None)
     assert path.read_bytes() == before
 
