@@ -28,7 +28,7 @@ from paddle_llm_bench.core.metrics import (
 from paddle_llm_bench.core.stats import VariancePrior, holm_adjust
 from paddle_llm_bench.core.verdicts import INCONCLUSIVE, SLOWER, Verdict, memory_comparison, speed_verdict
 from paddle_llm_bench.core.versioned import Format, FormatError
-from paddle_llm_bench.paired.stats import PairedEstimate, block_estimates, paired_estimate, sweep_prior
+from paddle_llm_bench.paired.stats import PairedEstimate, paired_estimate, sweep_prior
 from paddle_llm_bench.results.files import read_document, write_document
 
 FORMAT = "paddle-llm-bench-paired"
@@ -235,12 +235,12 @@ Priors = dict[tuple[str, str], VariancePrior | None]  # (decoding, metric) -> th
 def current_priors(run: PairedRun) -> Priors:
     """Per decoding and metric, the prior from every comparison of the run as it stands: cases of one decoding
     are alike in noise (beam search scatters more than greedy search), so they lend each other their evidence."""
-    groups: dict[tuple[str, str], list[list[float]]] = {}
+    groups: dict[tuple[str, str], list[list[list[float]]]] = {}
     for comparison in run.cases:
         for metric in paired_metric_names():
             key = (comparison.case.decoding, metric)
             for side in range(1, len(run.sides)):
-                groups.setdefault(key, []).append(block_estimates(comparison.log_ratios(side, metric)))
+                groups.setdefault(key, []).append(comparison.log_ratios(side, metric))
     return {key: sweep_prior(found) for key, found in groups.items()}
 
 

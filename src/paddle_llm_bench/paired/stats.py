@@ -12,8 +12,10 @@ Two sources of noise remain and the interval must hold both:
 
 So each block is summarized by a robust estimate of its log ratio (Hodges-Lehmann: the median of
 the pairwise means, resistant to outlier pairs), and the blocks' estimates, which each carry one
-draw of process luck, give the estimate (their mean) and a Student-t interval with ``blocks - 1``
-degrees of freedom — the standard analysis of a cluster-randomized design. A case's own few blocks
+draw of process luck, give the estimate and a Student-t interval with ``blocks - 1`` degrees of
+freedom — the standard analysis of a cluster-randomized design. Blocks of one noise weigh the same
+(their mean); where a neighbour made some blocks far noisier than others, each weighs by its own
+precision plus process luck (random effects, Knapp-Hartung: ``combine_blocks``). A case's own few blocks
 say little about its noise, so its variance is moderated by the sweep's cases of the same decoding
 (empirical Bayes, Smyth 2004): the prior's weight is estimated from how alike their variances are; the
 prior may widen an interval or lend it degrees of freedom, never narrow it. Its honesty is checked by
@@ -93,11 +95,76 @@ def block_estimates(blocks: Sequence[Sequence[float]]) -> list[float]:
     return estimates
 
 
-def sweep_prior(groups: Sequence[Sequence[float]]) -> VariancePrior | None:
-    """The prior for each comparison's block variance, from every comparison of one metric in a sweep
-    (groups of block estimates): Smyth's moment estimate, its weight estimated from how alike they are."""
-    usable = [group for group in groups if len(group) >= MIN_BLOCKS]
-    return fit_variance_prior([sample_variance(g) for g in usable], [len(g) - 1 for g in usable])
+MIN_PAIRS_TO_WEIGH = 5  # a block's own noise is read from its pairs only from this many pairs on
+MIN_PAIR_SD = 1e-6  # pairs spread less than a clock's resolution tell nothing of the block's noise
+MAD_TO_SD = 1.4826  # the median absolute deviation of normal values, scaled to their sd
+HL_VARIANCE_FACTOR = math.pi / 3.0  # Hodges-Lehmann's variance over the mean's, for normal values
+
+
+@functools.lru_cache(maxsize=65536)
+def _block_noise(block: tuple[float, ...]) -> float | None:
+    """The variance of a block's Hodges-Lehmann estimate from the spread of its pairs (robust: the MAD), or None
+    when the block has too few pairs, or pairs too alike, to tell."""
+    if len(block) < MIN_PAIRS_TO_WEIGH:
+        return None
+    middle = statistics.median(block)
+    sd = MAD_TO_SD * statistics.median([abs(value - middle) for value in block])
+    variance = sd * sd * HL_VARIANCE_FACTOR / len(block)
+    return variance if sd > MIN_PAIR_SD and math.isfinite(variance) else None
+
+
+# Blocks whose pair noise fits one variance this well are weighed alike (the one value tried, by simulation:
+# docs/verdicts.md; weighing blocks of one noise by noisy estimates of it cost a quiet day 3-6 points of power).
+ALIKE_PRIOR_DOF = 50.0
+MAD_EFFICIENCY = 0.37  # a MAD-based variance of normal values is worth this share of the sample variance's dof
+
+
+def _alike(noise: Sequence[float], blocks: Sequence[Sequence[float]]) -> bool:
+    """Whether the blocks' pair noise is one noise (Smyth's prior over them weighs at least ``ALIKE_PRIOR_DOF``)."""
+    sizes = [len(block) for block in blocks if block]
+    prior = fit_variance_prior(
+        [v * n for v, n in zip(noise, sizes, strict=True)], [MAD_EFFICIENCY * (n - 1) for n in sizes]
+    )
+    return prior is None or prior.dof >= ALIKE_PRIOR_DOF
+
+
+def combine_blocks(blocks: Sequence[Sequence[float]]) -> tuple[list[float], float, float]:
+    """(each block's estimate, their combined log ratio, the per-block variance the interval uses).
+
+    Blocks are weighed by how precisely their own pairs pin them down, plus the spread between blocks (process
+    luck): a random-effects mean (DerSimonian-Laird) with the Knapp-Hartung variance, which reads the weighted
+    scatter of the blocks themselves and is never below what the weights promise. On a busy day a block that ran
+    beside a noisy neighbour counts less than one that ran in a quiet spell. Where a block's noise cannot be told
+    (fewer than ``MIN_PAIRS_TO_WEIGH`` pairs, or pairs all alike), or the blocks' noise is one noise (a quiet
+    day: ``_alike``), every block weighs the same, as in the plain mean and sample variance. The variance returned
+    is ``k`` times the mean's, so that Student-t over ``k - 1`` degrees of freedom and the sweep's moderation
+    treat both alike."""
+    estimates = block_estimates(blocks)
+    k = len(estimates)
+    if k < MIN_BLOCKS:
+        return estimates, statistics.fmean(estimates) if estimates else 0.0, 0.0
+    noise = [_block_noise(tuple(block)) for block in blocks if block]
+    if any(v is None for v in noise) or _alike([v for v in noise if v is not None], blocks):
+        return estimates, statistics.fmean(estimates), sample_variance(estimates)
+    within = [v for v in noise if v is not None]
+    fixed = [1.0 / v for v in within]
+    fixed_mean = math.fsum(w * y for w, y in zip(fixed, estimates, strict=True)) / math.fsum(fixed)
+    q_statistic = math.fsum(w * (y - fixed_mean) ** 2 for w, y in zip(fixed, estimates, strict=True))
+    scale = math.fsum(fixed) - math.fsum(w * w for w in fixed) / math.fsum(fixed)
+    between = max(0.0, (q_statistic - (k - 1)) / scale) if scale > 0.0 else 0.0
+    weights = [1.0 / (v + between) for v in within]
+    total = math.fsum(weights)
+    mean = math.fsum(w * y for w, y in zip(weights, estimates, strict=True)) / total
+    scatter = math.fsum(w * (y - mean) ** 2 for w, y in zip(weights, estimates, strict=True)) / (k - 1)
+    return estimates, mean, k * max(scatter, 1.0) / total
+
+
+def sweep_prior(groups: Sequence[Sequence[Sequence[float]]]) -> VariancePrior | None:
+    """The prior for each comparison's per-block variance, from every comparison of one metric in a sweep (each a
+    list of blocks of pair log ratios): Smyth's moment estimate, its weight estimated from how alike they are."""
+    usable = [group for group in groups if len([block for block in group if block]) >= MIN_BLOCKS]
+    variances = [combine_blocks(group)[2] for group in usable]
+    return fit_variance_prior(variances, [len([block for block in g if block]) - 1 for g in usable])
 
 
 def sample_variance(values: Sequence[float]) -> float:
@@ -118,13 +185,11 @@ def paired_estimate(
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be within (0, 1), got {confidence}")
-    estimates = block_estimates(blocks)
+    estimates, mean, variance = combine_blocks(blocks)
     if len(estimates) < MIN_BLOCKS:
         return None
     k = len(estimates)
-    mean = statistics.fmean(estimates)
     dof: float = k - 1
-    variance = sample_variance(estimates)
     # The sweep may widen a case's interval and lend it degrees of freedom, never narrow it: a case whose own
     # blocks scatter more than the sweep's keeps its own t-interval (moderating it would shrink its variance
     # towards quieter cases and call noise a change).
