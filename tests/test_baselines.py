@@ -210,25 +210,16 @@ def test_a_file_that_is_not_a_saved_run_is_refused(tmp_path: Path) -> None:
 
 
 def test_remeasurement_decides_a_suspect_regression(tmp_path: Path) -> None:
+    """The gate names the suspects; the caller measures them again; the gate confirms or clears them."""
     started = session_baseline(tmp_path)
-    asked: list[str] = []
-
-    def recovered(case_id: str) -> dict[str, Any]:
-        asked.append(case_id)
-        return extra_info(case_id)
-
-    report = check_run([extra_info(decode=70.0)], FINGERPRINT, tmp_path, remeasure=recovered, started=started)
-    assert asked == ["tiny-a"]  # once per case, even with two suspect metrics
+    report = check_run([extra_info(decode=70.0)], FINGERPRINT, tmp_path, started=started)
+    assert report.suspects == ["tiny-a"] and report.failed  # once per case, even with two suspect metrics
+    report.confirm({"tiny-a": extra_info("tiny-a")})
     assert not report.failed
     assert any("not confirmed" in v.evidence for v in report.verdicts)
-    confirmed = check_run(
-        [extra_info(decode=70.0)],
-        FINGERPRINT,
-        tmp_path,
-        remeasure=lambda c: extra_info(c, decode=71.0),
-        started=started,
-    )
-    assert confirmed.failed
+    confirmed = check_run([extra_info(decode=70.0)], FINGERPRINT, tmp_path, started=started)
+    confirmed.confirm({"tiny-a": extra_info("tiny-a", decode=71.0)})
+    assert confirmed.failed and any("confirmed by re-measurement" in v.evidence for v in confirmed.regressions)
 
 
 def baseline_with_run(run: dict[str, Any], version: Any = FORMAT_VERSION) -> str:

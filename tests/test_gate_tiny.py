@@ -78,13 +78,13 @@ def forward_hook(suite: Suite, hook: Callable[..., None]) -> Iterator[None]:
 
 
 def gate(suite: Suite, facts: dict[str, Any], baseline_dir: Path, settings: GateSettings | None = None) -> GateReport:
-    def remeasure(case_id: str) -> dict[str, Any]:
-        return suite.run(CASE, record=False).as_extra_info()
-
+    """As the session gates: judge, measure the suspects again, confirm."""
     current = suite.run(CASE, record=False).as_extra_info()
     now = datetime.now(timezone.utc).isoformat()  # the baseline's runs were measured minutes ago: this session
     fingerprint = str(facts["hardware_fingerprint"])
-    return check_run([current], fingerprint, baseline_dir, settings=settings, remeasure=remeasure, started=now)
+    report = check_run([current], fingerprint, baseline_dir, settings=settings, started=now)
+    report.confirm({case_id: suite.run(CASE, record=False).as_extra_info() for case_id in report.suspects})
+    return report
 
 
 def regressions(report: GateReport) -> dict[str, Any]:

@@ -398,30 +398,46 @@ def confirm(
     )
 
 
+def suspects(verdicts: Sequence[Verdict], settings: GateSettings) -> list[str]:
+    """The cases whose speed regression must repeat on a fresh measurement before it fails a run, in order."""
+    gated = settings.min_effect_percent
+    return list(dict.fromkeys(v.case_id for v in verdicts if v.regression and v.metric in gated))
+
+
+def confirm_suspects(
+    verdicts: Sequence[Verdict],
+    current: Mapping[str, CaseMeasurement],
+    baseline: Mapping[str, Sequence[CaseMeasurement]],
+    settings: GateSettings,
+    remeasured: Mapping[str, CaseMeasurement],
+) -> list[Verdict]:
+    """``judge``'s verdicts with each suspect speed regression re-judged (``confirm``) on its case's fresh
+    measurement in ``remeasured``; a suspect without one keeps its first verdict."""
+    family = sum(1 for v in verdicts if v.metric in settings.min_effect_percent and v.p_value is not None)
+    priors = pooled_priors(current, baseline, settings)
+    return [
+        confirm(
+            verdict,
+            remeasured[verdict.case_id],
+            baseline[verdict.case_id],
+            family,
+            settings,
+            priors.get((verdict.case_id, verdict.metric)),
+        )
+        if verdict.regression and verdict.metric in settings.min_effect_percent and verdict.case_id in remeasured
+        else verdict
+        for verdict in verdicts
+    ]
+
+
 def judge_confirmed(
     current: Mapping[str, CaseMeasurement],
     baseline: Mapping[str, Sequence[CaseMeasurement]],
     settings: GateSettings,
-    remeasure: Callable[[str], CaseMeasurement] | None,
+    remeasure: Callable[[str], CaseMeasurement],
 ) -> list[Verdict]:
-    """``judge``, then each suspect speed regression re-judged on a fresh measurement of its case
-    (``remeasure(case_id)``, called once per case); without ``remeasure`` the first verdicts stand."""
+    """``judge``, ``suspects`` re-measured by ``remeasure(case_id)`` (once per case), ``confirm_suspects``: the
+    whole sequence in one call, for the simulations. A measuring session does the middle step itself."""
     verdicts = judge(current, baseline, settings)
-    if remeasure is None:
-        return verdicts
-    family = sum(1 for v in verdicts if v.metric in settings.min_effect_percent and v.p_value is not None)
-    priors = pooled_priors(current, baseline, settings)
-    fresh: dict[str, CaseMeasurement] = {}
-    for index, verdict in enumerate(verdicts):
-        if verdict.regression and verdict.metric in settings.min_effect_percent:
-            if verdict.case_id not in fresh:
-                fresh[verdict.case_id] = remeasure(verdict.case_id)
-            verdicts[index] = confirm(
-                verdict,
-                fresh[verdict.case_id],
-                baseline[verdict.case_id],
-                family,
-                settings,
-                priors.get((verdict.case_id, verdict.metric)),
-            )
-    return verdicts
+    fresh = {case_id: remeasure(case_id) for case_id in suspects(verdicts, settings)}
+    return confirm_suspects(verdicts, current, baseline, settings, fresh)

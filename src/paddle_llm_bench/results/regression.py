@@ -6,12 +6,12 @@ and ``update_baselines`` and only prints the returned report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge_confirmed
+from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, confirm_suspects, judge, suspects
 from paddle_llm_bench.core.verdicts import BETTER, INCONCLUSIVE, NO_BASELINE, Verdict
 from paddle_llm_bench.results.baselines import (
     MAX_RUNS_PER_CASE,
@@ -27,7 +27,6 @@ from paddle_llm_bench.results.baselines import (
 )
 from paddle_llm_bench.results.files import describe_os_error, exclusive_lock
 
-Remeasure = Callable[[str], Mapping[str, Any]]
 MAX_INCONCLUSIVE_LINES = 5
 
 
@@ -38,6 +37,22 @@ class GateReport:
     errors: list[str] = field(default_factory=list)
     require_baseline: bool = False
     unmeasured: list[str] = field(default_factory=list)  # cases of this run without a sample of any gated metric
+    # What the verdicts were judged on, kept for confirming suspects (``confirm``).
+    settings: GateSettings = field(default_factory=GateSettings)
+    current: dict[str, CaseMeasurement] = field(default_factory=dict)
+    reference: dict[str, list[CaseMeasurement]] = field(default_factory=dict)
+    started: str = ""
+
+    @property
+    def suspects(self) -> list[str]:
+        """Cases whose speed regression must repeat on a fresh measurement before the run fails."""
+        return suspects(self.verdicts, self.settings)
+
+    def confirm(self, remeasured: Mapping[str, Mapping[str, Any]]) -> None:
+        """Re-judge the suspects on their fresh measurements (saved records by case id): a regression stays one
+        only if it repeats."""
+        fresh = {case_id: measurement_from_extra_info(record, self.started) for case_id, record in remeasured.items()}
+        self.verdicts = confirm_suspects(self.verdicts, self.current, self.reference, self.settings, fresh)
 
     def with_verdict(self, *words: str) -> list[Verdict]:
         return [v for v in self.verdicts if v.verdict in words]
@@ -125,14 +140,14 @@ def check_run(
     baseline_dir: Path,
     reference_run: Path | None = None,
     settings: GateSettings | None = None,
-    remeasure: Remeasure | None = None,
     require_baseline: bool = False,
     started: str = "",
 ) -> GateReport:
-    """Judge this run's results (``extra_info`` dicts, measured at ``started``) against the reference;
-    re-measure suspect speed regressions."""
+    """Judge this run's results (``extra_info`` dicts, measured at ``started``) against the reference. A speed
+    regression is a suspect (``GateReport.suspects``) until ``GateReport.confirm`` sees it repeat: re-measuring is
+    the measuring session's job, not the gate's."""
     settings = settings or GateSettings()
-    report = GateReport(require_baseline=require_baseline)
+    report = GateReport(require_baseline=require_baseline, settings=settings, started=started)
     try:
         reference, report.notes = reference_measurements(fingerprint, baseline_dir, reference_run)
     except BaselineError as error:
@@ -141,8 +156,8 @@ def check_run(
     current = {str(r["case_id"]): measurement_from_extra_info(r, started) for r in results}
     gated = settings.min_effect_percent
     report.unmeasured = [case_id for case_id, m in current.items() if not any(m.samples.get(k) for k in gated)]
-    fresh = None if remeasure is None else (lambda case_id: measurement_from_extra_info(remeasure(case_id), started))
-    report.verdicts = judge_confirmed(current, reference, settings, fresh)
+    report.current, report.reference = current, {case_id: list(runs) for case_id, runs in reference.items()}
+    report.verdicts = judge(current, reference, settings)
     return report
 
 
