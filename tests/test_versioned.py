@@ -71,7 +71,7 @@ def test_files_are_stamped_on_write_and_named_in_every_error(tmp_path: Path) -> 
     with pytest.raises(NewerFormatError, match=rf"test document {path} has format_version 9"):
         read_document(path, kind)
     path.write_text("{half")
-    with pytest.raises(FormatError, match=rf"test document {path} is not valid JSON"):
+    with pytest.raises(FormatError, match=rf"cannot read test document {path}: not valid JSON"):
         read_document(path, kind)
     with pytest.raises(FormatError, match=r"cannot read test document .*missing\.json"):
         read_document(tmp_path / "missing.json", kind)

@@ -65,7 +65,7 @@ def read_document(path: Path, kind: Format) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise FormatError(f"{kind.name} {path} is not valid JSON ({error})") from None
+        raise FormatError(f"cannot read {kind.name} {path}: not valid JSON ({error})") from None
     except OSError as error:
         raise FormatError(f"cannot read {kind.name} {path}: {describe_os_error(error)}") from None
     try:
