@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paddle_llm_bench.core.config import ConfigError
+from paddle_llm_bench.core.bandwidth import ACTIVATION_DTYPE, BYTES_PER_PARAMETER
+from paddle_llm_bench.core.config import DEFAULT_SWEEPS, DTYPES, QUANTIZED_DTYPES, ConfigError
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.gate_options import GATE_OPTIONS, add_gate_arguments, gate_settings, gate_settings_from_args
 from paddle_llm_bench.core.metrics import (
@@ -137,3 +138,11 @@ def test_a_saved_run_from_a_newer_version_is_refused_naming_file_and_case(tmp_pa
     path = saved_run(tmp_path, record(format_version=RECORD_FORMAT + 1))
     with pytest.raises(BaselineError, match=r"0001_run\.json, case tiny-float32.*upgrade paddle-llm-bench"):
         load_saved_run(path)
+
+
+def test_every_dtype_has_what_measuring_it_needs() -> None:
+    """Adding a dtype touches three tables (docs/development.md, "Where to add"); forgetting the bytes per
+    parameter failed every batch-1 GPU case of the dtype at its bandwidth ceiling, so it fails here instead."""
+    assert set(DTYPES) <= set(BYTES_PER_PARAMETER)
+    assert all(ACTIVATION_DTYPE[dtype] == activation for dtype, activation in QUANTIZED_DTYPES.items())
+    assert all(set(sweep["dtypes"]) <= set(DTYPES) for sweep in DEFAULT_SWEEPS.values())
