@@ -107,6 +107,17 @@ def test_the_plan_counts_a_static_modes_compiling_in_the_sweep_and_in_every_pair
     assert compiled.paired_minutes_min >= paired.min_blocks * 2 * compile_s / 60 > plain.paired_minutes_min
 
 
+def test_the_most_a_shard_may_take_holds_one_suspect_slowdowns_follow_up() -> None:
+    """One case's second stage per shard (a night expects one regression, not one per case), within its budget."""
+    cases = [Case("tiny", "float32", "greedy", 200, 1, prompt) for prompt in (16, 32, 64)]
+    round_s = {case.id: 6.0 for case in cases}  # GPU-shaped: 200 tokens at 30 ms a step
+    (with_follow_up,) = plan_shards(cases, 1, 12, round_s, "gpu", PairedSettings())
+    (without,) = plan_shards(cases, 1, 12, round_s, "gpu", PairedSettings(follow_up_blocks=0))
+    added_s = 60 * (with_follow_up.paired_minutes_max - without.paired_minutes_max)
+    assert with_follow_up.paired_minutes_min == without.paired_minutes_min
+    assert PairedSettings().case_budget_s < added_s < 2 * PairedSettings().case_budget_s
+
+
 def test_the_plan_takes_the_round_times_the_last_night_measured(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

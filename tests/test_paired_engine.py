@@ -46,7 +46,9 @@ def three_sides(tmp_path_factory: pytest.TempPathFactory, llm_cache_dir: Path) -
     ]
     # Six blocks (5 dof) and alpha 0.05: a 0.5 ratio stays significant after Holm over the run's six speed tests
     # even when a loaded CI machine spreads the blocks' estimates by ~30 %.
-    settings = PairedSettings(pairs_per_block=4, min_blocks=6, max_blocks=6, warmup_rounds=1, device="cpu", alpha=0.05)
+    settings = PairedSettings(
+        pairs_per_block=4, min_blocks=6, max_blocks=6, follow_up_blocks=0, warmup_rounds=1, device="cpu", alpha=0.05
+    )
     saved = tmp_path_factory.mktemp("paired") / "paired.json"
     run = run_paired([CASE], sides, settings, llm_cache_dir, progress=quiet, on_update=lambda r: r.save(saved))
     assert load_paired_run(saved).as_dict() == run.as_dict()  # what was saved is what was measured

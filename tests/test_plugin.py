@@ -366,7 +366,12 @@ def test_llm_reference_measures_every_case_paired_and_saves_it_with_the_run(
     """`--llm-reference PYTHON`: the sweep as usual, then each case interleaved against the reference in fresh
     workers; the paired run lands beside the saved run and its summary inside it. Same code on both sides:
     no regression may be called on a case whose ratio is near 1."""
-    paired = ("--llm-paired-pairs-per-block=3", "--llm-paired-min-blocks=3", "--llm-paired-max-blocks=3")
+    paired = (
+        "--llm-paired-pairs-per-block=3",
+        "--llm-paired-min-blocks=3",
+        "--llm-paired-max-blocks=3",
+        "--llm-paired-follow-up-blocks=0",  # three blocks, whatever they show
+    )
     result = run_benchmarks(
         pytester,
         *ONE_SHORT_CASE,

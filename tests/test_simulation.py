@@ -4,6 +4,8 @@ Seeded: the same figures every run."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from paddle_llm_bench.analysis.gate_simulation import DEDICATED, SHAPES, THIS_VM, gate_rates
@@ -20,8 +22,10 @@ def test_a_lone_case_is_covered_95_percent_and_rarely_called_different() -> None
 
 @pytest.mark.parametrize("scenario", [vm, vm_mixed], ids=["like cases", "unlike cases, one 4x noisier"])
 def test_a_24_case_sweep_on_this_vms_noise_is_covered_and_never_cries_wolf(scenario: object) -> None:
+    """Coverage errs on the safe side here (96-97 % over 100 sweeps: the sweep's prior may widen an interval, never
+    narrow it); 12 sweeps scatter it by about 1.2 points."""
     found = rates(scenario(), 12, seed=2, slowed_case=None)  # type: ignore[operator]
-    assert 0.92 <= found.coverage <= 0.98, found
+    assert 0.92 <= found.coverage <= 0.99, found
     assert found.spurious_sweeps == 0.0 and found.false_regression_sweeps == 0.0, found
 
 
@@ -40,12 +44,17 @@ def test_this_vm_on_a_quiet_day_catches_most_5_percent_slowdowns_in_24_cases() -
     assert 0.92 <= found.coverage <= 0.99 and found.false_regression_sweeps == 0.0, found
 
 
-def test_this_vm_on_a_busy_day_catches_more_than_half_of_5_percent_slowdowns() -> None:
-    """Blocks meeting a busy day's measured pair spreads (3-23 %): weighing blocks by their own noise catches
-    about two thirds (a third with every block weighed alike), with the interval still honest."""
-    found = rates(vm_busy(), 20, seed=5)
-    assert found.power is not None and found.power >= 0.5, found
-    assert 0.92 <= found.coverage <= 0.99 and found.false_regression_sweeps == 0.0, found
+def test_this_vm_on_a_busy_day_catches_5_percent_slowdowns_by_following_up_suspects() -> None:
+    """Blocks meeting a busy day's measured pair spreads (3-23 %): weighing blocks by their own noise catches about
+    two thirds at the first stop; the suspect's second stage (10 blocks more) catches nearly all, with the interval
+    still honest, no false alarm, and no-change sweeps as long as without it."""
+    found = rates(vm_busy(), 12, seed=5)
+    assert found.power is not None and found.power >= 0.9, found
+    assert 0.92 <= found.coverage <= 0.99 and found.false_regression_sweeps == found.spurious_sweeps == 0.0, found
+    scenario = vm_busy()
+    without = rates(replace(scenario, settings=replace(scenario.settings, follow_up_blocks=0)), 12, seed=5)
+    assert without.power is not None and without.power < found.power, without
+    assert found.mean_minutes <= 1.02 * without.mean_minutes, (found, without)
 
 
 @pytest.mark.parametrize("noise", [THIS_VM, DEDICATED], ids=["this VM", "dedicated hardware"])

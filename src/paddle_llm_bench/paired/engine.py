@@ -38,6 +38,8 @@ from paddle_llm_bench.paired.results import (
     Priors,
     SideInfo,
     current_priors,
+    judge,
+    suspect_slowdowns,
 )
 from paddle_llm_bench.paired.sides import Side, SideError
 from paddle_llm_bench.paired.stats import PairedEstimate
@@ -155,7 +157,24 @@ def end_of_round(run: PairedRun, active: Sequence[CaseComparison]) -> list[CaseC
             comparison.stop_reason = stop_reason(comparison, run, priors)
         if comparison.stop_reason:
             stopped.append(comparison)
-    return stopped
+    if not stopped or not run.settings.follow_up_blocks or run.interrupted:
+        return stopped
+    suspects = suspect_slowdowns(run, judge(run))
+    return [comparison for comparison in stopped if not follow_up(comparison, suspects)]
+
+
+def follow_up(comparison: CaseComparison, suspects: dict[str, str]) -> bool:
+    """Reopen a case that stopped as a suspect slowdown (``suspects``: case id -> why, from
+    ``results.suspect_slowdowns``) for its second stage of ``follow_up_blocks`` blocks; once per case, never a
+    failed one. Whether the second stage runs is decided on the first; how long it runs is fixed before it starts,
+    so it is never stopped by significance."""
+    why = suspects.get(comparison.case.id)
+    if not why or comparison.follow_up or comparison.error:
+        return False
+    comparison.follow_up = f"suspect slowdown after {len(comparison.blocks)} blocks: {why}"
+    comparison.follow_up_from_block, comparison.follow_up_from_s = len(comparison.blocks), comparison.seconds
+    comparison.stop_reason, comparison.priors = "", {}
+    return True
 
 
 def stop_reason(comparison: CaseComparison, run: PairedRun, priors: Priors) -> str:
@@ -172,7 +191,13 @@ def stop_reason(comparison: CaseComparison, run: PairedRun, priors: Priors) -> s
     # to agree selects lucky small variances (its interval then covers ~92 %, not 95 %: `simulate`).
     moderated = all(e is not None and e.moderated for e in found)
     reason = ""
-    if blocks >= settings.min_blocks and moderated and width <= settings.target_half_width_percent:
+    if comparison.follow_up:  # the second stage runs its fixed length: precision was reached before it began
+        extra, seconds = blocks - comparison.follow_up_from_block, comparison.seconds - comparison.follow_up_from_s
+        if extra >= settings.follow_up_blocks:
+            reason = f"follow-up: {extra} more blocks measured ({blocks} in all), half-width {shown}"
+        elif seconds >= settings.case_budget_s:
+            reason = f"follow-up time budget: {seconds:.0f} s more ({blocks} blocks in all), half-width {shown}"
+    elif blocks >= settings.min_blocks and moderated and width <= settings.target_half_width_percent:
         reason = f"precision: half-width {shown} <= {settings.target_half_width_percent:g} % after {blocks} blocks"
     elif blocks >= settings.max_blocks:
         reason = f"block budget: {blocks} blocks measured, half-width {shown}"
@@ -246,6 +271,9 @@ def run_paired(
             workers = []
             for comparison in end_of_round(run, active):
                 progress(f"{comparison.case.id}: done after {len(comparison.blocks)} blocks: {comparison.stop_reason}")
+            for comparison in active:
+                if comparison.follow_up and comparison.follow_up_from_block == len(comparison.blocks):
+                    progress(f"{comparison.case.id}: {comparison.follow_up}; up to {settings.follow_up_blocks} more")
             active = [comparison for comparison in active if not comparison.stop_reason]
             on_update(run)
             block_index += 1

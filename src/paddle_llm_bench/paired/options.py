@@ -73,6 +73,13 @@ PAIRED_OPTIONS: dict[str, PairedOption] = {  # by option suffix
         "SECONDS",
         f"measuring time per case after which no block is added (default {d.case_budget_s:g})",
     ),
+    "follow-up-blocks": PairedOption(
+        "follow_up_blocks",
+        _int(0),
+        "N",
+        "blocks more for a case that stops as a suspect slowdown (slower by its own interval, not yet after Holm), "
+        f"within one more case budget; its verdict reads every block (0: none; default {d.follow_up_blocks})",
+    ),
     "rounds-per-turn": PairedOption(
         "rounds_per_turn", _int(1), "N", f"generations per turn (default {d.rounds_per_turn})"
     ),

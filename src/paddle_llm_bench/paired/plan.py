@@ -57,22 +57,27 @@ def plan_shards(
         stage = (
             [paired_seconds(round_s[case.id], paired, device, 2 * compile_s.get(case.id, 0.0)) for case in mine]
             if paired
-            else [(0.0, 0.0)]
+            else [(0.0, 0.0, 0.0)]
         )
-        low, high = (sum(bound) / 60 for bound in zip(*stage, strict=True))
+        low, high, _ = (sum(bound) / 60 for bound in zip(*stage, strict=True))
+        high += max(follow_up for _, _, follow_up in stage) / 60  # one suspect slowdown's second stage per shard
         plans.append(ShardPlan(shard + 1, tuple(c.id for c in mine), sweep_s / 60, low, high))
     return plans
 
 
-def paired_seconds(round_s: float, paired: PairedSettings, device: str, compile_s: float = 0.0) -> tuple[float, float]:
-    """A case's paired stage: its ``min_blocks`` blocks (the time budget never cuts it before them), and at most
-    what its budget lets it add (the block that passes the budget still ends) or ``max_blocks``. ``compile_s``:
-    what a block's workers spend compiling a static mode's programs, on top of starting, loading and warming up."""
+def paired_seconds(
+    round_s: float, paired: PairedSettings, device: str, compile_s: float = 0.0
+) -> tuple[float, float, float]:
+    """A case's paired stage: its ``min_blocks`` blocks (the time budget never cuts it before them), at most what
+    its budget lets it add (the block that passes the budget still ends) or ``max_blocks``, and what its follow-up
+    adds if it stops as a suspect slowdown (``follow_up_blocks``, within one more budget). ``compile_s``: what a
+    block's workers spend compiling a static mode's programs, on top of starting, loading and warming up."""
     prepare_s = DEFAULT_PREPARE_S[device] + paired.warmup_rounds * round_s + compile_s
     pairs_s = pairs_per_block(paired, round_s, prepare_s) * 2 * paired.rounds_per_turn * round_s
     block_s = prepare_s + pairs_s
     low = paired.min_blocks * block_s
-    return low, max(low, min(paired.max_blocks * block_s, paired.case_budget_s + block_s))
+    follow_up = min(paired.follow_up_blocks * block_s, paired.case_budget_s + block_s)
+    return low, max(low, min(paired.max_blocks * block_s, paired.case_budget_s + block_s)), follow_up
 
 
 def measured_round_seconds(history: Path | None) -> dict[str, float]:

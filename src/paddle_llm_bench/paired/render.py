@@ -104,7 +104,11 @@ def footnotes(run: PairedRun) -> list[str]:
         f"it; no verdict before {s.verdict_blocks} blocks; bold: a regression (slower on "
         f"{', '.join(s.gated_metrics)}, or a bigger allocator peak).",
     ]
-    lines += [f"{c.case.id}: stopped on {c.stop_reason}" for c in run.cases if c.stop_reason and not c.error]
+    lines += [
+        f"{c.case.id}: {'followed up as a ' + c.follow_up + '; ' if c.follow_up else ''}stopped on {c.stop_reason}"
+        for c in run.cases
+        if c.stop_reason and not c.error
+    ]
     if run.interrupted:
         lines.append("INTERRUPTED: cases not finished show what was measured before Ctrl-C.")
     return lines
@@ -120,6 +124,7 @@ def as_json(run: PairedRun) -> dict[str, Any]:
             {
                 "case_id": c.case.id,
                 "stop_reason": c.stop_reason,
+                "follow_up": c.follow_up,
                 "error": c.error,
                 "seconds": round(c.seconds, 1),
                 "blocks": len(c.blocks),

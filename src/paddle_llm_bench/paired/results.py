@@ -52,6 +52,10 @@ class PairedSettings:
     max_blocks: int = 10
     target_half_width_percent: float = 2.0
     case_budget_s: float = 300.0
+    # A case that stops as a suspect slowdown (its own interval on the slower side, beyond the minimum effect, but
+    # not significant after Holm) gets this many blocks more, within one more case budget: a fixed second stage,
+    # decided before it is measured, judged on all blocks (0: no follow-up).
+    follow_up_blocks: int = 10
     rounds_per_turn: int = 1
     dropped_per_turn: int = 0
     warmup_rounds: int = 2
@@ -74,6 +78,8 @@ class PairedSettings:
             )
         if self.min_blocks < 2 or self.max_blocks < self.min_blocks:
             raise ValueError(f"need 2 <= min blocks ({self.min_blocks}) <= max blocks ({self.max_blocks})")
+        if self.follow_up_blocks < 0:
+            raise ValueError(f"follow-up blocks must be 0 or more, got {self.follow_up_blocks}")
 
     @property
     def verdict_blocks(self) -> int:
@@ -108,6 +114,10 @@ class CaseComparison:
     # The sweep's prior at the stop, per side index (as text, for JSON) and metric: [variance, dof]. The
     # interval a case stopped on is the interval it reports, whatever the other cases measured after it.
     priors: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # A suspect slowdown's second stage: why it was followed up, and its blocks and seconds when it was (0: none).
+    follow_up: str = ""
+    follow_up_from_block: int = 0
+    follow_up_from_s: float = 0.0
 
     def prior(self, side: int, metric: str) -> VariancePrior | None:
         frozen = self.priors.get(str(side), {}).get(metric)
@@ -223,6 +233,9 @@ def _case_comparison(item: dict[str, Any]) -> CaseComparison:
         item["seconds"],
         int(item.get("pairs_per_block", 0)),
         dict(item.get("priors", {})),
+        str(item.get("follow_up", "")),
+        int(item.get("follow_up_from_block", 0)),
+        float(item.get("follow_up_from_s", 0.0)),
     )
 
 
@@ -324,6 +337,28 @@ def _speed_verdict(
         regression=verdict == SLOWER and metric in settings.gated_metrics,
         evidence=f"{evidence}; Holm-adjusted p {p_adjusted:.2g} over {family} tests (alpha {settings.alpha:g})",
     )
+
+
+def suspect_slowdowns(run: PairedRun, verdicts: Sequence[Verdict]) -> dict[str, str]:
+    """case id -> why it is a suspect slowdown: a gated speed metric, judged (blocks enough for a verdict), whose
+    own interval lies on the slower side (raw p below 1 - confidence) with an estimate beyond the metric's minimum
+    effect, but not called slower after Holm. More blocks can settle it either way; the screen only decides
+    whether to measure on."""
+    screen = 1.0 - run.settings.confidence
+    found: dict[str, str] = {}
+    for v in verdicts:
+        ratio, p_value = v.ratio, v.p_value
+        if ratio is None or p_value is None or v.p_adjusted is None:  # no verdict yet: too few blocks
+            continue
+        if v.metric not in run.settings.gated_metrics or v.verdict == SLOWER:
+            continue
+        worse = ratio < 1.0 if metric_by_name(v.metric).higher_is_better else ratio > 1.0
+        effect_percent = 100.0 * abs(ratio - 1.0)
+        if worse and p_value < screen and effect_percent >= run.settings.min_effect_percent.get(v.metric, 0.0):
+            found.setdefault(
+                v.case_id, f"{v.metric} {ratio:.3f} [{v.ci_low:.3f}, {v.ci_high:.3f}], raw p {p_value:.2g}"
+            )
+    return found
 
 
 def judge_memory(run: PairedRun, gate: GateSettings | None = None) -> list[Verdict]:

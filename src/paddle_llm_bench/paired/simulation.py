@@ -129,28 +129,8 @@ class Outcome:
 
 def simulate_sweep(scenario: Scenario, rng: random.Random, slowed_case: int | None, slowdown: float) -> Outcome:
     """One sweep through the real stop rule and verdicts; ``slowed_case`` runs ``slowdown`` (0.05: 5 %) slower."""
-    settings = scenario.settings
     effects = [math.log1p(-slowdown) if index == slowed_case else 0.0 for index in range(len(scenario.cases))]
-    decodings = scenario.decodings or ("greedy",) * len(scenario.cases)
-    run = PairedRun(
-        sides=[SideInfo("reference", "sim"), SideInfo("candidate", "sim")],
-        settings=settings,
-        cases=[CaseComparison(_case(i, decoding)) for i, decoding in enumerate(decodings)],
-    )
-    for comparison, noise in zip(run.cases, scenario.cases, strict=True):
-        comparison.pairs_per_block = pairs_per_block(settings, noise.round_s)
-    active = list(run.cases)
-    index = 0
-    while active:
-        for comparison in active:
-            case_index = run.cases.index(comparison)
-            noise = scenario.cases[case_index]
-            pairs = comparison.pairs_per_block
-            comparison.blocks.append(_block(rng, noise, effects[case_index], pairs, index))
-            comparison.seconds += scenario.prepare_s + pairs * 2 * settings.rounds_per_turn * noise.round_s
-        end_of_round(run, active)
-        active = [comparison for comparison in active if not comparison.stop_reason]
-        index += 1
+    run = simulate_run(scenario, rng, effects)
     verdicts = {v.case_id: v for v in judge(run) if v.metric == DECODE}
     covered, spurious, false_regression = [], False, False
     for case_index, comparison in enumerate(run.cases):
@@ -172,6 +152,32 @@ def simulate_sweep(scenario: Scenario, rng: random.Random, slowed_case: int | No
     )
 
 
+def simulate_run(scenario: Scenario, rng: random.Random, effects: list[float]) -> PairedRun:
+    """A paired run measured by the real stop rule on synthetic blocks; ``effects``: each case's true log ratio."""
+    settings = scenario.settings
+    decodings = scenario.decodings or ("greedy",) * len(scenario.cases)
+    run = PairedRun(
+        sides=[SideInfo("reference", "sim"), SideInfo("candidate", "sim")],
+        settings=settings,
+        cases=[CaseComparison(_case(i, decoding)) for i, decoding in enumerate(decodings)],
+    )
+    for comparison, noise in zip(run.cases, scenario.cases, strict=True):
+        comparison.pairs_per_block = pairs_per_block(settings, noise.round_s)
+    active = list(run.cases)
+    index = 0
+    while active:
+        for comparison in active:
+            case_index = run.cases.index(comparison)
+            noise = scenario.cases[case_index]
+            pairs = comparison.pairs_per_block
+            comparison.blocks.append(_block(rng, noise, effects[case_index], pairs, index))
+            comparison.seconds += scenario.prepare_s + pairs * 2 * settings.rounds_per_turn * noise.round_s
+        end_of_round(run, active)
+        active = [comparison for comparison in active if not comparison.stop_reason]
+        index += 1
+    return run
+
+
 def _case(index: int, decoding: str) -> Case:
     return Case("tiny", "float32", decoding, 32, 1, 32 + index)
 
@@ -189,6 +195,7 @@ class Rates:
     power: float | None  # share of sweeps in which the slowed case was a regression
     mean_blocks: float
     mean_minutes: float
+    mean_minutes_slowed: float | None  # the same for the sweeps with a slowed case (its follow-up included)
 
 
 def rates(scenario: Scenario, sweeps: int, seed: int = 0, slowdown: float = 0.05, slowed_case: int | None = 0) -> Rates:
@@ -210,4 +217,5 @@ def rates(scenario: Scenario, sweeps: int, seed: int = 0, slowdown: float = 0.05
         power=sum(o.caught for o in slowed) / sweeps if slowed else None,
         mean_blocks=sum(sum(o.blocks) / len(o.blocks) for o in null) / sweeps,
         mean_minutes=sum(o.seconds for o in null) / sweeps / 60.0,
+        mean_minutes_slowed=sum(o.seconds for o in slowed) / sweeps / 60.0 if slowed else None,
     )

@@ -139,13 +139,21 @@ def combine_blocks(blocks: Sequence[Sequence[float]]) -> tuple[list[float], floa
     day: ``_alike``), every block weighs the same, as in the plain mean and sample variance. The variance returned
     is ``k`` times the mean's, so that Student-t over ``k - 1`` degrees of freedom and the sweep's moderation
     treat both alike."""
+    estimates, mean, variance = _combine(tuple(tuple(block) for block in blocks if block))
+    return list(estimates), mean, variance
+
+
+@functools.lru_cache(maxsize=16384)
+def _combine(blocks: tuple[tuple[float, ...], ...]) -> tuple[tuple[float, ...], float, float]:
+    """``combine_blocks`` of non-empty blocks, computed once per content (the stop rule, the sweep's prior and the
+    verdicts ask for the same blocks again and again)."""
     estimates = block_estimates(blocks)
     k = len(estimates)
     if k < MIN_BLOCKS:
-        return estimates, statistics.fmean(estimates) if estimates else 0.0, 0.0
-    noise = [_block_noise(tuple(block)) for block in blocks if block]
+        return tuple(estimates), statistics.fmean(estimates) if estimates else 0.0, 0.0
+    noise = [_block_noise(block) for block in blocks]
     if any(v is None for v in noise) or _alike([v for v in noise if v is not None], blocks):
-        return estimates, statistics.fmean(estimates), sample_variance(estimates)
+        return tuple(estimates), statistics.fmean(estimates), sample_variance(estimates)
     within = [v for v in noise if v is not None]
     fixed = [1.0 / v for v in within]
     fixed_mean = math.fsum(w * y for w, y in zip(fixed, estimates, strict=True)) / math.fsum(fixed)
@@ -156,7 +164,7 @@ def combine_blocks(blocks: Sequence[Sequence[float]]) -> tuple[list[float], floa
     total = math.fsum(weights)
     mean = math.fsum(w * y for w, y in zip(weights, estimates, strict=True)) / total
     scatter = math.fsum(w * (y - mean) ** 2 for w, y in zip(weights, estimates, strict=True)) / (k - 1)
-    return estimates, mean, k * max(scatter, 1.0) / total
+    return tuple(estimates), mean, k * max(scatter, 1.0) / total
 
 
 def sweep_prior(groups: Sequence[Sequence[Sequence[float]]]) -> VariancePrior | None:
