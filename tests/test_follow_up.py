@@ -24,12 +24,13 @@ def _run(scenario: Scenario, seed: int) -> PairedRun:
 
 def test_a_suspect_slowdown_measures_exactly_its_follow_up_blocks_then_stops_on_them() -> None:
     scenario = vm_busy(8)
-    runs = [_run(scenario, seed) for seed in range(6)]
+    settings = replace(scenario.settings, follow_up_blocks=10)  # 10 blocks of 17 s fit one more 300 s budget
+    runs = [_run(replace(scenario, settings=settings), seed) for seed in range(6)]
     followed = [c for run in runs for c in run.cases if c.follow_up]
     assert any(run.cases[0].follow_up for run in runs), "the 5 % slower case was never followed up"
     for comparison in followed:
         assert comparison.follow_up.startswith(f"suspect slowdown after {comparison.follow_up_from_block} blocks")
-        assert len(comparison.blocks) == comparison.follow_up_from_block + scenario.settings.follow_up_blocks
+        assert len(comparison.blocks) == comparison.follow_up_from_block + 10
         assert comparison.stop_reason.startswith("follow-up: 10 more blocks")
         assert comparison.priors  # the sweep's prior, frozen anew at the final stop
     unfollowed = [c for run in runs for c in run.cases if not c.follow_up]
@@ -107,5 +108,5 @@ def test_the_table_and_the_json_say_which_case_was_followed_up_and_why() -> None
     first = run.cases[0]
     text = render(run, "text")
     assert f"{first.case.id}: followed up as a suspect slowdown after {first.follow_up_from_block} blocks" in text
-    assert f"stopped on follow-up: 10 more blocks measured ({len(first.blocks)} in all)" in text
+    assert "stopped on follow-up time budget: " in text and f"({len(first.blocks)} blocks in all)" in text
     assert as_json(run)["cases"][0]["follow_up"] == first.follow_up

@@ -55,7 +55,7 @@ class PairedSettings:
     # A case that stops as a suspect slowdown (its own interval on the slower side, beyond the minimum effect, but
     # not significant after Holm) gets this many blocks more, within one more case budget: a fixed second stage,
     # decided before it is measured, judged on all blocks (0: no follow-up).
-    follow_up_blocks: int = 10
+    follow_up_blocks: int = 20
     rounds_per_turn: int = 1
     dropped_per_turn: int = 0
     warmup_rounds: int = 2
