@@ -5,7 +5,8 @@ frozen into the result); each unfinished case is prepared on every side (load on
 dtype, untimed warm-up), then ``pairs_per_block`` pairs are measured: one turn of each side in a
 random order, one side computing at a time while the other waits on a blocking read. After each
 block a case stops when its interval is precise enough (and it has ``min_blocks``), or when its
-budget of blocks or seconds is spent — never because a difference turned significant.
+budget of blocks or seconds is spent — never because a difference turned significant. A case that stops
+as a suspect slowdown is reopened once for a second stage of fixed length (``follow_up``).
 
 Failures: a worker that dies or hangs fails the case it was measuring (with its stderr tail), the
 workers are restarted for the next case, and everything measured so far is kept. Ctrl-C ends the
@@ -179,9 +180,9 @@ def follow_up(comparison: CaseComparison, suspects: dict[str, str]) -> bool:
 
 def stop_reason(comparison: CaseComparison, run: PairedRun, priors: Priors) -> str:
     """Why this case needs no more blocks, or "" if it does: precision reached on the interval it will report
-    (moderated by the sweep's noise, ``priors``, frozen at the stop), or a budget spent. The time budget never
-    stops a case before ``min_blocks``: blocks are sized so that they fit it, and a case cut short of them could
-    get no verdict."""
+    (moderated by the sweep's noise, ``priors``, frozen at the stop), or a budget spent; in a second stage, its
+    blocks or its one more budget spent. The time budget never stops a case before ``min_blocks``: blocks are
+    sized so that they fit it, and a case cut short of them could get no verdict."""
     settings, sides = run.settings, len(run.sides)
     found = [_first_estimate(comparison, side, settings, priors) for side in range(1, sides)]
     width = max((e.half_width_percent if e is not None else math.inf for e in found), default=math.inf)
