@@ -220,6 +220,17 @@ def test_a_half_built_environment_is_deleted_then_made_and_marked(
     assert installer.commands == [] and "reused" in capsys.readouterr().err
 
 
+def test_an_env_dir_that_does_not_exist_yet_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh machine: --env-dir (by default ~/.cache/paddle-llm-bench/envs) is made with the first environment."""
+    installer = FakeInstaller()
+    monkeypatch.setattr(venvs, "_run_logged", installer.run_logged)
+    monkeypatch.setattr(venvs, "run_import_check", installer.import_check)
+    env_dir = tmp_path / "not" / "made" / "yet"
+    env = venvs.ensure_env(env_dir, "3.3.1", CPU, spec())
+    assert env == env_dir / "paddle-3.3.1-cpu" and venvs.env_state(env, spec()) == ("ready", "reused")
+    assert (env_dir / "paddle-3.3.1-cpu.log").is_file()
+
+
 def test_a_folder_that_is_not_a_virtual_environment_is_never_deleted(tmp_path: Path) -> None:
     precious = tmp_path / "paddle-3.3.1-cpu"
     precious.mkdir()

@@ -344,6 +344,7 @@ def ensure_env(env_dir: Path, version: str, build: Build, spec: EnvSpec) -> Path
                 )
             say(f"paddle {version}: {env} is {why}: deleting it")
             shutil.rmtree(env)
+        env_dir.mkdir(parents=True, exist_ok=True)  # a fresh machine has no --env-dir yet
         log = env_dir / f"{name}.log"
         log.write_text(f"# {_now()}: making the environment for paddle {version} ({build.describe()})\n", "utf-8")
         uv = find_uv()
