@@ -143,7 +143,7 @@ def combine_blocks(blocks: Sequence[Sequence[float]]) -> tuple[list[float], floa
     return list(estimates), mean, variance
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=4096)  # a round of the stop rule asks for cases x metrics x sides of them, a few times
 def _combine(blocks: tuple[tuple[float, ...], ...]) -> tuple[tuple[float, ...], float, float]:
     """``combine_blocks`` of non-empty blocks, computed once per content (the stop rule, the sweep's prior and the
     verdicts ask for the same blocks again and again)."""
