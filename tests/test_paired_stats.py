@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from paddle_llm_bench.core.config import Case
@@ -96,14 +96,13 @@ def test_swapping_the_sides_inverts_the_ratio(blocks: list[list[float]]) -> None
     assert forward.p_value == pytest.approx(backward.p_value)
 
 
-@settings(max_examples=20, deadline=None)
-@given(st.integers(min_value=0, max_value=10_000))
-def test_coverage_with_process_luck_is_near_nominal(seed: int) -> None:
-    """Simulated A/A runs: pair noise 8 %, process luck 1.5 % per process, occasional wild pairs.
-    The 95 % interval must cover the true ratio (1) in about 95 % of runs (400 simulated comparisons)."""
-    rng = random.Random(seed)
+def test_coverage_with_process_luck_is_near_nominal() -> None:
+    """Simulated A/A runs: pair noise 8 %, process luck 1.5 % per process, occasional wild pairs. The 95 % interval
+    covers the true ratio (1) in 93.9-94.5 % of 4,000 seeded comparisons (seeds 0-3; ±0.4 %). A bound on 400
+    comparisons of a random seed (±1.1 %) failed now and then: seed 886 gave 90.75 %."""
+    rng = random.Random(0)
     covered = 0
-    runs = 400
+    runs = 4000
     for _ in range(runs):
         blocks = []
         for _block in range(5):
@@ -115,7 +114,7 @@ def test_coverage_with_process_luck_is_near_nominal(seed: int) -> None:
         estimate = paired_estimate(blocks)
         assert estimate is not None
         covered += estimate.ci_low <= 1.0 <= estimate.ci_high
-    assert 0.91 <= covered / runs <= 0.99
+    assert 0.925 <= covered / runs <= 0.965
 
 
 def test_blocks_of_one_noise_are_weighed_alike_as_in_the_plain_mean() -> None:
@@ -140,13 +139,12 @@ def test_a_block_beside_a_noisy_neighbour_counts_less() -> None:
     assert abs(mean) < 0.01
 
 
-@settings(max_examples=10, deadline=None)
-@given(st.integers(min_value=0, max_value=10_000))
-def test_coverage_on_a_busy_day_is_near_nominal(seed: int) -> None:
+def test_coverage_on_a_busy_day_is_near_nominal() -> None:
     """Simulated A/A runs whose blocks each meet one of a busy day's measured pair spreads (3-23 %), with
-    process luck 1 % per process: the weighed interval still covers 1 in about 95 % of 300 comparisons."""
-    rng = random.Random(seed)
-    covered, runs = 0, 300
+    process luck 1 % per process: the weighed interval covers 1 in 93.2-94.8 % of 2,000 seeded comparisons (seeds
+    0-3; ±0.5 %), without the sweep's prior that `simulate`'s busy-day row adds (94-96 % there)."""
+    rng = random.Random(0)
+    covered, runs = 0, 2000
     for _ in range(runs):
         blocks = []
         for _block in range(8):
@@ -156,7 +154,7 @@ def test_coverage_on_a_busy_day_is_near_nominal(seed: int) -> None:
         estimate = paired_estimate(blocks)
         assert estimate is not None
         covered += estimate.ci_low <= 1.0 <= estimate.ci_high
-    assert 0.91 <= covered / runs <= 0.99
+    assert 0.92 <= covered / runs <= 0.97
 
 
 @pytest.mark.parametrize(
