@@ -274,7 +274,10 @@ def run_paired(
                 progress(f"{comparison.case.id}: done after {len(comparison.blocks)} blocks: {comparison.stop_reason}")
             for comparison in active:
                 if comparison.follow_up and comparison.follow_up_from_block == len(comparison.blocks):
-                    progress(f"{comparison.case.id}: {comparison.follow_up}; up to {settings.follow_up_blocks} more")
+                    progress(
+                        f"{comparison.case.id}: {comparison.follow_up}; measuring up to {settings.follow_up_blocks} "
+                        f"blocks or {settings.case_budget_s:g} s more"
+                    )
             active = [comparison for comparison in active if not comparison.stop_reason]
             on_update(run)
             block_index += 1
