@@ -160,7 +160,7 @@ def end_of_round(run: PairedRun, active: Sequence[CaseComparison]) -> list[CaseC
             stopped.append(comparison)
     if not stopped or not run.settings.follow_up_blocks or run.interrupted:
         return stopped
-    suspects = suspect_slowdowns(run, judge(run))
+    suspects = suspect_slowdowns(run, judge(run, priors))  # the run's priors, as computed for this round
     return [comparison for comparison in stopped if not follow_up(comparison, suspects)]
 
 

@@ -264,10 +264,10 @@ def prior_for(comparison: CaseComparison, side: int, metric: str, priors: Priors
     return priors.get((comparison.case.decoding, metric))
 
 
-def estimates(run: PairedRun) -> dict[tuple[int, int, str], PairedEstimate | None]:
+def estimates(run: PairedRun, priors: Priors | None = None) -> dict[tuple[int, int, str], PairedEstimate | None]:
     """(case index, side, metric) -> the estimate that is reported: with the prior frozen at the case's stop,
-    else (a case still running, or interrupted) the run's current one."""
-    now = current_priors(run)
+    else (a case still running, or interrupted) the run's current one (``priors``, where the caller has it)."""
+    now = current_priors(run) if priors is None else priors
     found: dict[tuple[int, int, str], PairedEstimate | None] = {}
     for index, comparison in enumerate(run.cases):
         for side in range(1, len(run.sides)):
@@ -277,12 +277,12 @@ def estimates(run: PairedRun) -> dict[tuple[int, int, str], PairedEstimate | Non
     return found
 
 
-def judge(run: PairedRun) -> list[Verdict]:
+def judge(run: PairedRun, priors: Priors | None = None) -> list[Verdict]:
     """Every (case, side, metric) estimate with its verdict (``core.verdicts``): Holm over every speed test of
     the run decides faster/slower, so spurious ones stay under alpha per sweep; a slower gated metric is a
     regression. A case with fewer than ``min_blocks`` blocks gets no verdict (it says so)."""
     settings = run.settings
-    found = estimates(run)
+    found = estimates(run, priors)
     tested = [key for key, e in found.items() if e is not None and e.blocks >= settings.verdict_blocks]
     adjusted = dict(zip(tested, holm_adjust([found[k].p_value for k in tested]), strict=True))  # type: ignore[union-attr]
     verdicts = []
