@@ -35,6 +35,7 @@ from paddle_llm_bench.analysis.plots import render_plots
 from paddle_llm_bench.cli import main as cli_main
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge
 from paddle_llm_bench.core.metrics import MIB
+from paddle_llm_bench.core.record import CaseRecord
 from paddle_llm_bench.core.verdicts import BIGGER, INCONCLUSIVE, SAME
 
 FINGERPRINT = "cpu:Test CPU:2cores"
@@ -105,7 +106,8 @@ def write_run(
 
 
 def run(name: str, *cases: Mapping[str, Any], fingerprint: str | None = FINGERPRINT) -> SavedRun:
-    return SavedRun(name, f"/runs/{name}.json", fingerprint, "3.3.1", {str(c["case_id"]): c for c in cases})
+    records = {str(c["case_id"]): CaseRecord.read(c) for c in cases}
+    return SavedRun(name, f"/runs/{name}.json", fingerprint, "3.3.1", records)
 
 
 def row_of(comparison: Any, case_id: str, run_name: str) -> Any:
@@ -263,8 +265,8 @@ def test_fewer_than_two_runs_is_an_error() -> None:
 
 def test_token_latency_is_the_median_across_rounds_per_position() -> None:
     info = case_info(gaps_by_round=[[1.0, 10.0, 7.0], [3.0, 20.0], [2.0, 30.0, 9.0]])
-    assert token_latency_ms(info) == [2.0, 20.0, 8.0]
-    assert token_latency_ms({"inter_token_ms_by_round": []}) == []
+    assert token_latency_ms(CaseRecord.read(info)) == [2.0, 20.0, 8.0]
+    assert token_latency_ms(CaseRecord.read({"case_id": CASE, "inter_token_ms_by_round": []})) == []
 
 
 def profile(**ops: tuple[int, float]) -> dict[str, Any]:

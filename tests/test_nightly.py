@@ -15,6 +15,7 @@ import pytest
 
 from paddle_llm_bench.cli import main as cli_main
 from paddle_llm_bench.core.config import Case
+from paddle_llm_bench.core.record import CaseRecord
 from paddle_llm_bench.paired.plan import plan_shards
 from paddle_llm_bench.paired.results import PairedSettings
 from paddle_llm_bench.results.baselines import load
@@ -43,6 +44,10 @@ def extra_info(case_id: str, decode: float, seed: int) -> dict[str, Any]:
     }
 
 
+def record(case_id: str, decode: float, seed: int) -> CaseRecord:
+    return CaseRecord.read(extra_info(case_id, decode, seed))
+
+
 def facts(night: int, run_id: str = "") -> dict[str, Any]:
     return {
         "hardware_fingerprint": FINGERPRINT,
@@ -68,7 +73,7 @@ def saved_run(path: Path, night: int, decode: float, **extra: Any) -> Path:
 def history(directory: Path, nights: int) -> Path:
     for night in range(nights):
         speed = 200.0 * (1 + random.Random(night).gauss(0, 0.02))
-        update_baselines([extra_info(c, speed, night) for c in CASES], facts(night), directory, "abc", keep=10)
+        update_baselines([record(c, speed, night) for c in CASES], facts(night), directory, "abc", keep=10)
     return directory
 
 
@@ -160,7 +165,7 @@ def test_record_takes_passing_nights_refuses_failed_and_interrupted_and_accepts_
     assert cli_main([*record, "--accept", "KV cache layout change, 30 % slower on purpose"]) == 0
     assert history_state(hist, FINGERPRINT).nights == 1  # the history starts again from the accepted night
     (store,) = hist.glob("*.json")
-    assert load(store).cases[CASES[0]]["runs"][0]["accepted"].startswith("KV cache layout")
+    assert load(store).cases[CASES[0]].runs[0].accepted.startswith("KV cache layout")
 
     cut = saved_run(tmp_path / "cut.json", night=10, decode=140.0, interrupted_cases=[CASES[1]])
     assert judge(tmp_path, cut, hist) == 2

@@ -22,6 +22,7 @@ import pytest
 
 from paddle_llm_bench import baseline_cli
 from paddle_llm_bench.core import stopping
+from paddle_llm_bench.core.record import CaseRecord
 from paddle_llm_bench.results.baselines import BaselineError, baseline_path, load
 from paddle_llm_bench.results.regression import update_baselines
 from paddle_llm_bench.results.saving import restore_sigterm, stop_on_sigterm
@@ -51,6 +52,10 @@ def extra_info(case_id: str, decode: float = 100.0) -> dict[str, Any]:
         "samples": {"decode_tokens_per_s": [decode * s for s in spread], "ttft_ms": [5.0 * s for s in spread]},
         "memory_bytes": {"peak_allocated_bytes": 10**8},
     }
+
+
+def record(case_id: str, decode: float = 100.0) -> CaseRecord:
+    return CaseRecord.read(extra_info(case_id, decode))
 
 
 # --- mounts that refuse writes ------------------------------------------------------------------
@@ -106,6 +111,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
+    from paddle_llm_bench.core.record import CaseRecord
     from paddle_llm_bench.results.regression import update_baselines
     directory, prefix, count, start = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     while time.time() < start:
@@ -114,7 +120,7 @@ WRITER = textwrap.dedent(
     for i in range(count):
         extra = {"case_id": f"{prefix}-{i}", "case": {}, "rounds": 5,
                  "samples": {"decode_tokens_per_s": [100.0 + i, 101.0, 99.0, 100.5, 99.5]}, "memory_bytes": {}}
-        update_baselines([extra], facts, directory, commit=None)
+        update_baselines([CaseRecord.read(extra)], facts, directory, commit=None)
     """
 )
 
@@ -166,7 +172,7 @@ def test_the_same_saved_run_merged_five_times_counts_once(
     run = saved_run(tmp_path / "0001_run.json", run_id)
     for _ in range(5):
         assert baseline_main("update", str(run), "--baseline-dir", str(baselines)) == 0
-    runs = load(baseline_path(baselines, FINGERPRINT)).cases["tiny-a"]["runs"]
+    runs = load(baseline_path(baselines, FINGERPRINT)).cases["tiny-a"].runs
     assert len(runs) == 4  # the three older runs are kept: the repeat did not push them out
     assert "already held this run and were not added again" in capsys.readouterr().out
 
@@ -181,12 +187,12 @@ def test_baseline_check_with_a_mistyped_folder_is_an_error(tmp_path: Path, capsy
 
 
 def test_an_update_never_writes_into_a_file_for_other_hardware(tmp_path: Path) -> None:
-    update_baselines([extra_info("tiny-a")], {**FACTS, "hardware_fingerprint": "gpu:NVIDIA H100"}, tmp_path, None)
+    update_baselines([record("tiny-a")], {**FACTS, "hardware_fingerprint": "gpu:NVIDIA H100"}, tmp_path, None)
     # The H100 file under this CPU's name: a copy, a rename, a slug collision.
     baseline_path(tmp_path, "gpu:NVIDIA H100").rename(baseline_path(tmp_path, FINGERPRINT))
     before = baseline_path(tmp_path, FINGERPRINT).read_bytes()
     with pytest.raises(BaselineError, match=r"says it is for 'gpu:NVIDIA H100'.*not written into"):
-        update_baselines([extra_info("tiny-b")], FACTS, tmp_path, None)
+        update_baselines([record("tiny-b")], FACTS, tmp_path, None)
     assert baseline_path(tmp_path, FINGERPRINT).read_bytes() == before
 
 
@@ -195,18 +201,18 @@ def test_an_update_never_writes_into_a_file_for_other_hardware(tmp_path: Path) -
 
 def test_a_read_only_baseline_folder_names_the_cause(read_only_dir: Path) -> None:
     with pytest.raises(BaselineError, match=r"cannot write baseline .*(read-only file system|permission denied)"):
-        update_baselines([extra_info("tiny-a")], FACTS, read_only_dir, None)
+        update_baselines([record("tiny-a")], FACTS, read_only_dir, None)
     assert list(read_only_dir.iterdir()) == []
 
 
 def test_a_full_disk_leaves_the_old_baseline_whole(full_disk: Path) -> None:
     (full_disk / "filler").unlink()
-    update_baselines([extra_info("tiny-a")], FACTS, full_disk, None)
+    update_baselines([record("tiny-a")], FACTS, full_disk, None)
     path = baseline_path(full_disk, FINGERPRINT)
     before = path.read_bytes()
     fill(full_disk)
     with pytest.raises(BaselineError, match="disk full"):
-        update_baselines([extra_info(f"tiny-{i}") for i in range(50)], FACTS, full_disk, None)
+        update_baselines([record(f"tiny-{i}") for i in range(50)], FACTS, full_disk, None)
     assert path.read_bytes() == before
     assert sorted(p.name for p in full_disk.iterdir()) == sorted(["filler", path.name])  # no temporary left
 

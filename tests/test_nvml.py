@@ -205,11 +205,12 @@ def test_counters_that_advance_during_a_round_give_the_warning_though_the_gpu_is
         gpu.hold_back(POWER, capped_ms * MS)  # a power cap during the round
         deltas.append(counters.delta(start, counters.read()))  # right after its end stamp
     summary = clock_events_summary([round_of(100)] * 3, deltas, counters.not_counted)
-    assert summary["violation_ns"]["power"] == [0, 30 * MS, 0] and summary["violation_ns"]["thermal"] == [0, 0, 0]
-    assert summary["violation_percent_of_round"]["power"] == [0.0, 30.0, 0.0]
-    assert summary["held_back_by"] == ["power"] and summary["rounds_held_back"] == 1
-    assert summary["reasons_after_rounds"] == ["gpu_idle"]  # what the old after-the-round mask saw
-    assert summary["warning"].startswith("clocks held back during 1 of 3 measured rounds (power limit up to 30.0 %")
+    assert summary is not None
+    assert summary.violation_ns["power"] == [0, 30 * MS, 0] and summary.violation_ns["thermal"] == [0, 0, 0]
+    assert summary.violation_percent_of_round["power"] == [0.0, 30.0, 0.0]
+    assert summary.held_back_by == ["power"] and summary.rounds_held_back == 1
+    assert summary.reasons_after_rounds == ["gpu_idle"]  # what the old after-the-round mask saw
+    assert summary.warning.startswith("clocks held back during 1 of 3 measured rounds (power limit up to 30.0 %")
 
 
 def test_counters_that_do_not_advance_during_the_rounds_give_no_warning(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,14 +224,16 @@ def test_counters_that_do_not_advance_during_the_rounds_give_no_warning(monkeypa
         deltas.append(counters.delta(start, end))
         gpu.hold_back(THERMAL, 50 * MS)  # between rounds, outside the timed span: not the rounds' concern
     summary = clock_events_summary([round_of(100, mask=0x4)] * 3, deltas)  # a power cap bit read at idle
-    assert summary["held_back_by"] == [] and summary["rounds_held_back"] == 0 and "warning" not in summary
-    assert set(summary["violation_ns"]) == {"power", "thermal", "board_limit", "reliability"}
+    assert summary is not None and summary.held_back_by == [] and summary.rounds_held_back == 0
+    assert not summary.warning and "warning" not in summary.model_dump(exclude_defaults=True)
+    assert set(summary.violation_ns) == {"power", "thermal", "board_limit", "reliability"}
 
 
 def test_the_summary_needs_every_round_read() -> None:
-    assert clock_events_summary([round_of(100)] * 2, [{"power": 0, "thermal": 0}, None]) == {}
-    assert clock_events_summary([], []) == {}
-    assert "masks_after_round" not in clock_events_summary([round_of(100, mask=None)], [{"power": 1, "thermal": 0}])
+    assert clock_events_summary([round_of(100)] * 2, [{"power": 0, "thermal": 0}, None]) is None
+    assert clock_events_summary([], []) is None
+    summary = clock_events_summary([round_of(100, mask=None)], [{"power": 1, "thermal": 0}])
+    assert summary is not None and summary.masks_after_round is None
 
 
 @pytest.mark.parametrize(
@@ -247,7 +250,7 @@ def test_an_unsupported_violation_call_makes_clock_limits_absent_with_the_reason
     assert fake.calls["nvmlDeviceGetViolationStatus"] == 1  # not asked again
     reason = str(counters.absent_reason)
     assert "power violation counter is unreadable" in reason and error.__name__ in reason
-    assert clock_events_summary([round_of(100)], [counters.delta(None, None)]) == {}
+    assert clock_events_summary([round_of(100)], [counters.delta(None, None)]) is None
 
 
 def test_limits_a_gpu_does_not_count_are_left_out_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,7 +264,7 @@ def test_limits_a_gpu_does_not_count_are_left_out_with_the_reason(monkeypatch: p
     assert set(counters.not_counted) == {"board_limit", "reliability"}
     assert "NVMLError_NotSupported" in counters.not_counted["reliability"]
     summary = clock_events_summary([round_of(100)], [delta], counters.not_counted)
-    assert summary["not_counted"] == counters.not_counted and summary["held_back_by"] == ["thermal"]
+    assert summary is not None and summary.not_counted == counters.not_counted and summary.held_back_by == ["thermal"]
 
 
 def test_violation_counters_on_a_mig_slice_are_the_physical_gpus(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,7 @@ from paddle_llm_bench.core.metrics import (
     round_metric_names,
     round_metrics,
 )
-from paddle_llm_bench.core.record import RECORD_FORMAT, RecordError, upgrade_record
+from paddle_llm_bench.core.record import RECORD_FORMAT, CaseRecord, RecordError
 from paddle_llm_bench.paired.results import PairedSettings
 from paddle_llm_bench.results.baselines import BaselineError, load_saved_run
 
@@ -95,25 +95,25 @@ def record(**fields: Any) -> dict[str, Any]:
 
 def test_format_1_moves_its_top_level_absent_reason_into_absent() -> None:
     old = record(format_version=1, bandwidth_ceiling_absent="on a CPU", absent={"tokens_per_j": "no counter"})
-    new = upgrade_record(old)
-    assert new["format_version"] == RECORD_FORMAT
-    assert new["absent"] == {"tokens_per_j": "no counter", "bandwidth_ceiling": "on a CPU"}
-    assert "bandwidth_ceiling_absent" not in new and "bandwidth_ceiling_absent" in old  # the input is not changed
+    new = CaseRecord.read(old)
+    assert new.format_version == RECORD_FORMAT
+    assert new.absent == {"tokens_per_j": "no counter", "bandwidth_ceiling": "on a CPU"}
+    assert "bandwidth_ceiling_absent" not in new.document() and "bandwidth_ceiling_absent" in old  # input unchanged
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), max_size=4))
-def test_upgrading_a_current_record_changes_nothing(absent: dict[str, str]) -> None:
-    current = record(format_version=RECORD_FORMAT, absent=absent)
-    assert upgrade_record(current) == current
-    assert upgrade_record(upgrade_record(record(format_version=1, absent=absent))) == upgrade_record(
-        record(format_version=1, absent=absent)
-    )
+def test_reading_a_current_record_changes_nothing(absent: dict[str, str]) -> None:
+    current = CaseRecord.read(record(format_version=RECORD_FORMAT, absent=absent, unknown_field={"kept": [1]}))
+    assert CaseRecord.read(current.document()) == current
+    assert current.document()["unknown_field"] == {"kept": [1]}  # a newer release's field survives
+    upgraded = CaseRecord.read(record(format_version=1, absent=absent))
+    assert CaseRecord.read(upgraded.document()) == upgraded
 
 
 @pytest.mark.parametrize("version", [RECORD_FORMAT + 1, 0, "2", True])
 def test_a_newer_or_malformed_format_is_refused(version: object) -> None:
     with pytest.raises(RecordError, match="format_version"):
-        upgrade_record(record(format_version=version))
+        CaseRecord.read(record(format_version=version))
 
 
 def saved_run(tmp_path: Path, extra_info: dict[str, Any]) -> Path:
@@ -131,7 +131,7 @@ def test_saved_runs_of_the_previous_format_still_load_upgraded(tmp_path: Path) -
     path = saved_run(tmp_path, record(format_version=1, bandwidth_ceiling_absent="on a CPU"))
     _, by_case, _ = load_saved_run(path)
     (loaded,) = by_case.values()
-    assert loaded["absent"]["bandwidth_ceiling"] == "on a CPU" and loaded["format_version"] == RECORD_FORMAT
+    assert loaded.absent["bandwidth_ceiling"] == "on a CPU" and loaded.format_version == RECORD_FORMAT
 
 
 def test_a_saved_run_from_a_newer_version_is_refused_naming_file_and_case(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def test_a_saved_run_loads_with_every_figure_its_records_hold() -> None:
     assert fingerprint == "cpu:AMD EPYC:2cores" and facts["hardware_fingerprint"] == fingerprint
     assert tuple(by_case) == CASES
     for record in by_case.values():
-        assert record["format_version"] == RECORD_FORMAT
+        assert record.format_version == RECORD_FORMAT
         decode = case_figure(record, metric_by_name("decode_tokens_per_s"))
         assert decode.value is not None and decode.value > 0 and decode.std is not None
 

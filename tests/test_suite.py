@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from paddle_llm_bench.core.config import Case, Sweep
+from paddle_llm_bench.core.record import HostLoad
 from paddle_llm_bench.runtime.device import Device, import_paddle, import_paddlenlp
 from paddle_llm_bench.runtime.measure import CaseResult, host_load
 from paddle_llm_bench.runtime.memory import MemoryPeaks
@@ -71,6 +72,6 @@ def test_on_a_cpu_the_ceiling_is_absent_with_the_reason(loaded_1_5b: SimpleNames
 def test_host_load_names_a_busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (2.4, 1.0, 1.0))
-    assert host_load()["busy"] == "machine busy: load average 2.4 on 2 cores (> 1.5) while measuring"
+    assert host_load().busy == "machine busy: load average 2.4 on 2 cores (> 1.5) while measuring"
     monkeypatch.setattr(os, "getloadavg", lambda: (1.1, 1.0, 1.0))
-    assert host_load() == {"load_average_1min": 1.1, "logical_cores": 2, "busy": ""}
+    assert host_load() == HostLoad(load_average_1min=1.1, logical_cores=2, busy="")

@@ -64,21 +64,21 @@ def two_runs(registered: None, llm_cache_dir: Path) -> list[CaseResult]:
 
 
 def test_it_is_measured_and_shown_at_the_end_of_the_run(two_runs: list[CaseResult]) -> None:
-    record = two_runs[0].as_extra_info()
-    assert len(record["samples"]["return_ms"]) == 3 and record["metrics"]["return_ms"]["unit"] == "ms"
+    record = two_runs[0].record()
+    assert len(record.samples["return_ms"]) == 3 and record.metrics["return_ms"].unit == "ms"
     header, _, row = summary_table([record])[:3]
     assert "return ms" in header
-    median = record["metrics"]["return_ms"]["median"]
+    median = record.metrics["return_ms"].median
     assert f"{median:,.3f}" in row.split()
 
 
 def test_compare_shows_it_with_its_ratio_in_every_format_and_a_plot(two_runs: list[CaseResult]) -> None:
     runs = [
-        saved_run(Path(f"000{i}_run.json"), "cpu:test", {CASE.id: result.as_extra_info()}, {})
+        saved_run(Path(f"000{i}_run.json"), "cpu:test", {CASE.id: result.record()}, {})
         for i, result in enumerate(two_runs)
     ]
     comparison = compare(runs)
-    medians = [result.as_extra_info()["metrics"]["return_ms"]["median"] for result in two_runs]
+    medians = [result.record().metrics["return_ms"].median for result in two_runs]
     assert comparison.rows[1].values["return_ms"].ratio == pytest.approx(medians[1] / medians[0])
     table = render_table(comparison)
     assert "return ms" in table and "from the last token to generate() returning" in table

@@ -43,6 +43,7 @@ from paddle_llm_bench.core.config import (
 from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
+from paddle_llm_bench.core.record import CaseRecord
 from paddle_llm_bench.core.versioned import Format, FormatError
 from paddle_llm_bench.paired.options import PAIRED_OPTIONS
 from paddle_llm_bench.paired.plan import measured_round_seconds, plan_rows, plan_shards
@@ -291,7 +292,7 @@ def judge_night(
 
 def _stored_gate(
     night: Night,
-    results: list[dict[str, Any]],
+    results: list[CaseRecord],
     fingerprint: str,
     facts: dict[str, Any],
     history: Path,

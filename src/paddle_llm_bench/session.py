@@ -21,6 +21,7 @@ from pytest_benchmark.utils import get_commit_info
 from paddle_llm_bench.analysis.report import summary_table
 from paddle_llm_bench.core.config import Sweep, make_sweep
 from paddle_llm_bench.core.gate import GateSettings
+from paddle_llm_bench.core.record import CaseRecord
 from paddle_llm_bench.envs.reference import ReferenceOutcome, compare_with_reference, too_big_to_pair
 from paddle_llm_bench.paired.results import PairedSettings
 from paddle_llm_bench.paired.sides import Side
@@ -177,7 +178,7 @@ class BenchSession:
         assert suite is not None
         options = self.options
         facts = self.machine_facts()
-        results = [result.as_extra_info() for result in suite.results]
+        results = [result.record() for result in suite.results]
         if not options.no_gate:
             self.gate_report = check_run(
                 results,
@@ -205,13 +206,13 @@ class BenchSession:
                 report.errors.append(f"baseline not updated: {error}")
             self.gate_report = report
 
-    def _remeasure(self, case_id: str) -> dict[str, Any]:
+    def _remeasure(self, case_id: str) -> CaseRecord:
         """A suspect case measured again (not recorded: the saved run keeps its first measurement)."""
         suite = self.suite
         assert suite is not None
         case = next(result.case for result in suite.results if result.case.id == case_id)
         suite.progress(f"re-measuring {case_id}: a suspect regression must repeat before the run fails")
-        return suite.run(case, record=False).as_extra_info()
+        return suite.run(case, record=False).record()
 
     def _compare_with_reference(self, reference: Side) -> ReferenceOutcome:
         suite = self.suite
@@ -254,7 +255,7 @@ class BenchSession:
         ``paddle-llm-bench:`` prefix)."""
         found: list[Section] = []
         if self.suite is not None and self.suite.results:
-            table = summary_table([result.as_extra_info() for result in self.suite.results])
+            table = summary_table([result.record() for result in self.suite.results])
             note = (
                 "decode tok/s = B·(N-1)/(E2E-TTFT); TPOT = (E2E-TTFT)/(N-1); ITL over all steps of all rounds; "
                 "CV of decode tok/s across rounds. Raw per-round samples are in the saved run's extra_info."

@@ -61,7 +61,7 @@ class Run:
 
 def run_from_saved(path: Path) -> Run:
     _fingerprint, by_case, facts = load_saved_run(path)
-    samples = {case_id: extra.get("samples", {}) for case_id, extra in by_case.items()}
+    samples = {case_id: record.samples for case_id, record in by_case.items()}
     return Run(
         path.stem,
         {c: s["decode_tokens_per_s"] for c, s in samples.items()},

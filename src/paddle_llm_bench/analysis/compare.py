@@ -27,11 +27,11 @@ from typing import Any
 from paddle_llm_bench.analysis.operator_changes import OperatorReport, operator_changes
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge
 from paddle_llm_bench.core.metrics import Metric, comparison_metrics, metric_by_name
-from paddle_llm_bench.core.record import case_figure
+from paddle_llm_bench.core.record import CaseRecord, case_figure
 from paddle_llm_bench.core.stats import summarize
 from paddle_llm_bench.core.verdicts import CHANGED, INCONCLUSIVE, Verdict
 from paddle_llm_bench.core.versioned import Format
-from paddle_llm_bench.results.baselines import measurement_from_extra_info
+from paddle_llm_bench.results.baselines import measurement_from_record
 
 # The JSON of `compare --format json`; 2: fields named after the registry's metrics (docs/gate.md).
 COMPARISON = Format("comparison", 2)  # written for other tools, never read back: no upgrade steps
@@ -60,7 +60,7 @@ class SavedRun:
     path: str
     hardware_fingerprint: str | None
     paddle_version: str | None
-    cases: Mapping[str, Mapping[str, Any]]  # extra_info by case id, in the file's order
+    cases: Mapping[str, CaseRecord]  # by case id, in the file's order
     started: str = ""  # when it was measured (ISO 8601)
 
 
@@ -71,7 +71,7 @@ def run_name(path: Path, facts: Mapping[str, Any]) -> str:
 
 
 def saved_run(
-    path: Path, fingerprint: str | None, by_case: Mapping[str, Mapping[str, Any]], facts: Mapping[str, Any]
+    path: Path, fingerprint: str | None, by_case: Mapping[str, CaseRecord], facts: Mapping[str, Any]
 ) -> SavedRun:
     """A ``SavedRun`` from what ``baselines.load_saved_run`` returns; refuses files without our results."""
     if not by_case:
@@ -213,15 +213,15 @@ def _unique_names(runs: Sequence[SavedRun]) -> list[SavedRun]:
 def _judge(reference: SavedRun, run: SavedRun, settings: GateSettings) -> dict[tuple[str, str], Verdict]:
     """The gate's verdicts for one run against the reference, Holm-corrected over that comparison's tests."""
     common = [case_id for case_id in run.cases if case_id in reference.cases]
-    current: dict[str, CaseMeasurement] = {c: measurement_from_extra_info(run.cases[c], run.started) for c in common}
-    baseline = {c: [measurement_from_extra_info(reference.cases[c], reference.started)] for c in common}
+    current: dict[str, CaseMeasurement] = {c: measurement_from_record(run.cases[c], run.started) for c in common}
+    baseline = {c: [measurement_from_record(reference.cases[c], reference.started)] for c in common}
     return {(v.case_id, v.metric): v for v in judge(current, baseline, settings)}
 
 
-def _raw_values(extra_info: Mapping[str, Any]) -> dict[str, Value]:
+def _raw_values(record: CaseRecord) -> dict[str, Value]:
     values = {}
     for metric in comparison_metrics():
-        figure = case_figure(extra_info, metric)
+        figure = case_figure(record, metric)
         values[metric.name] = Value(figure.value, reason=figure.reason, std=figure.std)
     return values
 
@@ -340,9 +340,9 @@ def _inconclusive_notes(rows: Sequence[Row]) -> list[str]:
     return notes
 
 
-def token_latency_ms(extra_info: Mapping[str, Any]) -> list[float]:
+def token_latency_ms(record: CaseRecord) -> list[float]:
     """Median across rounds of the gap before each new token (from token 2 on); rounds may differ in length."""
-    by_round = [list(gaps) for gaps in extra_info.get("inter_token_ms_by_round", []) if gaps]
+    by_round = [gaps for gaps in record.inter_token_ms_by_round if gaps]
     length = max((len(gaps) for gaps in by_round), default=0)
     return [summarize([gaps[i] for gaps in by_round if len(gaps) > i]).median for i in range(length)]
 
@@ -371,7 +371,7 @@ def _operator_reports(comparison: Comparison) -> tuple[list[OperatorReport], lis
         if not changed:
             continue
         run = next(r for r in comparison.runs if r.name == row.run)
-        profiles = [r.cases[row.case_id].get("operator_profile") for r in (reference, run)]
+        profiles = [r.cases[row.case_id].operator_profile for r in (reference, run)]
         if profiles[0] and profiles[1]:
             changes = operator_changes(profiles[0], profiles[1])
             reports.append(OperatorReport(row.case_id, reference.name, run.name, ", ".join(changed), changes))

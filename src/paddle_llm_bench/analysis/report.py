@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from paddle_llm_bench.core.metrics import ENERGY, HOST, MEMORY, SPEED, TOKEN_GAPS, Metric, summary_metrics
-from paddle_llm_bench.core.record import case_figure
+from paddle_llm_bench.core.record import CaseRecord, case_figure
 
 NOT_AVAILABLE = "n/a"
 
@@ -34,29 +33,29 @@ def figure_text(metric: Metric, value: float | None) -> str:
     return format_number(None if value is None else metric.display(value), metric.digits)
 
 
-def summary_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def summary_table(records: Sequence[CaseRecord]) -> list[str]:
     """The end-of-run tables from the cases' saved records (``extra_info``), one column per registered
     ``in_summary`` metric: speed (medians across rounds), token-gap percentiles (over all steps), memory
     peaks and the CV of decode tok/s across rounds; then host overhead and energy."""
     first = summary_metrics(SPEED, TOKEN_GAPS, MEMORY)
     rows = []
     for record in records:
-        decode = record.get("metrics", {}).get("decode_tokens_per_s")
+        decode = record.metrics.get("decode_tokens_per_s")
         cells = [figure_text(m, case_figure(record, m).value) for m in first]
-        rows.append([record["case_id"], *cells, format_number(decode["cv_percent"] if decode else None)])
+        rows.append([record.case_id, *cells, format_number(decode.cv_percent if decode else None)])
     table = aligned_table(["case", *(m.label for m in first), "CV %"], rows)
     return [*table, "", *host_and_energy_table(records), *clock_event_notes(records)]
 
 
-def host_and_energy_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def host_and_energy_table(records: Sequence[CaseRecord]) -> list[str]:
     """Host overhead and energy per case (medians across rounds); n/a where absent (reasons in the record)."""
     metrics = summary_metrics(HOST, ENERGY)
     header = ["case", *(m.label for m in metrics), "1st gen ms"]
     rows = [
         [
-            record["case_id"],
+            record.case_id,
             *(figure_text(m, case_figure(record, m).value) for m in metrics),
-            format_number(record.get("first_generation_ms")),
+            format_number(record.first_generation_ms),
         ]
         for record in records
     ]
@@ -69,10 +68,10 @@ def host_and_energy_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return [*aligned_table(header, rows), legend]
 
 
-def clock_event_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def clock_event_notes(records: Sequence[CaseRecord]) -> list[str]:
     """One line per case whose GPU clocks were held back (power, thermal) after its measured rounds."""
     return [
-        f"WARNING: {record['case_id']}: {record['gpu_clock_events']['warning']}"
+        f"WARNING: {record.case_id}: {record.gpu_clock_events.warning}"
         for record in records
-        if record.get("gpu_clock_events", {}).get("warning")
+        if record.gpu_clock_events and record.gpu_clock_events.warning
     ]

@@ -67,7 +67,7 @@ class CaseMeasurement:
 
     case_id: str
     samples: Mapping[str, Sequence[float]]
-    memory_bytes: Mapping[str, int]
+    memory_bytes: Mapping[str, float]
     host_busy: str = ""  # why the machine was busy with other work while this was measured, if it was
     started: str = ""  # when the run was measured (ISO 8601); "" if unknown
 

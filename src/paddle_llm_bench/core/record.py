@@ -1,30 +1,107 @@
-"""The saved record of one measured case: pytest-benchmark's ``extra_info``, its format checked and
-older formats upgraded on read. Pure.
+"""The saved record of one measured case — pytest-benchmark's ``extra_info`` — as one typed model
+(``CaseRecord``, pydantic v2), its format checked and older formats upgraded on read. Pure.
 
-Written by ``runtime.measure.CaseResult.as_extra_info``; read back (through ``upgrade_record``) by every
-reader of saved runs: baselines, compare, calibrate, ``baseline check``.
+Built by ``runtime.measure.CaseResult.record``, written as ``CaseRecord.document()``; read back through
+``CaseRecord.read`` by every reader of saved runs: baselines, compare, calibrate, ``baseline check``.
 
 Format 2 (current): a value that could not be measured is absent from ``metrics``/``samples``/
 ``memory_bytes`` and named in ``absent`` with the reason, never stored as 0. Format 1 also had a top-level
-``bandwidth_ceiling_absent``; it moves into ``absent["bandwidth_ceiling"]``.
+``bandwidth_ceiling_absent``; it moves into ``absent["bandwidth_ceiling"]``. Fields this release does not
+know (written by a newer one) are kept, not dropped.
+
+Why pydantic: it is installed already (PaddleNLP needs it), it validates while it reads (one bad sample is
+named with its path: ``samples.ttft_ms[3] is nan``) and dumps back to the same JSON; msgspec would be one more
+dependency, for speed the suite does not need (a run holds tens of records).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, JsonValue, ValidationError
 
 from paddle_llm_bench.core.metrics import MEMORY, TOKEN_GAPS, Metric
 from paddle_llm_bench.core.stats import summarize
-from paddle_llm_bench.core.versioned import Format, FormatError
+from paddle_llm_bench.core.versioned import Document, Format, FormatError, describe_invalid
+
+# Any real sample (tokens/s, milliseconds) lies far inside these; beyond them sums overflow or print as noise.
+SAMPLE_MIN, SAMPLE_MAX = 1e-9, 1e12
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sample(value: object) -> float:
+    if not _is_number(value) or not math.isfinite(value) or not SAMPLE_MIN <= value <= SAMPLE_MAX:  # type: ignore[arg-type,operator]
+        raise ValueError(
+            f"every sample must be a number from {SAMPLE_MIN:g} to {SAMPLE_MAX:g} (tokens/s or milliseconds)"
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def _bytes(value: object) -> int | float:
+    if not _is_number(value) or not math.isfinite(value) or value < 0:  # type: ignore[arg-type,operator]
+        raise ValueError("memory must be a finite number of bytes, at least 0")
+    return value  # type: ignore[return-value]
+
+
+Sample = Annotated[float, BeforeValidator(_sample)]  # one round's figure: finite, positive, in range
+Bytes = Annotated[int | float, BeforeValidator(_bytes)]  # a memory figure: finite, not negative (ints stay ints)
+Samples = Mapping[str, Sequence[Sample]]  # metric name -> one figure per measured round (read as dict of lists)
+MemoryBytes = Mapping[str, Bytes]  # memory metric name -> bytes
+CaseParameters = dict[str, str | int | float | bool | None]  # ``Case.as_dict()``
+
+
+class Model(BaseModel):
+    """The suite's typed documents: fields it does not know are kept (a newer release wrote them)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class StoredSummary(Model):
+    """``metrics[name]``: a per-round metric summarized across rounds (``core.stats.Summary``)."""
+
+    unit: str = ""
+    n: int | None = None
+    median: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    cv_percent: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class HostLoad(Model):
+    """The machine's load while the case was measured; ``busy`` says why it counts as busy, if it does."""
+
+    load_average_1min: float | None = None
+    logical_cores: int | None = None
+    busy: str = ""
+
+
+class ClockEventSummary(Model):
+    """What held the GPU's clocks back (power, thermal) during the measured rounds: each violation counter's
+    increase per round, in ns and in % of the round's wall time; ``warning`` when one advanced."""
+
+    violation_ns: dict[str, list[int]]
+    violation_percent_of_round: dict[str, list[float]]
+    held_back_by: list[str]
+    rounds_held_back: int
+    not_counted: dict[str, str] = {}  # counters this GPU or driver does not give, and why
+    masks_after_round: list[int | None] | None = None  # clock event reasons read after each round (context)
+    reasons_after_rounds: list[str] | None = None
+    warning: str = ""
 
 
 class RecordError(FormatError):
     """A record this version cannot read (a newer format, or a malformed one)."""
 
 
-def _upgrade_v1(record: dict[str, Any]) -> dict[str, Any]:
+def _upgrade_v1(record: Document) -> Document:
     """Format 1 had a top-level ``bandwidth_ceiling_absent``; format 2 names every missing value in ``absent``."""
     upgraded = dict(record)
     absent = dict(upgraded.get("absent", {}))
@@ -37,12 +114,44 @@ RECORD = Format("case record", 2, {1: _upgrade_v1}, unversioned=1)
 RECORD_FORMAT = RECORD.current
 
 
-def upgrade_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record in the current format (a new dict); RecordError if it is newer or malformed."""
-    try:
-        return RECORD.upgrade(dict(record))
-    except FormatError as error:
-        raise RecordError(f"case record {error}") from None
+class CaseRecord(Model):
+    """Everything measured for one case, as saved (``extra_info``)."""
+
+    format_version: int = RECORD_FORMAT
+    case_id: str
+    case: CaseParameters = {}
+    device: str = ""
+    model_source: str = ""
+    rounds: int | None = None
+    warmup_rounds: int = 0
+    metrics: dict[str, StoredSummary] = {}
+    samples: Samples = {}  # older records kept only the summary in ``metrics``
+    inter_token_latency_ms: dict[str, int | float] = {}  # p50/p90/p99 over every step's gap, and n
+    inter_token_ms_by_round: list[list[float]] = []
+    memory_bytes: MemoryBytes = {}
+    absent: dict[str, str] = {}  # metric (or figure) -> why it could not be measured
+    output_digest: str | None = None
+    first_generation_ms: float | None = None  # the case's first generate(), before warm-up
+    host_load: HostLoad = HostLoad()
+    gpu_clock_events: ClockEventSummary | None = None
+    bandwidth_ceiling: dict[str, JsonValue] | None = None  # batch 1 on a GPU: the share of the ceiling
+    measurement_error: str | None = None  # a figure that cannot be true: kept for inspection, out of the gate
+    operator_profile: dict[str, JsonValue] | None = None
+
+    @classmethod
+    def read(cls, document: object, where: str = "") -> CaseRecord:
+        """A saved record in the current format; a RecordError names a newer format or the bad field
+        (``where``: the record's place in its file, e.g. ``benchmarks[3].extra_info``)."""
+        try:
+            return cls.model_validate(RECORD.upgrade(document))
+        except FormatError as error:
+            raise RecordError(f"case record {error}") from None
+        except ValidationError as error:
+            raise RecordError(describe_invalid(error, where)) from None
+
+    def document(self) -> dict[str, Any]:
+        """The record as saved: JSON types, optional parts left out when there is nothing in them."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 @dataclass(frozen=True)
@@ -58,30 +167,27 @@ class Figure:
 NOT_RECORDED = "not recorded in this file (an older format?)"
 
 
-def case_figure(record: Mapping[str, Any], metric: Metric) -> Figure:
+def case_figure(record: CaseRecord, metric: Metric) -> Figure:
     """Where each family keeps its figure: memory peaks in ``memory_bytes``; token-gap percentiles in
     ``inter_token_latency_ms`` (``itl_p99_ms`` is its ``p99``); per-round metrics as the median and std of
     their ``samples``, else of the stored summary in ``metrics``. Missing: the record's ``absent`` reason."""
     if metric.family == MEMORY:
-        value = record.get("memory_bytes", {}).get(metric.name)
+        value = record.memory_bytes.get(metric.name)
         return Figure(float(value)) if value is not None else _missing(record, metric.name)
     if metric.family == TOKEN_GAPS:
-        percentile = metric.name.removeprefix("itl_").removesuffix("_ms")
-        value = record.get("inter_token_latency_ms", {}).get(percentile)
-        if value is not None:
-            return Figure(float(value))
+        percentile = record.inter_token_latency_ms.get(metric.name.removeprefix("itl_").removesuffix("_ms"))
+        if percentile is not None:
+            return Figure(percentile)
         return _missing(record, metric.name, "inter_token_latency_ms", "tpot_ms")
-    samples = record.get("samples", {}).get(metric.name)
+    samples = record.samples.get(metric.name)
     if samples:
-        summary = summarize([float(v) for v in samples])
+        summary = summarize(samples)
         return Figure(summary.median, summary.std)
-    stored = record.get("metrics", {}).get(metric.name, {})
-    if isinstance(stored, Mapping) and stored.get("median") is not None:
-        std = stored.get("std")
-        return Figure(float(stored["median"]), float(std) if std is not None else None)
+    stored = record.metrics.get(metric.name)
+    if stored is not None and stored.median is not None:
+        return Figure(stored.median, stored.std)
     return _missing(record, metric.name)
 
 
-def _missing(record: Mapping[str, Any], *keys: str) -> Figure:
-    absent = record.get("absent", {})
-    return Figure(None, reason=next((str(absent[key]) for key in keys if key in absent), NOT_RECORDED))
+def _missing(record: CaseRecord, *keys: str) -> Figure:
+    return Figure(None, reason=next((record.absent[key] for key in keys if key in record.absent), NOT_RECORDED))

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 Document = dict[str, Any]  # a JSON object, before a typed model reads it
 Upgrade = Callable[[Document], Document]
 
@@ -84,3 +86,29 @@ class Format:
             upgraded["format_version"] = version
         upgraded["format_version"] = self.current
         return upgraded
+
+
+def _where(location: tuple[int | str, ...], prefix: str = "") -> str:
+    """pydantic's location of a field as this suite's messages name fields: ``cases['tiny-a'].runs[0]``."""
+    text = prefix
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.isidentifier():
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
+    return text
+
+
+def describe_invalid(error: ValidationError, prefix: str = "") -> str:
+    """A typed model's first bad field, as one line: ``field <where> is <value>: <what it must be>``
+    (``prefix``: where the model sits in its file, e.g. ``benchmarks[0].extra_info``)."""
+    first = error.errors(include_url=False)[0]
+    where = _where(first["loc"], prefix)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "missing":
+        return f"field {where} is missing"
+    if first["type"] == "value_error" and isinstance(first["input"], dict):
+        return f"field {where} {message}"  # a rule about the whole object: "... runs[0] holds neither ..."
+    return f"field {where} is {first['input']!r}: {message}"

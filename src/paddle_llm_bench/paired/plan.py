@@ -90,8 +90,8 @@ def measured_round_seconds(history: Path | None) -> dict[str, float]:
         except BaselineError:
             continue
         for case_id, entry in store.cases.items():
-            samples = entry["runs"][-1].get("samples", {}) if entry["runs"] else {}
-            tokens = entry.get("case", {}).get("max_new_tokens")
+            samples = entry.runs[-1].samples if entry.runs else {}
+            tokens = entry.case.get("max_new_tokens")
             if samples.get("ttft_ms") and samples.get("tpot_ms") and tokens:
                 ms = statistics.median(samples["ttft_ms"]) + statistics.median(samples["tpot_ms"]) * (int(tokens) - 1)
                 found[case_id] = ms / 1000.0

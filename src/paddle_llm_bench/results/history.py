@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from paddle_llm_bench.core.record import CaseRecord
 from paddle_llm_bench.results.baselines import BaselineError, baseline_path, find_for_hardware
 from paddle_llm_bench.results.regression import BaselineUpdate, update_baselines
 
@@ -45,11 +46,11 @@ def history_state(directory: Path, fingerprint: str) -> HistoryState:
     store, _notes = find_for_hardware(directory, fingerprint) if directory.is_dir() else (None, [])
     if store is None:
         return HistoryState(baseline_path(directory, fingerprint), 0)
-    return HistoryState(store.path, max((len(entry["runs"]) for entry in store.cases.values()), default=0))
+    return HistoryState(store.path, max((len(entry.runs) for entry in store.cases.values()), default=0))
 
 
 def record_night(
-    results: Sequence[Mapping[str, Any]],
+    results: Sequence[CaseRecord],
     facts: Mapping[str, Any],
     directory: Path,
     commit: str | None,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, confirm_suspects, judge, suspects
+from paddle_llm_bench.core.record import CaseRecord
 from paddle_llm_bench.core.verdicts import BETTER, INCONCLUSIVE, NO_BASELINE, Verdict
 from paddle_llm_bench.results.baselines import (
     MAX_RUNS_PER_CASE,
@@ -21,7 +22,7 @@ from paddle_llm_bench.results.baselines import (
     find_for_hardware,
     load,
     load_saved_run,
-    measurement_from_extra_info,
+    measurement_from_record,
     merge,
     save_atomic,
 )
@@ -48,10 +49,10 @@ class GateReport:
         """Cases whose speed regression must repeat on a fresh measurement before the run fails."""
         return suspects(self.verdicts, self.settings)
 
-    def confirm(self, remeasured: Mapping[str, Mapping[str, Any]]) -> None:
+    def confirm(self, remeasured: Mapping[str, CaseRecord]) -> None:
         """Re-judge the suspects on their fresh measurements (saved records by case id): a regression stays one
         only if it repeats."""
-        fresh = {case_id: measurement_from_extra_info(record, self.started) for case_id, record in remeasured.items()}
+        fresh = {case_id: measurement_from_record(record, self.started) for case_id, record in remeasured.items()}
         self.verdicts = confirm_suspects(self.verdicts, self.current, self.reference, self.settings, fresh)
 
     def with_verdict(self, *words: str) -> list[Verdict]:
@@ -126,7 +127,7 @@ def reference_measurements(
                 "results from other hardware are not compared"
             )
         started = str(facts.get("run_started", ""))
-        measurements = {case_id: [measurement_from_extra_info(extra, started)] for case_id, extra in by_case.items()}
+        measurements = {case_id: [measurement_from_record(record, started)] for case_id, record in by_case.items()}
         return measurements, [f"reference: saved run {reference_run} (one run per case)"]
     store, notes = find_for_hardware(baseline_dir, fingerprint)
     if store is None:
@@ -135,7 +136,7 @@ def reference_measurements(
 
 
 def check_run(
-    results: Sequence[Mapping[str, Any]],
+    results: Sequence[CaseRecord],
     fingerprint: str,
     baseline_dir: Path,
     reference_run: Path | None = None,
@@ -143,7 +144,7 @@ def check_run(
     require_baseline: bool = False,
     started: str = "",
 ) -> GateReport:
-    """Judge this run's results (``extra_info`` dicts, measured at ``started``) against the reference. A speed
+    """Judge this run's records (measured at ``started``) against the reference. A speed
     regression is a suspect (``GateReport.suspects``) until ``GateReport.confirm`` sees it repeat: re-measuring is
     the measuring session's job, not the gate's."""
     settings = settings or GateSettings()
@@ -153,7 +154,7 @@ def check_run(
     except BaselineError as error:
         report.errors.append(str(error))
         return report
-    current = {str(r["case_id"]): measurement_from_extra_info(r, started) for r in results}
+    current = {r.case_id: measurement_from_record(r, started) for r in results}
     gated = settings.min_effect_percent
     report.unmeasured = [case_id for case_id, m in current.items() if not any(m.samples.get(k) for k in gated)]
     report.current, report.reference = current, {case_id: list(runs) for case_id, runs in reference.items()}
@@ -177,7 +178,7 @@ class BaselineUpdate:
 
 
 def update_baselines(
-    results: Sequence[Mapping[str, Any]],
+    results: Sequence[CaseRecord],
     facts: Mapping[str, Any],
     baseline_dir: Path,
     commit: str | None,

@@ -36,7 +36,7 @@ from paddle_llm_bench.core.metrics import (
     round_metric_names,
     round_metrics,
 )
-from paddle_llm_bench.core.record import RECORD_FORMAT
+from paddle_llm_bench.core.record import CaseRecord, ClockEventSummary, HostLoad, StoredSummary
 from paddle_llm_bench.core.stats import percentile, summarize
 from paddle_llm_bench.runtime.device import Device, import_paddle
 from paddle_llm_bench.runtime.energy import EnergyCounter, NoEnergyCounter, NvmlEnergyCounter, RaplEnergyCounter
@@ -123,8 +123,8 @@ class CaseResult:
     operator_profile: dict[str, Any] | None = None
     bandwidth: dict[str, Any] = field(default_factory=dict)  # batch 1 on a GPU: share of the bandwidth ceiling
     measurement_error: str | None = None  # a figure that cannot be true (e.g. above the bandwidth ceiling)
-    host_load: dict[str, Any] = field(default_factory=dict)  # the machine's load while measuring
-    gpu_clock_events: dict[str, Any] = field(default_factory=dict)  # GPU: clock limits during the rounds
+    host_load: HostLoad = field(default_factory=HostLoad)  # the machine's load while measuring
+    gpu_clock_events: ClockEventSummary | None = None  # GPU: clock limits during the rounds
     # The case's first generate(), before warm-up: conversion and compiling included in a static mode.
     first_generation_ms: float | None = None
 
@@ -138,38 +138,39 @@ class CaseResult:
             return {}
         return {f"p{q}": percentile(gaps, q) for q in (50, 90, 99)} | {"n": len(gaps)}
 
-    def as_extra_info(self) -> dict[str, Any]:
-        """The case's saved record (format: ``core.record``)."""
-        bandwidth = dict(self.bandwidth)
-        absent = {**self.absent, **self.memory.absent, **bandwidth.pop("absent", {})}
-        return {
-            "format_version": RECORD_FORMAT,
-            "case": self.case.as_dict(),
-            "case_id": self.case.id,
-            "device": self.device,
-            "model_source": self.model_source,
-            "rounds": len(self.rounds),
-            "warmup_rounds": self.warmup_rounds,
-            "metrics": {
-                name: {"unit": metric_by_name(name).unit, **summarize(values).as_dict()}
+    def record(self) -> CaseRecord:
+        """The case's saved record (``core.record``)."""
+        return CaseRecord(
+            case=self.case.as_dict(),
+            case_id=self.case.id,
+            device=self.device,
+            model_source=self.model_source,
+            rounds=len(self.rounds),
+            warmup_rounds=self.warmup_rounds,
+            metrics={
+                name: StoredSummary.model_validate({"unit": metric_by_name(name).unit, **summarize(values).as_dict()})
                 for name, values in self.samples.items()
             },
-            "samples": self.samples,
-            "inter_token_latency_ms": self.inter_token_latency_ms(),
-            "inter_token_ms_by_round": [[round(gap, 4) for gap in inter_token_ms(t)] for t in self.rounds],
-            "memory_bytes": self.memory.bytes_by_metric,
-            "absent": absent,
-            "output_digest": self.output_digest,
-            **({"first_generation_ms": self.first_generation_ms} if self.first_generation_ms is not None else {}),
-            "host_load": self.host_load,
-            **({"gpu_clock_events": self.gpu_clock_events} if self.gpu_clock_events else {}),
-            **bandwidth,
-            **({"measurement_error": self.measurement_error} if self.measurement_error else {}),
-            **({"operator_profile": self.operator_profile} if self.operator_profile else {}),
-        }
+            samples=self.samples,
+            inter_token_latency_ms=self.inter_token_latency_ms(),
+            inter_token_ms_by_round=[[round(gap, 4) for gap in inter_token_ms(t)] for t in self.rounds],
+            memory_bytes=self.memory.bytes_by_metric,
+            absent={**self.absent, **self.memory.absent, **self.bandwidth.get("absent", {})},
+            output_digest=self.output_digest,
+            first_generation_ms=self.first_generation_ms,
+            host_load=self.host_load,
+            gpu_clock_events=self.gpu_clock_events,
+            bandwidth_ceiling=self.bandwidth.get("bandwidth_ceiling"),
+            measurement_error=self.measurement_error,
+            operator_profile=self.operator_profile or None,
+        )
+
+    def as_extra_info(self) -> dict[str, Any]:
+        """The record as pytest-benchmark saves it."""
+        return self.record().document()
 
 
-def host_load() -> dict[str, Any]:
+def host_load() -> HostLoad:
     """The 1-minute load average against the cores, and why it counts as busy if it does.
 
     This process accounts for about 1; above max(1.5, 0.75 x cores) other work was running, which
@@ -181,7 +182,7 @@ def host_load() -> dict[str, Any]:
     busy = (
         f"machine busy: load average {load:.1f} on {cores} cores (> {limit:g}) while measuring" if load > limit else ""
     )
-    return {"load_average_1min": round(load, 2), "logical_cores": cores, "busy": busy}
+    return HostLoad(load_average_1min=round(load, 2), logical_cores=cores, busy=busy)
 
 
 class CaseRunner:
@@ -321,7 +322,7 @@ class CaseRunner:
         elif self.digests:
             absent["output_digest"] = f"{len(self.digests)} different outputs across rounds of a deterministic decoding"
         clock_events = clock_events_summary(self.rounds, self.round_violations, self.violations.not_counted)
-        if not clock_events and self.rounds:
+        if clock_events is None and self.rounds:
             absent["gpu_clock_events"] = self.violations.absent_reason or "not read in every round"
         return CaseResult(
             case=self.case,
@@ -371,12 +372,12 @@ def round_probes(device: Device) -> tuple[EnergyCounter, ClockEvents, ViolationC
 
 def clock_events_summary(
     rounds: list[RoundTimes], violations: list[dict[str, int] | None], not_counted: dict[str, str] | None = None
-) -> dict[str, Any]:
+) -> ClockEventSummary | None:
     """What held the GPU's clocks back during the measured rounds: each violation counter's increase per round
-    (ns, and % of the round's wall time) and a warning where one advanced; {} unless every round was read.
+    (ns, and % of the round's wall time) and a warning where one advanced; None unless every round was read.
     The clock event reasons read after each round (the GPU idle again) are kept as context, not as the verdict."""
     if not rounds or len(violations) != len(rounds) or any(v is None for v in violations):
-        return {}
+        return None
     read = [v for v in violations if v is not None]
     wall_ns = [max(t.end_ns - t.start_ns, 1) for t in rounds]
     by_policy = {name: [r[name] for r in read] for name in read[0]}
@@ -405,7 +406,7 @@ def clock_events_summary(
             f"clocks held back during {rounds_held} of {len(read)} measured rounds ({worst} of a round's time): "
             "these figures are slower than the GPU runs unthrottled"
         )
-    return summary
+    return ClockEventSummary.model_validate(summary)
 
 
 def _digest(ids: np.ndarray[Any, Any]) -> str:
