@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic_core import PydanticSerializationError
 
 from paddle_llm_bench.core.gate import GateSettings
-from paddle_llm_bench.core.record import CaseRecord
+from paddle_llm_bench.core.record import CaseRecord, MachineFacts
 from paddle_llm_bench.core.verdicts import INCONCLUSIVE, NO_BASELINE, SAME, SLOWER
 from paddle_llm_bench.results.baselines import (
     FORMAT_VERSION,
@@ -36,6 +36,7 @@ FACTS = {
     "paddlenlp_version": "3.0.0b4",
     "device": "cpu",
 }
+MACHINE = MachineFacts.model_validate(FACTS)
 
 
 def extra_info(case_id: str = "tiny-a", decode: float = 100.0, allocated: int = 10**8) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def record(case_id: str = "tiny-a", decode: float = 100.0, allocated: int = 10**
 def test_merge_save_load_round_trip_keeps_the_last_runs(tmp_path: Path) -> None:
     path = baseline_path(tmp_path, FINGERPRINT)
     for i in range(MAX_RUNS_PER_CASE + 2):
-        update_baselines([record(decode=100.0 + i)], FACTS, tmp_path, commit=f"c{i}")
+        update_baselines([record(decode=100.0 + i)], MACHINE, tmp_path, commit=f"c{i}")
     store = load(path)
     runs = store.cases["tiny-a"].runs
     assert len(runs) == MAX_RUNS_PER_CASE
@@ -76,14 +77,14 @@ def test_merge_save_load_round_trip_keeps_the_last_runs(tmp_path: Path) -> None:
 def test_merge_keeps_at_most_the_last_runs_per_case(case_ids: list[str]) -> None:
     store = BaselineStore(Path("unused.json"), FINGERPRINT)
     for index, case_id in enumerate(case_ids):
-        merge(store, [record(case_id, decode=100.0 + index)], FACTS)  # distinct runs: none is a repeat
+        merge(store, [record(case_id, decode=100.0 + index)], MACHINE)  # distinct runs: none is a repeat
     for case_id in set(case_ids):
         assert len(store.cases[case_id].runs) == min(case_ids.count(case_id), MAX_RUNS_PER_CASE)
     assert list(store.cases) == sorted(store.cases)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
-    update_baselines([record()], FACTS, tmp_path, commit="good")
+    update_baselines([record()], MACHINE, tmp_path, commit="good")
     path = baseline_path(tmp_path, FINGERPRINT)
     before = path.read_bytes()
     store = load(path)
@@ -112,7 +113,7 @@ def test_a_newer_format_is_refused_and_left_untouched(tmp_path: Path) -> None:
     )
     before = path.read_bytes()
     with pytest.raises(BaselineError, match=r"written by a newer paddle-llm-bench.*upgrade paddle-llm-bench"):
-        update_baselines([record()], FACTS, tmp_path, commit=None)
+        update_baselines([record()], MACHINE, tmp_path, commit=None)
     assert path.read_bytes() == before
 
 
@@ -127,12 +128,17 @@ def test_corrupt_baselines_fail_the_gate_with_the_file_and_the_fix(tmp_path: Pat
     assert report.failed
     assert message in report.errors[0] and str(path) in report.errors[0] and "git checkout" in report.errors[0]
     with pytest.raises(BaselineError):
-        update_baselines([record()], FACTS, tmp_path, commit=None)
+        update_baselines([record()], MACHINE, tmp_path, commit=None)
     assert path.read_text() == content
 
 
 def test_other_hardware_is_never_compared_silently(tmp_path: Path) -> None:
-    update_baselines([record(decode=1.0)], {**FACTS, "hardware_fingerprint": "gpu:NVIDIA H100"}, tmp_path, None)
+    update_baselines(
+        [record(decode=1.0)],
+        MACHINE.model_copy(update={"hardware_fingerprint": "gpu:NVIDIA H100"}),
+        tmp_path,
+        None,
+    )
     report = check_run([record()], FINGERPRINT, tmp_path)
     assert not report.failed
     assert [v.verdict for v in report.verdicts] == [NO_BASELINE]
@@ -140,7 +146,7 @@ def test_other_hardware_is_never_compared_silently(tmp_path: Path) -> None:
 
 
 def test_a_file_whose_fingerprint_disagrees_with_its_name_is_an_error(tmp_path: Path) -> None:
-    update_baselines([record()], {**FACTS, "hardware_fingerprint": "gpu:X"}, tmp_path, None)
+    update_baselines([record()], MACHINE.model_copy(update={"hardware_fingerprint": "gpu:X"}), tmp_path, None)
     (tmp_path / "gpu-x.json").rename(baseline_path(tmp_path, FINGERPRINT))
     with pytest.raises(BaselineError, match="says it is for 'gpu:X'"):
         find_for_hardware(tmp_path, FINGERPRINT)
@@ -154,7 +160,7 @@ def test_missing_baseline_is_reported_and_fails_only_when_required(tmp_path: Pat
 
 
 def test_a_case_without_samples_is_never_counted_as_judged(tmp_path: Path) -> None:
-    update_baselines([record()], FACTS, tmp_path, commit=None)
+    update_baselines([record()], MACHINE, tmp_path, commit=None)
     empty = CaseRecord.read({**extra_info(), "samples": {}})  # a case that failed, or a damaged run file
     report = check_run([empty], FINGERPRINT, tmp_path)
     assert report.unmeasured == ["tiny-a"] and not report.failed
@@ -194,7 +200,7 @@ def session_baseline(directory: Path, runs: int = 5) -> str:
         info = extra_info()
         info["samples"] = {k: [v * spread for v in values] for k, values in info["samples"].items()}
         facts = {**FACTS, "run_id": f"r{index}", "run_started": f"2026-12-02T01:{10 * index:02d}:00+00:00"}
-        update_baselines([CaseRecord.read(info)], facts, directory, commit=None)
+        update_baselines([CaseRecord.read(info)], MachineFacts.model_validate(facts), directory, commit=None)
     return "2026-12-02T02:00:00+00:00"
 
 
@@ -271,7 +277,7 @@ def test_every_bad_field_is_named_with_the_file_and_the_fix(tmp_path: Path, cont
     report = check_run([record()], FINGERPRINT, tmp_path)  # the gate fails with it; nothing vanishes
     assert report.failed and field in report.errors[0]
     with pytest.raises(BaselineError):
-        update_baselines([record()], FACTS, tmp_path, commit=None)
+        update_baselines([record()], MACHINE, tmp_path, commit=None)
     assert path.read_text() == content  # never overwritten
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from paddle_llm_bench.core.config import Case, Sweep
 from paddle_llm_bench.core.gate import GateSettings
+from paddle_llm_bench.core.record import MachineFacts
 from paddle_llm_bench.results.regression import GateReport, check_run, update_baselines
 from paddle_llm_bench.runtime import suite as suite_module
 from paddle_llm_bench.runtime.device import detect_device, import_paddle
@@ -44,15 +45,15 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Suite:
 
 
 @pytest.fixture(scope="module")
-def facts(suite: Suite) -> dict[str, Any]:
+def facts(suite: Suite) -> MachineFacts:
     return collect_all(suite.device)
 
 
 @pytest.fixture(scope="module")
-def baseline_dir(suite: Suite, facts: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def baseline_dir(suite: Suite, facts: MachineFacts, tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("baselines")
     for _ in range(BASELINE_RUNS):
-        update_baselines([suite.run(CASE, record=False).as_extra_info()], facts, directory, commit=None)
+        update_baselines([suite.run(CASE, record=False).record()], facts, directory, commit=None)
     return directory
 
 
@@ -77,13 +78,13 @@ def forward_hook(suite: Suite, hook: Callable[..., None]) -> Iterator[None]:
         handle.remove()
 
 
-def gate(suite: Suite, facts: dict[str, Any], baseline_dir: Path, settings: GateSettings | None = None) -> GateReport:
+def gate(suite: Suite, facts: MachineFacts, baseline_dir: Path, settings: GateSettings | None = None) -> GateReport:
     """As the session gates: judge, measure the suspects again, confirm."""
-    current = suite.run(CASE, record=False).as_extra_info()
+    current = suite.run(CASE, record=False).record()
     now = datetime.now(timezone.utc).isoformat()  # the baseline's runs were measured minutes ago: this session
-    fingerprint = str(facts["hardware_fingerprint"])
+    fingerprint = str(facts.hardware_fingerprint)
     report = check_run([current], fingerprint, baseline_dir, settings=settings, started=now)
-    report.confirm({case_id: suite.run(CASE, record=False).as_extra_info() for case_id in report.suspects})
+    report.confirm({case_id: suite.run(CASE, record=False).record() for case_id in report.suspects})
     return report
 
 
@@ -91,7 +92,7 @@ def regressions(report: GateReport) -> dict[str, Any]:
     return {v.metric: v for v in report.regressions}
 
 
-def test_a_a_against_its_own_fresh_baseline_passes(suite: Suite, facts: dict[str, Any], baseline_dir: Path) -> None:
+def test_a_a_against_its_own_fresh_baseline_passes(suite: Suite, facts: MachineFacts, baseline_dir: Path) -> None:
     report = gate(suite, facts, baseline_dir)
     assert not report.failed, report.lines()
     assert {v.metric for v in report.verdicts} >= {"decode_tokens_per_s", "ttft_ms", "peak_allocated_bytes"}
@@ -99,7 +100,7 @@ def test_a_a_against_its_own_fresh_baseline_passes(suite: Suite, facts: dict[str
 
 
 def test_a_three_quarters_decode_slowdown_fails_on_decode_throughput(
-    suite: Suite, facts: dict[str, Any], baseline_dir: Path, step_seconds: float
+    suite: Suite, facts: MachineFacts, baseline_dir: Path, step_seconds: float
 ) -> None:
     # Each step four times as long (-75 % tok/s), judged at alpha 0.05: five baseline runs give a t-test on
     # 4 dof, and under load this VM's runs of one session scatter by 20-30 % (-67 % at alpha 0.01 was
@@ -118,7 +119,7 @@ def test_a_three_quarters_decode_slowdown_fails_on_decode_throughput(
 
 
 def test_a_1_percent_slowdown_does_not_fail(
-    suite: Suite, facts: dict[str, Any], baseline_dir: Path, step_seconds: float
+    suite: Suite, facts: MachineFacts, baseline_dir: Path, step_seconds: float
 ) -> None:
     with forward_hook(suite, lambda *_: spin(0.01 * step_seconds)):
         report = gate(suite, facts, baseline_dir)
@@ -126,7 +127,7 @@ def test_a_1_percent_slowdown_does_not_fail(
 
 
 def test_an_extra_buffer_held_during_generation_fails_the_memory_gate(
-    suite: Suite, facts: dict[str, Any], baseline_dir: Path
+    suite: Suite, facts: MachineFacts, baseline_dir: Path
 ) -> None:
     paddle = import_paddle()
     held: list[Any] = []

@@ -15,7 +15,7 @@ import pytest
 
 from paddle_llm_bench.cli import main as cli_main
 from paddle_llm_bench.core.config import Case
-from paddle_llm_bench.core.record import CaseRecord
+from paddle_llm_bench.core.record import CaseRecord, MachineFacts
 from paddle_llm_bench.paired.plan import plan_shards
 from paddle_llm_bench.paired.results import PairedSettings
 from paddle_llm_bench.results.baselines import load
@@ -73,7 +73,13 @@ def saved_run(path: Path, night: int, decode: float, **extra: Any) -> Path:
 def history(directory: Path, nights: int) -> Path:
     for night in range(nights):
         speed = 200.0 * (1 + random.Random(night).gauss(0, 0.02))
-        update_baselines([record(c, speed, night) for c in CASES], facts(night), directory, "abc", keep=10)
+        update_baselines(
+            [record(c, speed, night) for c in CASES],
+            MachineFacts.model_validate(facts(night)),
+            directory,
+            "abc",
+            keep=10,
+        )
     return directory
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from paddle_llm_bench import baseline_cli
 from paddle_llm_bench.core import stopping
-from paddle_llm_bench.core.record import CaseRecord
+from paddle_llm_bench.core.record import CaseRecord, MachineFacts
 from paddle_llm_bench.results.baselines import BaselineError, baseline_path, load
 from paddle_llm_bench.results.regression import update_baselines
 from paddle_llm_bench.results.saving import restore_sigterm, stop_on_sigterm
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
 FINGERPRINT = "cpu:Test CPU:2cores"
 FACTS = {"hardware_fingerprint": FINGERPRINT, "paddle_version": "3.3.1", "device": "cpu"}
+MACHINE = MachineFacts.model_validate(FACTS)
 BENCHMARK = (ROOT / "benchmarks" / "test_generation.py").read_text()
 ONE_CASE = (
     "--llm-dtype=float32",
@@ -111,12 +112,12 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from paddle_llm_bench.core.record import CaseRecord
+    from paddle_llm_bench.core.record import CaseRecord, MachineFacts
     from paddle_llm_bench.results.regression import update_baselines
     directory, prefix, count, start = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     while time.time() < start:
         pass
-    facts = {"hardware_fingerprint": "cpu:Test CPU:2cores", "device": "cpu", "run_id": prefix}
+    facts = MachineFacts(hardware_fingerprint="cpu:Test CPU:2cores", device="cpu", run_id=prefix)
     for i in range(count):
         extra = {"case_id": f"{prefix}-{i}", "case": {}, "rounds": 5,
                  "samples": {"decode_tokens_per_s": [100.0 + i, 101.0, 99.0, 100.5, 99.5]}, "memory_bytes": {}}
@@ -187,12 +188,17 @@ def test_baseline_check_with_a_mistyped_folder_is_an_error(tmp_path: Path, capsy
 
 
 def test_an_update_never_writes_into_a_file_for_other_hardware(tmp_path: Path) -> None:
-    update_baselines([record("tiny-a")], {**FACTS, "hardware_fingerprint": "gpu:NVIDIA H100"}, tmp_path, None)
+    update_baselines(
+        [record("tiny-a")],
+        MACHINE.model_copy(update={"hardware_fingerprint": "gpu:NVIDIA H100"}),
+        tmp_path,
+        None,
+    )
     # The H100 file under this CPU's name: a copy, a rename, a slug collision.
     baseline_path(tmp_path, "gpu:NVIDIA H100").rename(baseline_path(tmp_path, FINGERPRINT))
     before = baseline_path(tmp_path, FINGERPRINT).read_bytes()
     with pytest.raises(BaselineError, match=r"says it is for 'gpu:NVIDIA H100'.*not written into"):
-        update_baselines([record("tiny-b")], FACTS, tmp_path, None)
+        update_baselines([record("tiny-b")], MACHINE, tmp_path, None)
     assert baseline_path(tmp_path, FINGERPRINT).read_bytes() == before
 
 
@@ -201,18 +207,18 @@ def test_an_update_never_writes_into_a_file_for_other_hardware(tmp_path: Path) -
 
 def test_a_read_only_baseline_folder_names_the_cause(read_only_dir: Path) -> None:
     with pytest.raises(BaselineError, match=r"cannot write baseline .*(read-only file system|permission denied)"):
-        update_baselines([record("tiny-a")], FACTS, read_only_dir, None)
+        update_baselines([record("tiny-a")], MACHINE, read_only_dir, None)
     assert list(read_only_dir.iterdir()) == []
 
 
 def test_a_full_disk_leaves_the_old_baseline_whole(full_disk: Path) -> None:
     (full_disk / "filler").unlink()
-    update_baselines([record("tiny-a")], FACTS, full_disk, None)
+    update_baselines([record("tiny-a")], MACHINE, full_disk, None)
     path = baseline_path(full_disk, FINGERPRINT)
     before = path.read_bytes()
     fill(full_disk)
     with pytest.raises(BaselineError, match="disk full"):
-        update_baselines([record(f"tiny-{i}") for i in range(50)], FACTS, full_disk, None)
+        update_baselines([record(f"tiny-{i}") for i in range(50)], MACHINE, full_disk, None)
     assert path.read_bytes() == before
     assert sorted(p.name for p in full_disk.iterdir()) == sorted(["filler", path.name])  # no temporary left
 

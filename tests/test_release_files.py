@@ -35,7 +35,7 @@ CASES = ("tiny-float32-greedy-new8-bs1-prompt8", "tiny-float32-sampling-new8-bs1
 
 def test_a_saved_run_loads_with_every_figure_its_records_hold() -> None:
     fingerprint, by_case, facts = load_saved_run(FIXTURES / "saved-run.json")
-    assert fingerprint == "cpu:AMD EPYC:2cores" and facts["hardware_fingerprint"] == fingerprint
+    assert fingerprint == "cpu:AMD EPYC:2cores" and facts.hardware_fingerprint == fingerprint
     assert tuple(by_case) == CASES
     for record in by_case.values():
         assert record.format_version == RECORD_FORMAT

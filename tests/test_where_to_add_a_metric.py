@@ -19,6 +19,7 @@ from paddle_llm_bench.analysis.report import summary_table
 from paddle_llm_bench.core import metrics
 from paddle_llm_bench.core.config import Case, Sweep
 from paddle_llm_bench.core.metrics import NS_PER_MS, Metric, RoundTimes
+from paddle_llm_bench.core.record import MachineFacts
 from paddle_llm_bench.paired.engine import turn_value
 from paddle_llm_bench.paired.render import render
 from paddle_llm_bench.paired.results import Block, CaseComparison, Pair, PairedRun, PairedSettings, SideInfo, judge
@@ -74,7 +75,7 @@ def test_it_is_measured_and_shown_at_the_end_of_the_run(two_runs: list[CaseResul
 
 def test_compare_shows_it_with_its_ratio_in_every_format_and_a_plot(two_runs: list[CaseResult]) -> None:
     runs = [
-        saved_run(Path(f"000{i}_run.json"), "cpu:test", {CASE.id: result.record()}, {})
+        saved_run(Path(f"000{i}_run.json"), "cpu:test", {CASE.id: result.record()}, MachineFacts())
         for i, result in enumerate(two_runs)
     ]
     comparison = compare(runs)

@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
             if not fingerprint or not by_case:
                 raise BaselineError(f"{path} holds no paddle-llm-bench results (no machine_info.paddle_llm_bench)")
             if args.action == "update":
-                update = update_baselines(list(by_case.values()), facts, args.baseline_dir, facts.get("commit"))
+                update = update_baselines(list(by_case.values()), facts, args.baseline_dir, facts.commit)
                 print(f"{path}: {update.message()}")
                 continue
             report = check_run(
@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
                 fingerprint,
                 args.baseline_dir,
                 settings=settings,
-                started=str(facts.get("run_started", "")),
+                started=facts.run_started,
             )
             report.require_baseline = args.require_baseline
             for finding in report.regressions:

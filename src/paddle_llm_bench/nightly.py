@@ -43,7 +43,7 @@ from paddle_llm_bench.core.config import (
 from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
-from paddle_llm_bench.core.record import CaseRecord
+from paddle_llm_bench.core.record import CaseRecord, MachineFacts
 from paddle_llm_bench.core.versioned import Format, FormatError
 from paddle_llm_bench.paired.options import PAIRED_OPTIONS
 from paddle_llm_bench.paired.plan import measured_round_seconds, plan_rows, plan_shards
@@ -275,15 +275,15 @@ class Night:
 
 def judge_night(
     merged: Path, history: Path, shard_dir: Path, settings: GateSettings, min_nights: int
-) -> tuple[Night, dict[str, Any]]:
+) -> tuple[Night, MachineFacts]:
     fingerprint, by_case, facts = load_saved_run(merged)
-    night = Night([f"## Nightly: Paddle {facts.get('paddle_version', '?')} on {fingerprint}"], [], [], False)
+    night = Night([f"## Nightly: Paddle {facts.paddle_version or '?'} on {fingerprint}"], [], [], False)
     if not fingerprint or not by_case:
         night.problems.append(f"{merged} holds no measured case: nothing was judged")
         return night, facts
-    if facts.get("interrupted_cases"):
+    if facts.interrupted_cases:
         night.interrupted = True
-        night.problems.append(f"interrupted, not saved: {', '.join(facts['interrupted_cases'])}")
+        night.problems.append(f"interrupted, not saved: {', '.join(facts.interrupted_cases)}")
     _stored_gate(night, list(by_case.values()), fingerprint, facts, history, settings, min_nights)
     _paired_stage(night, shard_dir)
     _plan_vs_actual(night, shard_dir)
@@ -294,7 +294,7 @@ def _stored_gate(
     night: Night,
     results: list[CaseRecord],
     fingerprint: str,
-    facts: dict[str, Any],
+    facts: MachineFacts,
     history: Path,
     settings: GateSettings,
     min_nights: int,
@@ -302,7 +302,7 @@ def _stored_gate(
     state = history_state(history, fingerprint)
     if not state.gated(min_nights):
         settings = replace(settings, min_effect_percent={})  # memory only: one night cannot show a night's noise
-    report = check_run(results, fingerprint, history, settings=settings, started=str(facts.get("run_started", "")))
+    report = check_run(results, fingerprint, history, settings=settings, started=facts.run_started)
     night.lines += ["", f"### Stored-baseline gate: {state.line(min_nights)}", "```", *report.lines(), "```"]
     night.regressions += [f"stored gate: {v.message()}" for v in report.regressions]
     night.problems += [f"stored gate: {error}" for error in report.errors]
@@ -368,7 +368,7 @@ def judge_main(args: argparse.Namespace) -> int:
             summary.write(text)
     if args.verdict:
         document = {
-            "run_id": facts.get("run_id"),
+            "run_id": facts.run_id,
             "passed": passed,
             "interrupted": night.interrupted,
             "regressions": night.regressions,
@@ -398,10 +398,9 @@ def record_main(args: argparse.Namespace) -> int:
         verdict = read_document(args.verdict, NIGHTLY_VERDICT)
     except FormatError as error:
         raise ConfigError(f"--verdict: {error}; write it with `paddle-llm-bench nightly judge --verdict`") from None
-    if verdict.get("run_id") != facts.get("run_id"):
+    if verdict.get("run_id") != facts.run_id:
         raise ConfigError(
-            f"--verdict {args.verdict} judged run {verdict.get('run_id')!r}, "
-            f"not {args.merged} ({facts.get('run_id')!r})"
+            f"--verdict {args.verdict} judged run {verdict.get('run_id')!r}, not {args.merged} ({facts.run_id!r})"
         )
     if verdict.get("interrupted"):
         print(
@@ -416,6 +415,6 @@ def record_main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return FAILED
-    update = record_night(list(by_case.values()), facts, args.history, facts.get("commit"), args.accept or "")
+    update = record_night(list(by_case.values()), facts, args.history, facts.commit, args.accept or "")
     print(update.message() + (f"; accepted: {args.accept} (earlier nights dropped)" if args.accept else ""))
     return PASSED

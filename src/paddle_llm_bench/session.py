@@ -21,7 +21,7 @@ from pytest_benchmark.utils import get_commit_info
 from paddle_llm_bench.analysis.report import summary_table
 from paddle_llm_bench.core.config import Sweep, make_sweep
 from paddle_llm_bench.core.gate import GateSettings
-from paddle_llm_bench.core.record import CaseRecord
+from paddle_llm_bench.core.record import CaseRecord, MachineFacts
 from paddle_llm_bench.envs.reference import ReferenceOutcome, compare_with_reference, too_big_to_pair
 from paddle_llm_bench.paired.results import PairedSettings
 from paddle_llm_bench.paired.sides import Side
@@ -73,7 +73,7 @@ class BenchSession:
     sweep: Sweep | None = None
     device: Device | None = None
     suite: Suite | None = None
-    facts: dict[str, Any] | None = None
+    facts: MachineFacts | None = None
     gate_report: GateReport | None = None
     self_check: DoctorReport | None = None
     # Written into the saved run's machine_info and every baseline run: merging one run twice counts once.
@@ -129,23 +129,22 @@ class BenchSession:
             )
         return self.suite
 
-    def machine_facts(self) -> dict[str, Any]:
+    def machine_facts(self) -> MachineFacts:
         assert self.suite is not None
         if self.facts is None:
-            self.facts = {**collect_all(self.suite.device), "run_id": self.run_id, "run_started": self.started}
+            collected = collect_all(self.suite.device)
+            self.facts = collected.model_copy(update={"run_id": self.run_id, "run_started": self.started})
         return self.facts
 
     def machine_info(self) -> dict[str, Any]:
         """What the saved run's ``machine_info.paddle_llm_bench`` holds."""
-        facts = dict(self.machine_facts())
+        update: dict[str, object] = {"interrupted_cases": list(self.interrupted_cases)}  # stopped, not saved
         if self.self_check is not None:
-            facts["self_check"] = self.self_check.machine_info()
+            update["self_check"] = self.self_check.machine_info()
         if self.options.shard is not None:
             k, n = self.options.shard
-            facts["shard"] = f"{k}/{n}"  # merge checks that shards 1..N all arrived
-        if self.interrupted_cases:
-            facts["interrupted_cases"] = list(self.interrupted_cases)  # stopped mid-measurement, not saved
-        return facts
+            update["shard"] = f"{k}/{n}"  # merge checks that shards 1..N all arrived
+        return self.machine_facts().model_copy(update=update).document()
 
     def finish(self, interrupted: bool) -> bool:
         """After the run was saved: gate, update baselines, compare with the reference and add the verdicts to
@@ -182,7 +181,7 @@ class BenchSession:
         if not options.no_gate:
             self.gate_report = check_run(
                 results,
-                str(facts["hardware_fingerprint"]),
+                str(facts.hardware_fingerprint),
                 options.baseline_dir,
                 reference_run=options.baseline_from,
                 settings=options.gate,

@@ -67,7 +67,7 @@ def run_from_saved(path: Path) -> Run:
         {c: s["decode_tokens_per_s"] for c, s in samples.items()},
         {c: s["ttft_ms"] for c, s in samples.items()},
         {c: s["e2e_ms"] for c, s in samples.items()},
-        str(facts.get("run_started", "")),
+        facts.run_started,
     )
 
 

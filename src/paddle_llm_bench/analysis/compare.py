@@ -27,7 +27,7 @@ from typing import Any
 from paddle_llm_bench.analysis.operator_changes import OperatorReport, operator_changes
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge
 from paddle_llm_bench.core.metrics import Metric, comparison_metrics, metric_by_name
-from paddle_llm_bench.core.record import CaseRecord, case_figure
+from paddle_llm_bench.core.record import CaseRecord, MachineFacts, case_figure
 from paddle_llm_bench.core.stats import summarize
 from paddle_llm_bench.core.verdicts import CHANGED, INCONCLUSIVE, Verdict
 from paddle_llm_bench.core.versioned import Format
@@ -64,15 +64,12 @@ class SavedRun:
     started: str = ""  # when it was measured (ISO 8601)
 
 
-def run_name(path: Path, facts: Mapping[str, Any]) -> str:
+def run_name(path: Path, facts: MachineFacts) -> str:
     """The file's stem plus its Paddle version, e.g. ``0001_x (paddle 3.3.1)``."""
-    version = facts.get("paddle_version")
-    return f"{path.stem} (paddle {version})" if version else path.stem
+    return f"{path.stem} (paddle {facts.paddle_version})" if facts.paddle_version else path.stem
 
 
-def saved_run(
-    path: Path, fingerprint: str | None, by_case: Mapping[str, CaseRecord], facts: Mapping[str, Any]
-) -> SavedRun:
+def saved_run(path: Path, fingerprint: str | None, by_case: Mapping[str, CaseRecord], facts: MachineFacts) -> SavedRun:
     """A ``SavedRun`` from what ``baselines.load_saved_run`` returns; refuses files without our results."""
     if not by_case:
         raise CompareError(
@@ -80,14 +77,13 @@ def saved_run(
             "pytest-benchmark run or an older format; compare runs saved by `pytest benchmarks --benchmark-autosave` "
             "or `--benchmark-json FILE`"
         )
-    version = facts.get("paddle_version")
     return SavedRun(
         name=run_name(path, facts),
         path=str(path),
         hardware_fingerprint=fingerprint,
-        paddle_version=str(version) if version else None,
+        paddle_version=facts.paddle_version or None,
         cases=dict(by_case),
-        started=str(facts.get("run_started", "")),
+        started=facts.run_started,
     )
 
 

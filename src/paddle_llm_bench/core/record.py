@@ -154,6 +154,26 @@ class CaseRecord(Model):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+class MachineFacts(Model):
+    """What measured a run — a saved run's ``machine_info.paddle_llm_bench``. The facts the suite reads are typed;
+    every other reading of the collectors (``runtime.environment``), and ``<fact>_absent`` with the reason a fact
+    could not be read, is kept as it was read."""
+
+    hardware_fingerprint: str | None = None  # which results may be compared with which
+    device: str = ""
+    paddle_version: str | None = None
+    paddlenlp_version: str | None = None
+    run_id: str | None = None  # the measuring session: a baseline never merges the same run twice
+    run_started: str = ""  # ISO 8601; the gate groups runs of one session by it
+    commit: str | None = None  # the checkout measured (pytest-benchmark's commit_info.id)
+    accepted: str | None = None  # why a slower or bigger run was accepted into the baseline
+    shard: str | None = None  # "k/n" of a sharded sweep
+    interrupted_cases: list[str] = []  # stopped mid-measurement, not saved
+
+    def document(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
 @dataclass(frozen=True)
 class Figure:
     """One metric of one case as its record holds it: the value (a median across rounds for a per-round

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +31,15 @@ from pydantic import Field, JsonValue, ValidationError, model_validator
 
 from paddle_llm_bench.core.gate import CaseMeasurement
 from paddle_llm_bench.core.metrics import baseline_metric_names
-from paddle_llm_bench.core.record import CaseParameters, CaseRecord, MemoryBytes, Model, RecordError, Samples
+from paddle_llm_bench.core.record import (
+    CaseParameters,
+    CaseRecord,
+    MachineFacts,
+    MemoryBytes,
+    Model,
+    RecordError,
+    Samples,
+)
 from paddle_llm_bench.core.versioned import Document, Format, FormatError, NewerFormatError, describe_invalid
 from paddle_llm_bench.results.files import describe_os_error, read_document, write_document
 
@@ -178,17 +186,18 @@ def find_for_hardware(directory: Path, fingerprint: str) -> tuple[BaselineStore 
     return store, notes
 
 
-def run_entry(record: CaseRecord, environment: Mapping[str, Any], commit: str | None, date: str) -> BaselineRun:
+def run_entry(record: CaseRecord, facts: MachineFacts, commit: str | None, date: str) -> BaselineRun:
     """A measured case as a baseline run: the gated metrics' samples, the memory peaks, what measured them."""
+    known = facts.model_dump()
     return BaselineRun(
         date=date,
         commit=commit,
-        environment={k: environment[k] for k in ENVIRONMENT_KEYS if k in environment},
+        environment={k: known[k] for k in ENVIRONMENT_KEYS if known.get(k) is not None},
         rounds=record.rounds,
         samples={m: list(record.samples[m]) for m in baseline_metric_names() if m in record.samples},
         memory_bytes=dict(record.memory_bytes),
-        run_id=str(environment["run_id"]) if environment.get("run_id") else None,
-        accepted=str(environment["accepted"]) if environment.get("accepted") else None,
+        run_id=facts.run_id or None,
+        accepted=facts.accepted or None,
     )
 
 
@@ -201,7 +210,7 @@ class MergeCount:
 def merge(
     store: BaselineStore,
     results: Iterable[CaseRecord],
-    environment: Mapping[str, Any],
+    facts: MachineFacts,
     commit: str | None = None,
     keep: int = MAX_RUNS_PER_CASE,
     restart: bool = False,
@@ -209,11 +218,11 @@ def merge(
     """Add each result as the newest run of its case, keeping the last ``keep`` (with ``restart``, dropping the
     older ones); a run the case already holds (same run id, or same samples) is not added again."""
     # When the run was measured (its sessions decide which runs show the noise), else when it was merged.
-    date = str(environment.get("run_started") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    date = facts.run_started or datetime.now(timezone.utc).isoformat(timespec="seconds")
     count = MergeCount()
     for record in results:
         entry = store.cases.get(record.case_id) or BaselineCase(case=dict(record.case), runs=[])
-        new = run_entry(record, environment, commit, date)
+        new = run_entry(record, facts, commit, date)
         if any(kept.same_as(new) for kept in entry.runs):
             count.already_there.append(record.case_id)
             continue
@@ -239,7 +248,7 @@ class SavedBenchmark(Model):
 
 
 class SavedMachineInfo(Model):
-    paddle_llm_bench: dict[str, JsonValue] = Field(default_factory=dict)  # the machine facts this suite adds
+    paddle_llm_bench: MachineFacts = MachineFacts()  # the machine facts this suite adds
 
 
 class SavedRun(Model):
@@ -251,7 +260,7 @@ class SavedRun(Model):
     datetime: str | None = None
 
 
-def load_saved_run(path: Path) -> tuple[str | None, dict[str, CaseRecord], dict[str, Any]]:
+def load_saved_run(path: Path) -> tuple[str | None, dict[str, CaseRecord], MachineFacts]:
     """A pytest-benchmark saved run: (hardware fingerprint, records by case id, machine facts).
 
     Validated: a bad field is a ``BaselineError`` naming the file, the field and the fix."""
@@ -271,16 +280,18 @@ def load_saved_run(path: Path) -> tuple[str | None, dict[str, CaseRecord], dict[
             except RecordError as error:
                 raise BaselineError(f"saved run {path}, case {bench.extra_info['case_id']}: {error}; {fix}") from None
             by_case[record.case_id] = record
-    facts: dict[str, Any] = dict(saved.machine_info.paddle_llm_bench)
+    facts = saved.machine_info.paddle_llm_bench
+    if not facts.document():  # not measured by this suite: nothing to complete
+        return None, by_case, facts
+    update: dict[str, object] = {}
     commit = (saved.commit_info or {}).get("id")
-    if facts and commit:
-        facts["commit"] = str(commit)  # pytest-benchmark's record of the checkout measured
-    if facts and not facts.get("run_started") and saved.datetime:
-        facts["run_started"] = _utc(saved.datetime)  # saved before runs recorded their start
-    if facts and not facts.get("run_id"):
-        # Saved before run ids existed: the saved run's own date stands in for one.
-        facts["run_id"] = f"saved:{saved.datetime or path.name}"
-    return str(facts["hardware_fingerprint"]) if facts.get("hardware_fingerprint") else None, by_case, facts
+    if commit:
+        update["commit"] = str(commit)  # pytest-benchmark's record of the checkout measured
+    if not facts.run_started and saved.datetime:
+        update["run_started"] = _utc(saved.datetime)  # saved before runs recorded their start
+    if not facts.run_id:
+        update["run_id"] = f"saved:{saved.datetime or path.name}"  # saved before run ids: its date stands in
+    return facts.hardware_fingerprint or None, by_case, facts.model_copy(update=update)
 
 
 def _utc(text: str) -> str:

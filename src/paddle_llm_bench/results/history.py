@@ -10,12 +10,11 @@ before it measured other code and say nothing about tonight's noise around the n
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from paddle_llm_bench.core.record import CaseRecord
+from paddle_llm_bench.core.record import CaseRecord, MachineFacts
 from paddle_llm_bench.results.baselines import BaselineError, baseline_path, find_for_hardware
 from paddle_llm_bench.results.regression import BaselineUpdate, update_baselines
 
@@ -51,7 +50,7 @@ def history_state(directory: Path, fingerprint: str) -> HistoryState:
 
 def record_night(
     results: Sequence[CaseRecord],
-    facts: Mapping[str, Any],
+    facts: MachineFacts,
     directory: Path,
     commit: str | None,
     accepted: str = "",
@@ -61,5 +60,5 @@ def record_night(
     if not results:
         raise BaselineError("the merged run holds no case: nothing to record")
     if accepted:
-        facts = {**facts, "accepted": accepted}
+        facts = facts.model_copy(update={"accepted": accepted})
     return update_baselines(results, facts, directory, commit, keep=HISTORY_NIGHTS, restart=bool(accepted))

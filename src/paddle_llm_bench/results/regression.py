@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, confirm_suspects, judge, suspects
-from paddle_llm_bench.core.record import CaseRecord
+from paddle_llm_bench.core.record import CaseRecord, MachineFacts
 from paddle_llm_bench.core.verdicts import BETTER, INCONCLUSIVE, NO_BASELINE, Verdict
 from paddle_llm_bench.results.baselines import (
     MAX_RUNS_PER_CASE,
@@ -126,8 +125,7 @@ def reference_measurements(
                 f"saved run {reference_run} was measured on {run_fingerprint!r}, this machine is {fingerprint!r}: "
                 "results from other hardware are not compared"
             )
-        started = str(facts.get("run_started", ""))
-        measurements = {case_id: [measurement_from_record(record, started)] for case_id, record in by_case.items()}
+        measurements = {case_id: [measurement_from_record(r, facts.run_started)] for case_id, r in by_case.items()}
         return measurements, [f"reference: saved run {reference_run} (one run per case)"]
     store, notes = find_for_hardware(baseline_dir, fingerprint)
     if store is None:
@@ -179,7 +177,7 @@ class BaselineUpdate:
 
 def update_baselines(
     results: Sequence[CaseRecord],
-    facts: Mapping[str, Any],
+    facts: MachineFacts,
     baseline_dir: Path,
     commit: str | None,
     keep: int = MAX_RUNS_PER_CASE,
@@ -192,7 +190,9 @@ def update_baselines(
     of one nightly) all land. A broken file, or one that says it is for other hardware, is never written
     into; a failed write names its cause. All of these raise ``BaselineError``.
     """
-    fingerprint = str(facts["hardware_fingerprint"])
+    fingerprint = facts.hardware_fingerprint
+    if not fingerprint:
+        raise BaselineError("the run names no hardware fingerprint (it was not measured by paddle-llm-bench)")
     path = baseline_path(baseline_dir, fingerprint)
     try:
         with exclusive_lock(baseline_dir):

@@ -11,6 +11,7 @@ import platform
 from collections.abc import Callable
 from typing import Any
 
+from paddle_llm_bench.core.record import MachineFacts
 from paddle_llm_bench.runtime.device import Device, import_paddle, paddle_version_info
 from paddle_llm_bench.runtime.models import INJECT_STEP_MS
 
@@ -91,7 +92,7 @@ def driver_major(version: Any) -> str:
     return major if major.isdigit() else "?"
 
 
-def collect_all(device: Device) -> dict[str, Any]:
+def collect_all(device: Device) -> MachineFacts:
     facts: dict[str, Any] = {"device": device.describe()}
     collectors: list[Callable[[], dict[str, Any]]] = [collect_software, collect_cpu, lambda: collect_gpu(device)]
     for collect in collectors:
@@ -102,4 +103,4 @@ def collect_all(device: Device) -> dict[str, Any]:
     facts["hardware_fingerprint"] = hardware_fingerprint(facts)
     if os.environ.get(INJECT_STEP_MS):
         facts["injected_step_ms"] = os.environ[INJECT_STEP_MS]  # a calibration run: its speed is not real
-    return facts
+    return MachineFacts.model_validate(facts)
