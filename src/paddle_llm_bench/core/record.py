@@ -31,22 +31,27 @@ from paddle_llm_bench.core.versioned import Document, Format, FormatError, descr
 SAMPLE_MIN, SAMPLE_MAX = 1e-9, 1e12
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _finite(value: object) -> int | float | None:
+    """``value`` if it is a finite number (not a bool, not a numeric string), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
 
 
 def _sample(value: object) -> float:
-    if not _is_number(value) or not math.isfinite(value) or not SAMPLE_MIN <= value <= SAMPLE_MAX:  # type: ignore[arg-type,operator]
+    number = _finite(value)
+    if number is None or not SAMPLE_MIN <= number <= SAMPLE_MAX:
         raise ValueError(
             f"every sample must be a number from {SAMPLE_MIN:g} to {SAMPLE_MAX:g} (tokens/s or milliseconds)"
         )
-    return float(value)  # type: ignore[arg-type]
+    return float(number)
 
 
 def _bytes(value: object) -> int | float:
-    if not _is_number(value) or not math.isfinite(value) or value < 0:  # type: ignore[arg-type,operator]
+    number = _finite(value)
+    if number is None or number < 0:
         raise ValueError("memory must be a finite number of bytes, at least 0")
-    return value  # type: ignore[return-value]
+    return number
 
 
 Sample = Annotated[float, BeforeValidator(_sample)]  # one round's figure: finite, positive, in range
