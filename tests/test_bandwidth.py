@@ -151,9 +151,9 @@ def test_a_tied_output_layer_counts_the_embedding_once(monkeypatch: pytest.Monke
     from paddlenlp.transformers import Qwen2Config, Qwen2ForCausalLM
     from paddlenlp.transformers.model_utils import no_init_weights
 
-    tied = {**PRESETS["tiny"], "tie_word_embeddings": True}
+    tied = PRESETS["tiny"].model_copy(update={"tie_word_embeddings": True})
     with no_init_weights(), paddle.LazyGuard():
-        model = Qwen2ForCausalLM(Qwen2Config(**tied))
+        model = Qwen2ForCausalLM(Qwen2Config(**tied.config()))
     counted = decode_weight_bytes(model)
     assert "left out" not in counted.source  # the one matrix is read whole by the output layer
     assert counted.read_bytes == qwen2_decode_weight_bytes(tied, "float32").read_bytes

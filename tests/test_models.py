@@ -25,7 +25,7 @@ def parameter_count(preset: str) -> int:
     from paddlenlp.transformers import Qwen2Config, Qwen2ForCausalLM
     from paddlenlp.transformers.model_utils import no_init_weights
 
-    config = Qwen2Config(**{**PRESETS[preset], "max_position_embeddings": 16})
+    config = Qwen2Config(**PRESETS[preset].config(max_position_embeddings=16))
     with no_init_weights(), paddle.LazyGuard():
         model = Qwen2ForCausalLM(config)
     return sum(int(np.prod(p.shape)) for p in model.state_dict().values())
@@ -33,10 +33,10 @@ def parameter_count(preset: str) -> int:
 
 def test_the_1_5b_preset_has_deepseek_r1_distill_qwen_1_5b_architecture() -> None:
     architecture = PRESETS["deepseek-r1-distill-qwen-1.5b"]
-    assert (architecture["hidden_size"], architecture["num_hidden_layers"]) == (1536, 28)
-    assert (architecture["num_attention_heads"], architecture["num_key_value_heads"]) == (12, 2)
-    assert (architecture["vocab_size"], architecture["intermediate_size"]) == (151936, 8960)
-    assert architecture["tie_word_embeddings"] is False
+    assert (architecture.hidden_size, architecture.num_hidden_layers) == (1536, 28)
+    assert (architecture.num_attention_heads, architecture.num_key_value_heads) == (12, 2)
+    assert (architecture.vocab_size, architecture.intermediate_size) == (151936, 8960)
+    assert architecture.tie_word_embeddings is False
     # 28 layers x 46,797,824 + 2 x 151936 x 1536 (untied embeddings) + the final norm's 1536.
     assert parameter_count("deepseek-r1-distill-qwen-1.5b") == 1_777_088_000
 
@@ -134,8 +134,8 @@ def test_a_config_that_disagrees_with_its_weights_is_named_not_measured(
 
 
 def test_weights_that_match_their_config_pass_tied_or_not() -> None:
-    config = {**PRESETS["tiny"], "model_type": "qwen2"}
-    hidden, vocab, inter = config["hidden_size"], config["vocab_size"], config["intermediate_size"]
+    config = PRESETS["tiny"]
+    hidden, vocab, inter = config.hidden_size, config.vocab_size, config.intermediate_size
     shapes = {
         "qwen2.embed_tokens.weight": [vocab, hidden],
         "qwen2.layers.0.mlp.up_proj.weight": [hidden, inter],
@@ -144,12 +144,13 @@ def test_weights_that_match_their_config_pass_tied_or_not() -> None:
     }
     assert weight_mismatches(shapes, config) == []
     tied = {**shapes, "lm_head.weight": [vocab, hidden]}  # a tied head is the embedding itself
-    assert weight_mismatches(tied, {**config, "tie_word_embeddings": True}) == []
+    assert weight_mismatches(tied, config.model_copy(update={"tie_word_embeddings": True})) == []
     assert weight_mismatches(tied, config) == [
         "lm_head.weight is [1000, 192], config.json (hidden_size, vocab_size) implies [192, 1000]"
     ]
     # another architecture: only its token embedding is checked
-    assert weight_mismatches({**tied, "model.embed_tokens.weight": [7, hidden]}, {**config, "model_type": "llama"}) == [
+    llama = config.model_copy(update={"model_type": "llama"})
+    assert weight_mismatches({**tied, "model.embed_tokens.weight": [7, hidden]}, llama) == [
         "model.embed_tokens.weight is [7, 192], config.json (vocab_size, hidden_size) implies [1000, 192]"
     ]
 
@@ -247,4 +248,4 @@ def test_the_dtype_probe_reaches_the_gemm_path_batch_above_1_and_8_prompt_tokens
     assert batch > 1 and prompt_tokens >= 8 and batch * prompt_tokens > 3
     assert shape == [models.PROBE_BATCH_SIZE, models.PROBE_PROMPT_TOKENS]
     ids = np.asarray(models.probe_prompt_ids())
-    assert (ids[0] != ids[1]).any() and ids.min() >= 3 and ids.max() < models.PROBE_ARCHITECTURE["vocab_size"]
+    assert (ids[0] != ids[1]).any() and ids.min() >= 3 and ids.max() < models.PROBE_ARCHITECTURE.vocab_size

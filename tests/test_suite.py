@@ -38,7 +38,7 @@ def lazy_model() -> Any:
     from paddlenlp.transformers import Qwen2Config, Qwen2ForCausalLM
     from paddlenlp.transformers.model_utils import dtype_guard, no_init_weights
 
-    config = Qwen2Config(**{**PRESETS[CASE.model], "max_position_embeddings": 16}, dtype="float16")
+    config = Qwen2Config(**PRESETS[CASE.model].config(max_position_embeddings=16), dtype="float16")
     with dtype_guard("float16"), no_init_weights(), paddle.LazyGuard():
         return Qwen2ForCausalLM(config)
 

@@ -28,10 +28,11 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from paddle_llm_bench.core.architecture import Architecture
 from paddle_llm_bench.core.config import ConfigError
 
 GB = 1e9  # datasheet bandwidths are decimal: 1 GB/s = 1e9 bytes/s
@@ -194,34 +195,24 @@ class ParameterCounts:
     input_embedding: int
 
 
-def qwen2_parameter_counts(architecture: Mapping[str, Any]) -> ParameterCounts:
+def qwen2_parameter_counts(architecture: Architecture) -> ParameterCounts:
     """Parameters of a Qwen2ForCausalLM from its config (as in ``models.PRESETS`` or a ``config.json``).
 
     Per layer: q/k/v projections with biases, o projection, the three MLP matrices, two RMS norms;
     plus the input embedding, the final norm and (unless tied) the output projection.
     """
-    hidden = int(architecture["hidden_size"])
-    intermediate = int(architecture["intermediate_size"])
-    layers = int(architecture["num_hidden_layers"])
-    heads = int(architecture["num_attention_heads"])
-    kv_heads = int(architecture.get("num_key_value_heads", heads))
-    vocab = int(architecture["vocab_size"])
-    head_dim = hidden // heads
-    kv_width = kv_heads * head_dim
+    hidden, kv_width, vocab = architecture.hidden_size, architecture.kv_width, architecture.vocab_size
     attention = (hidden * hidden + hidden) + 2 * (hidden * kv_width + kv_width) + hidden * hidden
-    per_layer = attention + 3 * hidden * intermediate + 2 * hidden
+    per_layer = attention + 3 * hidden * architecture.intermediate_size + 2 * hidden
     embedding = vocab * hidden
-    output = 0 if architecture.get("tie_word_embeddings", False) else vocab * hidden
-    return ParameterCounts(total=embedding + layers * per_layer + hidden + output, input_embedding=embedding)
+    output = 0 if architecture.tie_word_embeddings else vocab * hidden
+    total = embedding + architecture.num_hidden_layers * per_layer + hidden + output
+    return ParameterCounts(total=total, input_embedding=embedding)
 
 
-def qwen2_kv_bytes_per_token_of_context(architecture: Mapping[str, Any], bytes_per_element: float) -> float:
+def qwen2_kv_bytes_per_token_of_context(architecture: Architecture, bytes_per_element: float) -> float:
     """KV-cache bytes one cached token adds: layers x (key + value) x kv heads x head dim x element size."""
-    hidden = int(architecture["hidden_size"])
-    heads = int(architecture["num_attention_heads"])
-    kv_heads = int(architecture.get("num_key_value_heads", heads))
-    layers = int(architecture["num_hidden_layers"])
-    return layers * 2 * kv_heads * (hidden // heads) * bytes_per_element
+    return architecture.num_hidden_layers * 2 * architecture.kv_width * bytes_per_element
 
 
 @dataclass(frozen=True)
@@ -257,16 +248,12 @@ def decode_weight_bytes(model: Any) -> WeightBytes:
     return WeightBytes(sum(by_dtype.values()), by_dtype, f"the loaded model's parameters: {counted}{left_out}")
 
 
-def qwen2_decode_weight_bytes(architecture: Mapping[str, Any], dtype: str) -> WeightBytes:
+def qwen2_decode_weight_bytes(architecture: Architecture, dtype: str) -> WeightBytes:
     """``decode_weight_bytes`` from a Qwen2 config, the same rule without a model: under weight-only
     quantization the seven ``nn.Linear`` weights of each layer take ``dtype``'s size plus one
     compute-dtype scale per output feature; biases, norms and the LM head keep the compute dtype."""
-    hidden = int(architecture["hidden_size"])
-    intermediate = int(architecture["intermediate_size"])
-    layers = int(architecture["num_hidden_layers"])
-    heads = int(architecture["num_attention_heads"])
-    kv_width = int(architecture.get("num_key_value_heads", heads)) * (hidden // heads)
-    vocab = int(architecture["vocab_size"])
+    hidden, intermediate, vocab = architecture.hidden_size, architecture.intermediate_size, architecture.vocab_size
+    layers, kv_width = architecture.num_hidden_layers, architecture.kv_width
     compute_dtype = ACTIVATION_DTYPE.get(dtype, dtype)
     compute_bytes = bytes_per_parameter(compute_dtype)
     linear_weights = layers * (2 * hidden * hidden + 2 * hidden * kv_width + 3 * hidden * intermediate)
@@ -349,7 +336,7 @@ class DecodeCeiling:
 
 def batch1_decode_ceiling(
     device_name: str,
-    architecture: Mapping[str, Any],
+    architecture: Architecture,
     dtype: str,
     prompt_tokens: int,
     max_new_tokens: int,

@@ -22,6 +22,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from paddle_llm_bench.core.architecture import Architecture
+
 # config.json fields that, where present, must be whole numbers above 0.
 POSITIVE_CONFIG_FIELDS = (
     "vocab_size",
@@ -167,21 +169,19 @@ def _end_offset(path: Path, name: str, entry: Any, fix: str) -> int:
     return int(offsets[1])
 
 
-def weight_mismatches(shapes: dict[str, list[int]], config: dict[str, Any]) -> list[str]:
+def weight_mismatches(shapes: dict[str, list[int]], config: Architecture) -> list[str]:
     """Loaded weights whose shape is not the one ``config.json`` implies, each as one line naming the fields.
 
     PaddleNLP's low-memory loading puts a checkpoint's tensors into the model whatever their shape: a config
     that disagrees with its weights either measures another model than the config says, silently, or fails
     deep in generation (an embedding index out of range). Checked for the Qwen2 family (every preset, the
     DeepSeek-R1-Distill-Qwen models) tensor by tensor; for any other model its token embedding only."""
-    hidden, vocab = int(config["hidden_size"]), int(config["vocab_size"])
+    hidden, vocab = config.hidden_size, config.vocab_size
     expected: dict[str, tuple[tuple[int, ...], str]] = {
         "embed_tokens.weight": ((vocab, hidden), "vocab_size, hidden_size")
     }
-    if config.get("model_type") == "qwen2":
-        heads = int(config["num_attention_heads"])
-        kv_width = int(config.get("num_key_value_heads", heads)) * (hidden // heads)
-        inter = int(config["intermediate_size"])
+    if config.model_type == "qwen2":
+        kv_width, inter = config.kv_width, config.intermediate_size
         kv_fields = "hidden_size, num_attention_heads, num_key_value_heads"
         expected |= {
             "self_attn.q_proj.weight": ((hidden, hidden), "hidden_size"),
@@ -196,7 +196,7 @@ def weight_mismatches(shapes: dict[str, list[int]], config: dict[str, Any]) -> l
             "mlp.down_proj.weight": ((inter, hidden), "intermediate_size, hidden_size"),
             "norm.weight": ((hidden,), "hidden_size"),
         }
-        if not config.get("tie_word_embeddings", False):  # tied: the head is the embedding, checked above
+        if not config.tie_word_embeddings:  # tied: the head is the embedding, checked above
             expected["lm_head.weight"] = ((hidden, vocab), "hidden_size, vocab_size")
     found: list[str] = []
     for name, shape in shapes.items():

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from paddle_llm_bench.core.architecture import Architecture
 from paddle_llm_bench.core.config import HUB_PREFIX, QUANTIZED_DTYPES, ConfigError
 from paddle_llm_bench.runtime import synthetic
 from paddle_llm_bench.runtime.checkpoints import (
@@ -41,60 +42,64 @@ from paddle_llm_bench.runtime.progress import say
 # The prompt of the field report (docs/facts.md §1): "write a quicksort".
 REPORT_PROMPT = "写一个快速排序代码"
 
-QWEN2_FAMILY: dict[str, Any] = {
-    "architectures": ["Qwen2ForCausalLM"],
-    "model_type": "qwen2",
-    "hidden_act": "silu",
-    "rope_theta": 10000.0,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": False,
-    "use_sliding_window": False,
-}
 
-PRESETS: dict[str, dict[str, Any]] = {
+def qwen2(**layout: int) -> Architecture:
+    """A Qwen2ForCausalLM of this ``layout`` (sizes, heads, token ids), with the family's other settings."""
+    return Architecture.of(
+        {
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "hidden_act": "silu",
+            "rope_theta": 10000.0,
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": False,
+            "use_sliding_window": False,
+            **layout,
+        }
+    )
+
+
+PRESETS: dict[str, Architecture] = {
     # Exactly DeepSeek-R1-Distill-Qwen-1.5B's architecture (docs/facts.md §2), about 1.777 B parameters.
-    "deepseek-r1-distill-qwen-1.5b": {
-        **QWEN2_FAMILY,
-        "vocab_size": 151936,
-        "hidden_size": 1536,
-        "intermediate_size": 8960,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 12,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 131072,
-        "bos_token_id": 151643,
-        "eos_token_id": 151643,
-    },
+    "deepseek-r1-distill-qwen-1.5b": qwen2(
+        vocab_size=151936,
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        max_position_embeddings=131072,
+        bos_token_id=151643,
+        eos_token_id=151643,
+    ),
     # The same family scaled down (same head layout: 6:1 query to key/value heads, head dim 32)
     # for CPU runs and tests: Python-overhead bound, like eager decode of a large model on a GPU.
-    "tiny": {
-        **QWEN2_FAMILY,
-        "vocab_size": 1000,
-        "hidden_size": 192,
-        "intermediate_size": 512,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 6,
-        "num_key_value_heads": 1,
-        "max_position_embeddings": 4096,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    },
+    "tiny": qwen2(
+        vocab_size=1000,
+        hidden_size=192,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=2,
+    ),
 }
 
 # The smallest model of the family: loaded in each dtype once per session to find out, by running
 # it, whether this device and Paddle build can generate in that dtype.
-PROBE_ARCHITECTURE: dict[str, Any] = {
-    **QWEN2_FAMILY,
-    "vocab_size": 64,
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "max_position_embeddings": 64,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-}
+PROBE_ARCHITECTURE = qwen2(
+    vocab_size=64,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=64,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 
 # The dtype probe's generation: weight-only matmuls take a GEMV kernel for m <= 3 rows and a GEMM
 # kernel above; every prefill and every batch-8 step uses the GEMM one, so the probe must reach it.
@@ -221,7 +226,13 @@ def load_model(
     config = loaded.config
     if dtype not in QUANTIZED_DTYPES:  # quantized weights have shapes of their own
         shapes = {name: list(tensor.shape) for name, tensor in loaded.state_dict().items()}
-        mismatches = weight_mismatches(shapes, config.to_dict())
+        try:
+            architecture = Architecture.of(config.to_dict())
+        except ValueError as error:
+            raise CheckpointError(
+                f"the config.json of {source_name} does not give a decoder's layout: {first_line(error)}"
+            ) from None
+        mismatches = weight_mismatches(shapes, architecture)
         if mismatches:
             raise CheckpointError(
                 f"the weights of {source_name} do not match its config.json: "
@@ -380,7 +391,7 @@ def probe_generate(
 
 def probe_prompt_ids() -> list[list[int]]:
     """``PROBE_BATCH_SIZE`` different prompts of ``PROBE_PROMPT_TOKENS`` ids inside the probe's vocabulary, no EOS."""
-    vocab = int(PROBE_ARCHITECTURE["vocab_size"])
+    vocab = PROBE_ARCHITECTURE.vocab_size
     rows = range(PROBE_BATCH_SIZE)
     return [[3 + (row * 7 + col) % (vocab - 3) for col in range(PROBE_PROMPT_TOKENS)] for row in rows]
 

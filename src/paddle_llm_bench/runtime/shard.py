@@ -28,7 +28,6 @@ import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from paddle_llm_bench.core.config import DECODINGS, Case, ConfigError
 
@@ -49,19 +48,17 @@ COMPILE_COST_PER_SHAPE = 200.0 * STEP_OVERHEAD
 @functools.cache
 def _parameters(model: str) -> int:
     """Parameter count of a preset or a checkpoint directory; ``DEFAULT_PARAMETERS`` if unknown."""
+    from paddle_llm_bench.core.architecture import Architecture
     from paddle_llm_bench.core.bandwidth import qwen2_parameter_counts
     from paddle_llm_bench.runtime.models import PRESETS
 
-    architecture: dict[str, Any] | None = PRESETS.get(model)
+    architecture = PRESETS.get(model)
     if architecture is None:
         try:
-            architecture = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            architecture = Architecture.of(json.loads((Path(model) / "config.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):  # unreadable, not JSON, not a decoder's layout
             return DEFAULT_PARAMETERS
-    try:
-        return qwen2_parameter_counts(architecture or {}).total
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return DEFAULT_PARAMETERS
+    return qwen2_parameter_counts(architecture).total
 
 
 def expected_cost(case: Case, rounds: int = 1, parameters: int | None = None) -> float:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paddle_llm_bench.core.architecture import Architecture
 from paddle_llm_bench.core.bandwidth import batch1_decode_ceiling, ceiling_extra_info, decode_weight_bytes
 from paddle_llm_bench.core.config import HUB_PREFIX, Case, ConfigError, Sweep
 from paddle_llm_bench.runtime.checkpoints import CheckpointError, check_checkpoint_files
@@ -165,7 +166,7 @@ class Suite:
             }, None
         ceiling = batch1_decode_ceiling(
             self.device.name,
-            loaded.model.config.to_dict(),
+            Architecture.of(loaded.model.config.to_dict()),
             case.dtype,
             case.prompt_tokens,
             case.max_new_tokens,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from paddle_llm_bench.core.architecture import Architecture
 from paddle_llm_bench.runtime.checkpoints import PADDLE_WEIGHTS, CheckpointError
 from paddle_llm_bench.runtime.device import first_line, import_paddle, import_paddlenlp
 from paddle_llm_bench.runtime.progress import say
@@ -30,7 +31,7 @@ CONVERSION_INPUTS = ("config.json", "model*.safetensors*", "pytorch_model*.bin*"
 
 
 def build_synthetic(
-    preset: str, architecture: dict[str, Any], cache_dir: Path, seed: int, progress: Callable[[str], None]
+    preset: str, architecture: Architecture, cache_dir: Path, seed: int, progress: Callable[[str], None]
 ) -> Path:
     """The checkpoint of ``architecture`` under the name ``preset`` in the cache, built once if missing."""
     target = cache_dir / "models" / f"{preset}-seed{seed}-v{SYNTHETIC_FORMAT}"
@@ -102,7 +103,7 @@ def _convert_torch(directory: Path, weight_file: Path, staging: Path) -> None:
             shutil.copyfile(directory / name, staging / name)
 
 
-def _write_synthetic(architecture: dict[str, Any], directory: Path, seed: int) -> None:
+def _write_synthetic(architecture: Architecture, directory: Path, seed: int) -> None:
     """Write config.json and float16 weights uniform in ±WEIGHT_SCALE (norm weights 1)."""
     paddle = import_paddle()
     import_paddlenlp()
@@ -110,10 +111,10 @@ def _write_synthetic(architecture: dict[str, Any], directory: Path, seed: int) -
     from paddlenlp.transformers.model_utils import no_init_weights
     from safetensors.numpy import save_file
 
-    config = Qwen2Config(**architecture)
+    config = Qwen2Config(**architecture.config())
     # Only the parameters' names and shapes are needed: build lazily, without initialization
     # and without the RoPE caches (their size follows max_position_embeddings, not the weights).
-    shape_config = Qwen2Config(**{**architecture, "max_position_embeddings": 16})
+    shape_config = Qwen2Config(**architecture.config(max_position_embeddings=16))
     with no_init_weights(), paddle.LazyGuard():
         shapes = {name: list(p.shape) for name, p in Qwen2ForCausalLM(shape_config).state_dict().items()}
     rng = np.random.default_rng(seed)
