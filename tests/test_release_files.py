@@ -16,6 +16,7 @@ nightly plan that cannot read them needs an upgrade step (``core/versioned.Forma
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from paddle_llm_bench.core.metrics import metric_by_name
 from paddle_llm_bench.core.record import RECORD_FORMAT, case_figure
 from paddle_llm_bench.nightly import read_plan
 from paddle_llm_bench.paired.render import render
-from paddle_llm_bench.paired.results import judge, load_paired_run
+from paddle_llm_bench.paired.results import PairedFileError, judge, load_paired_run
 from paddle_llm_bench.results.baselines import load, load_saved_run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"
@@ -83,6 +84,33 @@ def test_a_paired_run_loads_and_is_judged_again(tmp_path: Path, before_follow_up
     assert {"decode_tokens_per_s", "ttft_ms", "e2e_tokens_per_s"} <= set(verdicts)
     assert verdicts["decode_tokens_per_s"].ratio is not None and not verdicts["decode_tokens_per_s"].regression
     assert "tiny-float32-greedy-new8-bs1-prompt8" in render(run, "text")
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "named"),
+    [
+        (
+            ("blocks", 1, "pairs", 0, "values", 1, "ttft_ms"),
+            "x",
+            "cases[0].blocks[1].pairs[0].values[1].ttft_ms is 'x'",
+        ),
+        (("case", "mode"), "turbo", "cases[0].case unknown execution mode 'turbo'"),
+        (("seconds",), None, "cases[0].seconds is None"),
+    ],
+)
+def test_a_malformed_paired_run_names_the_field(
+    tmp_path: Path, where: tuple[str | int, ...], value: object, named: str
+) -> None:
+    document = json.loads((FIXTURES / "paired.json").read_text())
+    parent = document["cases"][0]
+    for key in where[:-1]:
+        parent = parent[key]
+    parent[where[-1]] = value
+    path = tmp_path / "paired.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(PairedFileError, match=re.escape(named)) as raised:
+        load_paired_run(path)
+    assert str(raised.value).startswith(f"{path}: malformed paired run: field cases[0].")
 
 
 def test_a_nightly_plan_loads() -> None:

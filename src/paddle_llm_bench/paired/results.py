@@ -13,7 +13,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.gate import GateSettings
@@ -27,7 +28,7 @@ from paddle_llm_bench.core.metrics import (
 )
 from paddle_llm_bench.core.stats import VariancePrior, holm_adjust
 from paddle_llm_bench.core.verdicts import INCONCLUSIVE, SLOWER, Verdict, memory_comparison, speed_verdict
-from paddle_llm_bench.core.versioned import Format, FormatError
+from paddle_llm_bench.core.versioned import Document, Format, FormatError, describe_invalid
 from paddle_llm_bench.paired.stats import PairedEstimate, paired_estimate, sweep_prior
 from paddle_llm_bench.results.files import read_document, write_document
 
@@ -173,10 +174,10 @@ class PairedRun:
     settings: PairedSettings
     cases: list[CaseComparison] = field(default_factory=list)
     started: str = ""
-    machine: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, str | int | None] = field(default_factory=dict)  # logical cores, host name
     interrupted: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> Document:
         return PAIRED_RUN.stamp(asdict(self))
 
     def save(self, path: Path) -> None:
@@ -190,21 +191,12 @@ def load_paired_run(path: Path) -> PairedRun:
     except FormatError as error:
         raise PairedFileError(f"cannot read a paired run: {error}") from None
     try:
-        settings = document["settings"]
-        settings["gated_metrics"] = tuple(settings["gated_metrics"])
-        return PairedRun(
-            sides=[SideInfo(**side) for side in document["sides"]],
-            settings=PairedSettings(**settings),
-            cases=[_case_comparison(item) for item in document["cases"]],
-            started=document.get("started", ""),
-            machine=document.get("machine", {}),
-            interrupted=bool(document.get("interrupted", False)),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise PairedFileError(f"{path}: malformed paired run ({type(error).__name__}: {error})") from None
+        return _PAIRED_RUN_TYPE.validate_python(document)
+    except ValidationError as error:
+        raise PairedFileError(f"{path}: malformed paired run: {describe_invalid(error)}") from None
 
 
-def _upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
+def _upgrade_v1(document: Document) -> Document:
     """Format 1 moderated with a fixed weight (``pooled_spread_dof``); format 2 estimates the weight per decoding
     and freezes each case's prior at its stop. Old runs are judged anew with today's rules."""
     settings = {k: v for k, v in document["settings"].items() if k != "pooled_spread_dof"}
@@ -214,29 +206,10 @@ def _upgrade_v1(document: dict[str, Any]) -> dict[str, Any]:
 PAIRED_RUN = Format("paired run", 2, {1: _upgrade_v1}, tag=("format", FORMAT))
 
 
-def _case_comparison(item: dict[str, Any]) -> CaseComparison:
-    blocks = [
-        Block(
-            index=block["index"],
-            pids=block["pids"],
-            pairs=[Pair(**pair) for pair in block["pairs"]],
-            memory_bytes=block["memory_bytes"],
-            memory_absent=block["memory_absent"],
-        )
-        for block in item["blocks"]
-    ]
-    return CaseComparison(
-        Case(**item["case"]),
-        blocks,
-        item["stop_reason"],
-        item["error"],
-        item["seconds"],
-        int(item.get("pairs_per_block", 0)),
-        dict(item.get("priors", {})),
-        str(item.get("follow_up", "")),
-        int(item.get("follow_up_from_block", 0)),
-        float(item.get("follow_up_from_s", 0.0)),
-    )
+# Reads a saved run's document into the dataclasses above, checking every field's type on the way (pydantic
+# validates standard dataclasses too; each one's __post_init__ still runs, and its defaults fill what older
+# formats did not write).
+_PAIRED_RUN_TYPE = TypeAdapter(PairedRun)
 
 
 # Verdicts.
