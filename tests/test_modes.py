@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from paddle_llm_bench.core.config import Case, ConfigError, Sweep, parse_sweep_dimension
+from paddle_llm_bench.paired.protocol import Prepare, Turn
 from paddle_llm_bench.paired.worker import Worker
 from paddle_llm_bench.runtime import measure, modes
 from paddle_llm_bench.runtime.device import Device, detect_device, import_paddle
@@ -104,14 +105,14 @@ def test_a_side_runs_its_own_mode_beside_an_eager_side_sharing_the_model(llm_cac
     """`paired --candidate-mode`: the worker replaces the case's mode by the side's; two slots of one process
     (as `--same-process` has them) share the model, each generating in its own mode."""
     worker = Worker()
-    prepare = {"op": "prepare", "case": case("eager").as_dict(), "device": "cpu", "cache_dir": str(llm_cache_dir)}
-    assert worker.handle({**prepare, "slot": 0, "mode": None})["mode"] == "eager"
-    assert worker.handle({**prepare, "slot": 1, "mode": "to_static"})["mode"] == "to_static"
+    prepare = Prepare(case=case("eager"), device="cpu", cache_dir=str(llm_cache_dir))
+    assert worker.handle(prepare.model_copy(update={"slot": 0})).mode == "eager"
+    assert worker.handle(prepare.model_copy(update={"slot": 1, "mode": "to_static"})).mode == "to_static"
     assert worker.runners[1].first_generation_ms is not None and "to_static" in worker.loaded.converted_forwards
     for slot in (1, 0, 1):
-        (round_,) = worker.handle({"op": "turn", "slot": slot})["rounds"]
-        assert len(round_["step_ns"]) == 4
+        (round_,) = worker.handle(Turn(slot=slot)).rounds
+        assert len(round_.step_ns) == 4
     eager, static = worker.runners[0], worker.runners[1]
     assert len(eager.digests) == 1 and static.digests == eager.digests  # greedy: the same tokens in both modes
     with pytest.raises(ConfigError, match="'jit'"):
-        worker.handle({**prepare, "slot": 1, "mode": "jit"})
+        worker.handle(prepare.model_copy(update={"slot": 1, "mode": "jit"}))

@@ -20,8 +20,17 @@ from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.metrics import round_metrics
 from paddle_llm_bench.envs.overhead import add_arguments, sides_for, summary
 from paddle_llm_bench.paired import engine, processes
-from paddle_llm_bench.paired.engine import round_times
 from paddle_llm_bench.paired.processes import WorkerProcess
+from paddle_llm_bench.paired.protocol import (
+    Hello,
+    HelloReply,
+    Memory,
+    MemoryReply,
+    Prepare,
+    PrepareReply,
+    Turn,
+    TurnReply,
+)
 from paddle_llm_bench.paired.results import load_paired_run
 from paddle_llm_bench.paired.sides import Side, SideError
 from paddle_llm_bench.paired.worker import RUNNERS, check_runner, serve
@@ -29,28 +38,21 @@ from paddle_llm_bench.paired.worker import RUNNERS, check_runner, serve
 NEW_TOKENS = 8
 
 
-def prepare_request(case: Case, cache_dir: Path, runner: str) -> dict[str, object]:
-    return {
-        "op": "prepare",
-        "case": case.as_dict(),
-        "warmup_rounds": 1,
-        "device": "cpu",
-        "cache_dir": str(cache_dir),
-        "max_positions": 4096,
-        "runner": runner,
-    }
+def prepare_request(case: Case, cache_dir: Path, runner: str) -> Prepare:
+    return Prepare(
+        case=case, warmup_rounds=1, device="cpu", cache_dir=str(cache_dir), max_positions=4096, runner=runner
+    )
 
 
 @pytest.mark.e2e
 def test_the_bare_runner_gives_exact_counts_and_valid_round_times_through_a_real_worker(llm_cache_dir: Path) -> None:
     worker = WorkerProcess(Side("bare", sys.executable, runner="bare"))
     try:
-        worker.request({"op": "hello"}, processes.HELLO_TIMEOUT_S)
+        worker.request(Hello(), HelloReply, processes.HELLO_TIMEOUT_S)
         for decoding in ("greedy", "beam4"):  # beam search has its own loop and its own call of the criteria
             case = Case("tiny", "float32", decoding, NEW_TOKENS, batch_size=2, prompt_tokens=8)
-            worker.request(prepare_request(case, llm_cache_dir, "bare"), engine.PREPARE_TIMEOUT_S)
-            reply = worker.request({"op": "turn", "rounds": 2}, engine.TURN_TIMEOUT_S)
-            rounds = [round_times(fields) for fields in reply["rounds"]]  # validated: stamps never decrease
+            worker.request(prepare_request(case, llm_cache_dir, "bare"), PrepareReply, engine.PREPARE_TIMEOUT_S)
+            rounds = worker.request(Turn(rounds=2), TurnReply, engine.TURN_TIMEOUT_S).rounds  # stamps checked
             assert len(rounds) == 2
             for times in rounds:
                 assert len(times.step_ns) == NEW_TOKENS
@@ -59,8 +61,8 @@ def test_the_bare_runner_gives_exact_counts_and_valid_round_times_through_a_real
                 assert (times.decode_cpu_ns, times.energy_uj, times.clock_event_mask) == (None, None, None)
                 metrics = round_metrics(times, case.batch_size, case.prompt_tokens)
                 assert metrics["decode_tokens_per_s"] > 0 and metrics["ttft_ms"] > 0
-            memory = worker.request({"op": "memory"}, engine.TURN_TIMEOUT_S)
-            assert memory["bytes"]["peak_allocated_bytes"] > 0
+            memory = worker.request(Memory(), MemoryReply, engine.TURN_TIMEOUT_S)
+            assert memory.bytes["peak_allocated_bytes"] > 0
     finally:
         worker.close()
 
@@ -72,7 +74,7 @@ def test_an_unknown_runner_is_refused_naming_the_allowed_values(llm_cache_dir: P
     # Through the protocol: answered as an error, before any model is loaded.
     case = Case("tiny", "float32", "greedy", NEW_TOKENS, batch_size=1, prompt_tokens=8)
     replies = io.BytesIO()
-    serve(io.StringIO(json.dumps(prepare_request(case, llm_cache_dir, "fast")) + "\n"), replies)
+    serve(io.StringIO(prepare_request(case, llm_cache_dir, "fast").model_dump_json() + "\n"), replies)
     reply = json.loads(replies.getvalue())
     assert reply["ok"] is False and reply["kind"] == "ValueError"
     assert reply["error"] == "unknown runner 'fast': allowed values are suite, bare"
@@ -154,17 +156,14 @@ def test_a_shared_worker_routes_each_sides_requests_to_its_runner_and_names_that
     try:
         assert workers[0].process is workers[1].process
         with pytest.raises(processes.CaseError, match=r"^suite: .*no case prepared in slot 1"):
-            workers[1].request({"op": "turn", "rounds": 1}, 60.0)
+            workers[1].request(Turn(), TurnReply, 60.0)
         case = Case("tiny", "float32", "greedy", NEW_TOKENS, batch_size=1, prompt_tokens=8)
         for worker in workers:
-            worker.request(prepare_request(case, llm_cache_dir, worker.side.runner), engine.PREPARE_TIMEOUT_S)
-        bare, suite = (
-            round_times(worker.request({"op": "turn", "rounds": 1}, engine.TURN_TIMEOUT_S)["rounds"][0])
-            for worker in workers
-        )
+            worker.request(prepare_request(case, llm_cache_dir, worker.side.runner), PrepareReply, 600.0)
+        bare, suite = (worker.request(Turn(), TurnReply, engine.TURN_TIMEOUT_S).rounds[0] for worker in workers)
         assert bare.decode_cpu_ns is None and suite.decode_cpu_ns is not None
         workers[1].process.kill()
         with pytest.raises(processes.WorkerFailed, match=r"^suite \(.*\) worker \(pid \d+\) could not send 'turn'"):
-            workers[1].request({"op": "turn", "rounds": 1}, 60.0)
+            workers[1].request(Turn(), TurnReply, 60.0)
     finally:
         processes.close_all(workers)

@@ -107,6 +107,8 @@ def describe_invalid(error: ValidationError, prefix: str = "") -> str:
     first = error.errors(include_url=False)[0]
     where = _where(first["loc"], prefix)
     message = str(first["msg"]).removeprefix("Value error, ")
+    if not where:  # the document as a whole
+        return f"{first['input']!r}: {message}"
     if first["type"] == "missing":
         return f"field {where} is missing"
     if first["type"] == "value_error" and isinstance(first["input"], dict):

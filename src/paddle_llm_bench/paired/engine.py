@@ -22,13 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from paddle_llm_bench.core import stopping
 from paddle_llm_bench.core.config import Case
 from paddle_llm_bench.core.metrics import MEMORY, RoundTimes, metric_names, paired_metric_names, round_metrics
 from paddle_llm_bench.paired.processes import CaseError, SideWorker, WorkerFailed, close_all, start_workers
-from paddle_llm_bench.paired.protocol import ProtocolError
+from paddle_llm_bench.paired.protocol import Memory, MemoryReply, Prepare, PrepareReply, Turn, TurnReply
 from paddle_llm_bench.paired.results import (
     MIN_PAIRS_PER_BLOCK,
     Block,
@@ -67,16 +66,6 @@ def _median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2.0
 
 
-def round_times(fields: dict[str, Any]) -> RoundTimes:
-    """A round as the worker sent it; a worker of another code version fails here, clearly."""
-    try:
-        return RoundTimes(**{**fields, "step_ns": tuple(fields["step_ns"])})
-    except (KeyError, TypeError, ValueError) as error:
-        raise ProtocolError(
-            f"a round this version cannot read ({error}): is the worker's paddle-llm-bench the same?"
-        ) from None
-
-
 def measure_block(
     comparison: CaseComparison,
     workers: Sequence[SideWorker],
@@ -90,22 +79,19 @@ def measure_block(
     round_seconds = []
     started = time.monotonic()
     for worker in rng.sample(list(workers), len(workers)):  # loading and warming up: the order varies too
-        reply = worker.request(
-            {
-                "op": "prepare",
-                "case": case.as_dict(),
-                "warmup_rounds": settings.warmup_rounds,
-                "device": settings.device,
-                "cache_dir": str(cache_dir),
-                "max_positions": settings.max_positions,
-                "slowdown_fraction": worker.side.slowdown_fraction,
-                "runner": worker.side.runner,
-                "mode": worker.side.mode,
-            },
-            PREPARE_TIMEOUT_S,
+        prepare = Prepare(
+            case=case,
+            warmup_rounds=settings.warmup_rounds,
+            device=settings.device,
+            cache_dir=str(cache_dir),
+            max_positions=settings.max_positions,
+            slowdown_fraction=worker.side.slowdown_fraction,
+            runner=worker.side.runner,
+            mode=worker.side.mode,
         )
-        if reply.get("warmup_round_s") is not None:
-            round_seconds.append(float(reply["warmup_round_s"]))
+        reply = worker.request(prepare, PrepareReply, PREPARE_TIMEOUT_S)
+        if reply.warmup_round_s is not None:
+            round_seconds.append(reply.warmup_round_s)
     if not comparison.pairs_per_block:  # sized once, from the first block's warm-up and preparation
         prepare_s = time.monotonic() - started
         comparison.pairs_per_block = pairs_per_block(settings, max(round_seconds, default=0.0), prepare_s)
@@ -116,21 +102,17 @@ def measure_block(
         rng.shuffle(order)
         values: list[dict[str, float]] = [{} for _ in workers]
         for side in order:
-            reply = workers[side].request({"op": "turn", "rounds": settings.rounds_per_turn}, TURN_TIMEOUT_S)
-            try:
-                kept = [round_times(fields) for fields in reply["rounds"]][settings.dropped_per_turn :]
-            except ProtocolError as error:
-                raise WorkerFailed(f"{workers[side].side.describe()}: {error}") from None
-            values[side] = turn_value(kept, case)
+            turn = workers[side].request(Turn(rounds=settings.rounds_per_turn), TurnReply, TURN_TIMEOUT_S)
+            values[side] = turn_value(turn.rounds[settings.dropped_per_turn :], case)
         block.pairs.append(Pair(order, values))
     for worker in workers:
         if settings.same_process:
             block.memory_bytes.append({})
             block.memory_absent.append(dict.fromkeys(metric_names(MEMORY), SHARED_MEMORY_ABSENT))
             continue
-        memory = worker.request({"op": "memory"}, TURN_TIMEOUT_S)
-        block.memory_bytes.append(memory["bytes"])
-        block.memory_absent.append(memory["absent"])
+        memory = worker.request(Memory(), MemoryReply, TURN_TIMEOUT_S)
+        block.memory_bytes.append(dict(memory.bytes))
+        block.memory_absent.append(dict(memory.absent))
     comparison.blocks.append(block)
 
 
@@ -334,9 +316,9 @@ def _side_info(worker: SideWorker) -> SideInfo:
     return SideInfo(
         name=worker.side.name,
         python=worker.side.python,
-        paddle_version=str(hello.get("paddle_version", "")),
-        paddlenlp_version=str(hello.get("paddlenlp_version", "")),
-        package_version=str(hello.get("package_version", "")),
+        paddle_version=hello.paddle_version,
+        paddlenlp_version=hello.paddlenlp_version,
+        package_version=hello.package_version,
         slowdown_fraction=worker.side.slowdown_fraction,
         runner=worker.side.runner,
         mode=worker.side.mode,

@@ -16,10 +16,23 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO
 
 from paddle_llm_bench.core import stopping
-from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION, WORKER_MODULE, ProtocolError, decode, encode
+from paddle_llm_bench.paired.protocol import (
+    PROTOCOL_VERSION,
+    WORKER_MODULE,
+    AnyReply,
+    Failure,
+    Hello,
+    HelloReply,
+    ProtocolError,
+    Quit,
+    Request,
+    SlotRequest,
+    decode_reply,
+    encode,
+)
 from paddle_llm_bench.paired.sides import Side, SideError, check_hello, hello_failure_hint
 
 HELLO_TIMEOUT_S = 300.0
@@ -41,7 +54,7 @@ class WorkerProcess:
 
     def __init__(self, side: Side) -> None:
         self.side = side
-        self.hello: dict[str, Any] = {}
+        self.hello = HelloReply()
         self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
         try:
             self.process = subprocess.Popen(
@@ -60,41 +73,46 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def request(self, message: dict[str, Any], timeout_s: float, side: Side | None = None) -> dict[str, Any]:
+    def request(
+        self, message: Request, expected: type[AnyReply], timeout_s: float, side: Side | None = None
+    ) -> AnyReply:
         """Send one request and wait for its answer; errors name ``side`` (whose runner was asked: in a process
         that every side shares, not always the one it was started for)."""
         self.send(message, side)
-        return self.receive(message, timeout_s, side)
+        return self.receive(message, expected, timeout_s, side)
 
-    def send(self, message: dict[str, Any], side: Side | None = None) -> None:
+    def send(self, message: Request, side: Side | None = None) -> None:
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(encode(message))
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise WorkerFailed(self._died(side or self.side, f"could not send {message.get('op')!r}")) from None
+            raise WorkerFailed(self._died(side or self.side, f"could not send {_op(message)!r}")) from None
 
-    def receive(self, message: dict[str, Any], timeout_s: float, side: Side | None = None) -> dict[str, Any]:
-        """The answer to ``message`` (sent before), within ``timeout_s``."""
+    def receive(
+        self, message: Request, expected: type[AnyReply], timeout_s: float, side: Side | None = None
+    ) -> AnyReply:
+        """The answer to ``message`` (sent before), within ``timeout_s``: ``expected``; a ``CaseError`` if the
+        worker reports a failure, ``WorkerFailed`` if it dies, hangs or answers outside the protocol."""
         assert self.process.stdout is not None
         side = side or self.side
         if not self._answer_ready(timeout_s):
             self.kill()
-            raise WorkerFailed(self._died(side, f"no answer to {message.get('op')!r} within {timeout_s:g} s (hung)"))
+            raise WorkerFailed(self._died(side, f"no answer to {_op(message)!r} within {timeout_s:g} s (hung)"))
         line = self.process.stdout.readline()
         if not line:
             try:  # its output closed: it is exiting; its status says how
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
-            raise WorkerFailed(self._died(side, f"ended its output during {message.get('op')!r}"))
+            raise WorkerFailed(self._died(side, f"ended its output during {_op(message)!r}"))
         try:
-            reply = decode(line)
+            reply = decode_reply(line, expected)
         except ProtocolError as error:
             self.kill()
             raise WorkerFailed(self._died(side, str(error))) from None
-        if not reply.get("ok"):
-            raise CaseError(f"{side.name}: {reply.get('kind', 'error')}: {reply.get('error', '')}")
+        if isinstance(reply, Failure):
+            raise CaseError(f"{side.name}: {reply.kind}: {reply.error}")
         return reply
 
     def _answer_ready(self, timeout_s: float) -> bool:
@@ -128,7 +146,7 @@ class WorkerProcess:
         if self.process.poll() is None:
             try:
                 assert self.process.stdin is not None
-                self.process.stdin.write(encode({"op": "quit"}))
+                self.process.stdin.write(encode(Quit()))
                 self.process.stdin.close()
                 self.process.wait(timeout=10)
             except (OSError, subprocess.TimeoutExpired):
@@ -154,11 +172,16 @@ class SideWorker:
         return self.process.pid
 
     @property
-    def hello(self) -> dict[str, Any]:
+    def hello(self) -> HelloReply:
         return self.process.hello
 
-    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        return self.process.request({**message, "slot": self.slot}, timeout_s, self.side)
+    def request(self, message: SlotRequest, expected: type[AnyReply], timeout_s: float) -> AnyReply:
+        """``message`` for this side's runner (its slot in a shared process)."""
+        return self.process.request(message.model_copy(update={"slot": self.slot}), expected, timeout_s, self.side)
+
+
+def _op(message: Request) -> str:
+    return str(getattr(message, "op", type(message).__name__))
 
 
 def check_same_process(sides: Sequence[Side]) -> None:
@@ -195,7 +218,7 @@ def start_workers(
         started = {index: WorkerProcess(sides[index]) for index in order}
     workers = [SideWorker(side, started[index], index) for index, side in enumerate(sides)]
     processes = list(dict.fromkeys(started[index] for index in order))
-    hello = {"op": "hello"}
+    hello = Hello()
     try:
         for process in processes:  # every worker imports Paddle at once, greeted in the order they started
             try:
@@ -204,7 +227,7 @@ def start_workers(
                 raise _cannot_run(process.side, error) from None
         for process in processes:
             try:
-                reply = process.receive(hello, HELLO_TIMEOUT_S)
+                reply = process.receive(hello, HelloReply, HELLO_TIMEOUT_S)
             except (WorkerFailed, CaseError) as error:
                 raise _cannot_run(process.side, error) from None
             check_hello(process.side, reply, PROTOCOL_VERSION)

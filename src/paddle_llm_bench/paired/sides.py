@@ -13,11 +13,11 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
 from paddle_llm_bench.core.config import MODES
+from paddle_llm_bench.paired.protocol import HelloReply
 
 RUNNERS = ("suite", "bare")  # the worker's measured round, or a plain generate() loop
 
@@ -72,15 +72,15 @@ def looks_like_version(text: str) -> bool:
     return bool(text) and text[0].isdigit() and "/" not in text
 
 
-def check_hello(side: Side, reply: dict[str, Any], protocol: int) -> None:
+def check_hello(side: Side, reply: HelloReply, protocol: int) -> None:
     """Raise SideError unless the worker's hello shows a compatible worker with the expected Paddle."""
-    if reply.get("protocol") != protocol:
+    if reply.protocol != protocol:
         raise SideError(
-            f"{side.describe()} runs paddle-llm-bench {reply.get('package_version', '?')} with worker protocol "
-            f"{reply.get('protocol')!r}, this one speaks {protocol}: install this checkout into it "
+            f"{side.describe()} runs paddle-llm-bench {reply.package_version} with worker protocol "
+            f"{reply.protocol!r}, this one speaks {protocol}: install this checkout into it "
             f"({side.python} -m pip install -e <this checkout>)"
         )
-    printed = str(reply.get("paddle_version", ""))
+    printed = reply.paddle_version
     if side.paddle_version is not None and not _same_version(printed, side.paddle_version):
         raise SideError(
             f"{side.describe()} imports Paddle {printed!r}, not {side.paddle_version}: the wrong environment"

@@ -21,7 +21,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from paddle_llm_bench.paired.protocol import PROTOCOL_VERSION, decode, encode, failure
+from paddle_llm_bench.paired.protocol import (
+    PROTOCOL_VERSION,
+    Hello,
+    HelloReply,
+    Memory,
+    MemoryReply,
+    Prepare,
+    PrepareReply,
+    Quit,
+    Reply,
+    Turn,
+    TurnReply,
+    decode_request,
+    encode,
+    failure,
+)
 from paddle_llm_bench.paired.sides import (
     RUNNERS,  # what generates a side's rounds: the suite's CaseRunner, or a plain loop
 )
@@ -31,8 +46,6 @@ if TYPE_CHECKING:
     from paddle_llm_bench.core.metrics import RoundTimes
     from paddle_llm_bench.runtime.device import Device
     from paddle_llm_bench.runtime.models import LoadedModel
-
-DEFAULT_RUNNER = "suite"
 
 
 def busy_wait(seconds: float) -> None:
@@ -133,20 +146,18 @@ class Worker:
         self.tracker: Any = None
         self.slowdown_hooks: list[Any] = []
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
-        handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-            "hello": self.hello,
-            "prepare": self.prepare,
-            "turn": self.turn,
-            "memory": self.memory,
-            "quit": lambda _request: {},
-        }
-        if op not in handlers:
-            raise ValueError(f"unknown op {op!r}: this worker knows {', '.join(handlers)}")
-        return {"ok": True, **handlers[str(op)](request)}
+    def handle(self, request: Hello | Prepare | Turn | Memory | Quit) -> Reply:
+        if isinstance(request, Hello):
+            return self.hello()
+        if isinstance(request, Prepare):
+            return self.prepare(request)
+        if isinstance(request, Turn):
+            return self.turn(request)
+        if isinstance(request, Memory):
+            return self.memory()
+        return Reply()  # quit
 
-    def hello(self, _request: dict[str, Any]) -> dict[str, Any]:
+    def hello(self) -> HelloReply:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -157,29 +168,28 @@ class Worker:
 
         paddle = import_paddle()
         paddlenlp = import_paddlenlp()
-        return {
-            "protocol": PROTOCOL_VERSION,
-            "package_version": package_version,
-            "paddle_version": str(paddle.__version__),
-            "paddlenlp_version": str(paddlenlp.__version__),
-            "python": sys.executable,
-            "pid": os.getpid(),
-        }
+        return HelloReply(
+            protocol=PROTOCOL_VERSION,
+            package_version=package_version,
+            paddle_version=str(paddle.__version__),
+            paddlenlp_version=str(paddlenlp.__version__),
+            python=sys.executable,
+            pid=os.getpid(),
+        )
 
-    def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
-        runner = check_runner(str(request.get("runner", DEFAULT_RUNNER)))  # before anything is loaded
-        from paddle_llm_bench.core.config import Case
+    def prepare(self, request: Prepare) -> PrepareReply:
+        runner = check_runner(request.runner)  # before anything is loaded
         from paddle_llm_bench.runtime.device import detect_device
         from paddle_llm_bench.runtime.measure import CaseRunner
         from paddle_llm_bench.runtime.memory import MemoryTracker
         from paddle_llm_bench.runtime.models import load_model
 
-        case = Case(**request["case"])
-        if request.get("mode"):  # this side runs every case in its own execution mode (mode against mode)
-            case = dataclasses.replace(case, mode=str(request["mode"]))
-        slot = int(request.get("slot", 0))
+        case = request.case
+        if request.mode:  # this side runs every case in its own execution mode (mode against mode)
+            case = dataclasses.replace(case, mode=request.mode)
+        slot = request.slot
         if self.device is None:
-            self.device = detect_device(str(request.get("device", "auto")))
+            self.device = detect_device(request.device)
         self._remove_slowdown()
         if self.loaded is None or (self.loaded.name, self.loaded.dtype) != (case.model, case.dtype):
             self.runners.clear()
@@ -188,8 +198,8 @@ class Worker:
             self.loaded = load_model(
                 case.model,
                 case.dtype,
-                Path(request["cache_dir"]),
-                request.get("max_positions"),
+                Path(request.cache_dir),
+                request.max_positions,
                 progress=lambda message: print(message, file=sys.stderr),
             )
         self.runners[slot] = (
@@ -197,11 +207,10 @@ class Worker:
             if runner == "suite"
             else BareLoop(self.loaded, case, self.device)
         )
-        fraction = float(request.get("slowdown_fraction", 0.0))
-        if fraction > 0.0:
-            self._inject_slowdown(fraction)
+        if request.slowdown_fraction > 0.0:
+            self._inject_slowdown(request.slowdown_fraction)
         round_s = []
-        warmup_rounds = int(request.get("warmup_rounds", 2))
+        warmup_rounds = request.warmup_rounds
         if case.mode != "eager":  # a static mode compiles in its first generation: never in a measured turn
             warmup_rounds = max(warmup_rounds, 1)
         for _ in range(warmup_rounds):
@@ -211,12 +220,12 @@ class Worker:
         self._free_pool()  # the previous case's pool must not set this case's reserved peak
         self.tracker = MemoryTracker(self.device)
         self.tracker.reset()
-        return {
-            "device": self.device.describe(),
-            "mode": case.mode,
-            "model_source": self.loaded.source,
-            "warmup_round_s": min(round_s) if round_s else None,  # the engine sizes blocks by it
-        }
+        return PrepareReply(
+            device=self.device.describe(),
+            mode=case.mode,
+            model_source=self.loaded.source,
+            warmup_round_s=min(round_s) if round_s else None,
+        )
 
     def _free_pool(self) -> None:
         gc.collect()
@@ -245,19 +254,19 @@ class Worker:
             hook.remove()
         self.slowdown_hooks = []
 
-    def turn(self, request: dict[str, Any]) -> dict[str, Any]:
-        runner = self.runners.get(int(request.get("slot", 0)))
+    def turn(self, request: Turn) -> TurnReply:
+        runner = self.runners.get(request.slot)
         if runner is None:
-            raise RuntimeError(f"no case prepared in slot {request.get('slot', 0)}: send prepare before turn")
-        rounds = [dataclasses.asdict(runner.generate_once()) for _ in range(int(request.get("rounds", 1)))]
+            raise RuntimeError(f"no case prepared in slot {request.slot}: send prepare before turn")
+        rounds = [runner.generate_once() for _ in range(request.rounds)]
         self.tracker.sample()
-        return {"rounds": rounds}
+        return TurnReply(rounds=rounds)
 
-    def memory(self, _request: dict[str, Any]) -> dict[str, Any]:
+    def memory(self) -> MemoryReply:
         if self.tracker is None:
             raise RuntimeError("no case prepared: send prepare before memory")
         peaks = self.tracker.read()
-        return {"bytes": dict(peaks.bytes_by_metric), "absent": dict(peaks.absent)}
+        return MemoryReply(bytes=dict(peaks.bytes_by_metric), absent=dict(peaks.absent))
 
 
 def serve(requests: IO[str], replies: IO[bytes]) -> None:
@@ -265,14 +274,15 @@ def serve(requests: IO[str], replies: IO[bytes]) -> None:
     for line in requests:
         if not line.strip():
             continue
+        request: Hello | Prepare | Turn | Memory | Quit | None = None
         try:
-            request = decode(line)
+            request = decode_request(line)
             reply = worker.handle(request)
         except Exception as error:  # noqa: BLE001 - every failure is answered; the coordinator decides
-            request, reply = {}, failure(error)
+            reply = failure(error)
         replies.write(encode(reply))
         replies.flush()
-        if request.get("op") == "quit":
+        if isinstance(request, Quit):
             return
 
 
