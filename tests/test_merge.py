@@ -86,7 +86,7 @@ def test_merge_of_real_shards_keeps_every_case_and_its_extra_info(shard_runs: li
 
 def test_pytest_benchmark_compare_reads_the_merged_run(shard_runs: list[Path], tmp_path: Path) -> None:
     merged_path = tmp_path / "merged.json"
-    write_json_atomically(merge_runs(shard_runs).run, merged_path)
+    write_json_atomically(merge_runs(shard_runs).run.document(), merged_path)
     compare = Path(sys.executable).with_name("pytest-benchmark")
     done = subprocess.run(
         [str(compare), "compare", str(merged_path)], capture_output=True, text=True, timeout=120, check=False
@@ -153,7 +153,7 @@ def test_gate_findings_are_concatenated_and_a_commit_mismatch_warned(shard_runs:
         paths.append(tmp_path / f"s{k}.json")
         paths[-1].write_text(json.dumps(run), encoding="utf-8")
     result = merge_runs(paths)
-    assert result.run["paddle_llm_bench_gate"] == [{"case_id": "finding-0"}, {"case_id": "finding-1"}]
+    assert result.run.document()["paddle_llm_bench_gate"] == [{"case_id": "finding-0"}, {"case_id": "finding-1"}]
     assert len(result.warnings) == 1 and "0" * 40 in result.warnings[0]
 
 
@@ -175,7 +175,7 @@ def write_with_shard(source: Path, target: Path, shard: str) -> Path:
 def test_recorded_shards_must_cover_one_split(shard_runs: list[Path], tmp_path: Path) -> None:
     one = write_with_shard(shard_runs[0], tmp_path / "one.json", "1/2")
     two = write_with_shard(shard_runs[1], tmp_path / "two.json", "2/2")
-    merged = merge_runs([one, two]).run
+    merged = merge_runs([one, two]).run.document()
     assert "shard" not in merged["machine_info"]["paddle_llm_bench"]
     first_of_three = write_with_shard(shard_runs[0], tmp_path / "a.json", "1/3")
     third_of_three = write_with_shard(shard_runs[1], tmp_path / "c.json", "3/3")

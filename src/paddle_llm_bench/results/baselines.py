@@ -244,7 +244,15 @@ def measurement_from_record(record: CaseRecord, started: str = "") -> CaseMeasur
 
 
 class SavedBenchmark(Model):
+    name: str = ""
+    fullname: str = ""  # pytest's node id
     extra_info: dict[str, JsonValue] = Field(default_factory=dict)  # our case record, where ``case_id`` is in it
+
+    @property
+    def key(self) -> str:
+        """The case id of a paddle-llm-bench benchmark, else its pytest node id."""
+        case_id = self.extra_info.get("case_id")
+        return str(case_id) if case_id is not None else self.fullname or self.name
 
 
 class SavedMachineInfo(Model):
@@ -258,6 +266,15 @@ class SavedRun(Model):
     machine_info: SavedMachineInfo = SavedMachineInfo()
     commit_info: dict[str, JsonValue] | None = None
     datetime: str | None = None
+    paddle_llm_bench_gate: list[JsonValue] | None = None  # the end-of-run gate's findings
+
+    @property
+    def facts(self) -> MachineFacts:
+        return self.machine_info.paddle_llm_bench
+
+    def document(self) -> Document:
+        """The file as read, with what was changed: nothing it did not hold is added."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 def load_saved_run(path: Path) -> tuple[str | None, dict[str, CaseRecord], MachineFacts]:

@@ -20,15 +20,18 @@ The output is written atomically (a temporary file in the same directory, then `
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from pydantic import ValidationError
 
 from paddle_llm_bench.core.exit_status import ExitStatus
+from paddle_llm_bench.core.record import MachineFacts
+from paddle_llm_bench.core.versioned import Document, describe_invalid
+from paddle_llm_bench.results.baselines import SavedBenchmark, SavedRun
 from paddle_llm_bench.results.files import write_atomic
 
 # Facts the shards must share for their numbers to belong in one run.
@@ -41,29 +44,21 @@ class MergeError(Exception):
 
 @dataclass
 class MergeResult:
-    run: dict[str, Any]
+    run: SavedRun
     warnings: list[str] = field(default_factory=list)
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: Path) -> SavedRun:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise MergeError(f"cannot read saved run {path}: {error}") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise MergeError(f"{path} is not a pytest-benchmark saved run (no 'benchmarks' list)")
-    return data
-
-
-def _facts(data: dict[str, Any]) -> dict[str, Any]:
-    facts = data.get("machine_info", {}).get("paddle_llm_bench")
-    return facts if isinstance(facts, dict) else {}
-
-
-def benchmark_key(benchmark: dict[str, Any]) -> str:
-    """The case id of a paddle-llm-bench benchmark, else its pytest node id."""
-    case_id = benchmark.get("extra_info", {}).get("case_id")
-    return str(case_id) if case_id is not None else str(benchmark.get("fullname", benchmark.get("name")))
+    try:
+        return SavedRun.model_validate(data)
+    except ValidationError as error:
+        raise MergeError(f"saved run {path}: {describe_invalid(error)}") from None
 
 
 def merge_runs(paths: Sequence[Path]) -> MergeResult:
@@ -72,49 +67,50 @@ def merge_runs(paths: Sequence[Path]) -> MergeResult:
         raise MergeError("no saved runs given: name the shards' JSON files")
     runs = [(path, _load(path)) for path in paths]
     first_path, first = runs[0]
-    first_facts = _facts(first)
-    for key in MUST_AGREE:
-        if key not in first_facts:
+    agreed = {key: getattr(first.facts, key) for key in MUST_AGREE}
+    for key, value in agreed.items():
+        if value is None:
             raise MergeError(
                 f"{first_path} has no machine_info.paddle_llm_bench.{key}: not a run of the paddle-llm-bench suite"
             )
     warnings: list[str] = []
     seen: dict[str, Path] = {}
-    benchmarks: list[dict[str, Any]] = []
-    gate_findings: list[Any] = []
-    for path, data in runs:
-        facts = _facts(data)
-        for key in MUST_AGREE:
-            if facts.get(key) != first_facts[key]:
+    benchmarks: list[SavedBenchmark] = []
+    for path, run in runs:
+        for key, value in agreed.items():
+            if getattr(run.facts, key) != value:
                 raise MergeError(
-                    f"cannot merge runs of different {key}: {first_path} has {first_facts[key]!r} "
-                    f"but {path} has {facts.get(key)!r}"
+                    f"cannot merge runs of different {key}: {first_path} has {value!r} "
+                    f"but {path} has {getattr(run.facts, key)!r}"
                 )
-        commit, first_commit = data.get("commit_info", {}).get("id"), first.get("commit_info", {}).get("id")
+        commit, first_commit = (run.commit_info or {}).get("id"), (first.commit_info or {}).get("id")
         if commit != first_commit:
             warnings.append(
                 f"{path} was measured at commit {commit}, {first_path} at {first_commit}: keeping the first"
             )
-        for benchmark in data["benchmarks"]:
-            key = benchmark_key(benchmark)
-            if key in seen:
-                raise MergeError(f"case {key} is in both {seen[key]} and {path}: shards must not overlap")
-            seen[key] = path
+        for benchmark in run.benchmarks:
+            if benchmark.key in seen:
+                raise MergeError(
+                    f"case {benchmark.key} is in both {seen[benchmark.key]} and {path}: shards must not overlap"
+                )
+            seen[benchmark.key] = path
             benchmarks.append(benchmark)
-        gate_findings.extend(data.get("paddle_llm_bench_gate", []))
     _check_shard_coverage(runs)
-    merged = copy.deepcopy(first)
-    merged["benchmarks"] = benchmarks
-    merged["machine_info"]["paddle_llm_bench"]["merged_from"] = [path.name for path, _ in runs]
-    merged["machine_info"]["paddle_llm_bench"].pop("shard", None)
-    if gate_findings or any("paddle_llm_bench_gate" in data for _, data in runs):
-        merged["paddle_llm_bench_gate"] = gate_findings
-    return MergeResult(merged, warnings)
+    facts = first.facts.model_dump(exclude_unset=True)
+    facts.pop("shard", None)
+    machine_info = first.machine_info.model_copy(
+        update={"paddle_llm_bench": MachineFacts.model_validate({**facts, "merged_from": [p.name for p, _ in runs]})}
+    )
+    update: dict[str, object] = {"benchmarks": benchmarks, "machine_info": machine_info}
+    findings = [run.paddle_llm_bench_gate for _, run in runs if run.paddle_llm_bench_gate is not None]
+    if findings:
+        update["paddle_llm_bench_gate"] = [finding for found in findings for finding in found]
+    return MergeResult(first.model_copy(update=update), warnings)
 
 
-def _check_shard_coverage(runs: Sequence[tuple[Path, dict[str, Any]]]) -> None:
+def _check_shard_coverage(runs: Sequence[tuple[Path, SavedRun]]) -> None:
     """Runs that record ``machine_info.paddle_llm_bench.runtime.shard`` ("K/N") must be shards 1..N of one split."""
-    shards = {path: _facts(data).get("shard") for path, data in runs}
+    shards = {path: run.facts.shard for path, run in runs}
     if not any(shards.values()):
         return
     parsed: dict[Path, tuple[int, int]] = {}
@@ -138,7 +134,7 @@ def _check_shard_coverage(runs: Sequence[tuple[Path, dict[str, Any]]]) -> None:
         raise MergeError(f"shard(s) {', '.join(missing)} missing: the merged run would lack their cases")
 
 
-def write_json_atomically(data: dict[str, Any], target: Path) -> None:
+def write_json_atomically(data: Document, target: Path) -> None:
     write_atomic(target, json.dumps(data, indent=4) + "\n")
 
 
@@ -158,7 +154,7 @@ def main(args: argparse.Namespace) -> int:
                 "name a new file"
             )
         result = merge_runs(args.runs)
-        write_json_atomically(result.run, args.output)
+        write_json_atomically(result.run.document(), args.output)
     except MergeError as error:
         print(f"error: {error}", file=sys.stderr)
         return ExitStatus.USAGE_ERROR
@@ -167,6 +163,6 @@ def main(args: argparse.Namespace) -> int:
         return ExitStatus.FAILED
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    count = len(result.run["benchmarks"])
+    count = len(result.run.benchmarks)
     print(f"merged {len(args.runs)} run(s), {count} benchmark(s), into {args.output}")
     return 0
