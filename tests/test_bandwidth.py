@@ -15,9 +15,9 @@ from paddle_llm_bench.core.bandwidth import (
     bandwidth_from_memory_bus,
     batch1_decode_ceiling,
     bytes_per_parameter,
-    ceiling_extra_info,
     ceiling_tokens_per_s,
     check_against_ceiling,
+    check_ceiling,
     decode_bytes_per_token,
     decode_weight_bytes,
     lookup_bandwidth,
@@ -281,14 +281,14 @@ def test_a_figure_at_or_below_the_ceiling_never_fails(bandwidth: float, paramete
     assert check_against_ceiling(ceiling * 1.001, ceiling)[1] is not None
 
 
-def test_ceiling_extra_info_reports_the_share_and_fails_an_impossible_round() -> None:
+def test_the_ceiling_check_reports_the_share_and_fails_an_impossible_round() -> None:
     ceiling = batch1_decode_ceiling("Tesla P40", QWEN_1_5B, "float16", 16, 200)
     assert ceiling.ceiling_tokens_per_s is not None
-    info, error = ceiling_extra_info(ceiling, [11.5, 11.76, 12.0])
-    assert error is None
-    assert info["bandwidth_ceiling"]["share_of_ceiling"] == pytest.approx(11.76 / ceiling.ceiling_tokens_per_s)
-    assert info["bandwidth_ceiling"]["source"].startswith("SKU table: Tesla P40")
-    _, error = ceiling_extra_info(ceiling, [11.5, 11.76, 130.0])  # one round faster than physics allows
+    check = check_ceiling(ceiling, [11.5, 11.76, 12.0])
+    assert check.error is None and check.share is not None
+    assert check.share.share_of_ceiling == pytest.approx(11.76 / ceiling.ceiling_tokens_per_s)
+    assert check.share.source.startswith("SKU table: Tesla P40")
+    error = check_ceiling(ceiling, [11.5, 11.76, 130.0]).error  # one round faster than physics allows
     assert error is not None and error.startswith("the fastest round: measurement error")
-    absent, error = ceiling_extra_info(batch1_decode_ceiling("NVIDIA H100", QWEN_1_5B, "float16", 16, 200), [10.0])
-    assert error is None and "H100 variant" in absent["absent"]["bandwidth_ceiling"]
+    absent = check_ceiling(batch1_decode_ceiling("NVIDIA H100", QWEN_1_5B, "float16", 16, 200), [10.0])
+    assert absent.error is None and absent.share is None and "H100 variant" in absent.absent_reason

@@ -50,23 +50,21 @@ def loaded_1_5b(lazy_model: Any) -> SimpleNamespace:
 
 
 def test_a_batch_1_gpu_case_reports_its_share_of_the_bandwidth_ceiling(loaded_1_5b: SimpleNamespace) -> None:
-    info, error = suite_on(H100_SXM)._bandwidth_ceiling(CASE, loaded_1_5b, result_with([80.0, 85.0, 90.0]))  # type: ignore[arg-type]
-    assert error is None
-    ceiling = info["bandwidth_ceiling"]
-    assert 1000 < ceiling["ceiling_tokens_per_s"] < 1120  # ~3.09 GB/token at 3.35 TB/s (docs/facts.md §3)
-    assert ceiling["share_of_ceiling"] == 85.0 / ceiling["ceiling_tokens_per_s"]
+    check = suite_on(H100_SXM)._bandwidth_ceiling(CASE, loaded_1_5b, result_with([80.0, 85.0, 90.0]))  # type: ignore[arg-type]
+    assert check.error is None and check.share is not None
+    assert 1000 < check.share.ceiling_tokens_per_s < 1120  # ~3.09 GB/token at 3.35 TB/s (docs/facts.md §3)
+    assert check.share.share_of_ceiling == 85.0 / check.share.ceiling_tokens_per_s
 
 
 def test_a_figure_above_the_ceiling_is_a_measurement_error(loaded_1_5b: SimpleNamespace) -> None:
-    info, error = suite_on(H100_SXM)._bandwidth_ceiling(CASE, loaded_1_5b, result_with([90.0, 2500.0]))  # type: ignore[arg-type]
-    assert error is not None and "ceiling" in error
-    assert info["bandwidth_ceiling"]["fastest_round_share_of_ceiling"] > 1.0
+    check = suite_on(H100_SXM)._bandwidth_ceiling(CASE, loaded_1_5b, result_with([90.0, 2500.0]))  # type: ignore[arg-type]
+    assert check.error is not None and "ceiling" in check.error
+    assert check.share is not None and check.share.fastest_round_share_of_ceiling > 1.0
 
 
 def test_on_a_cpu_the_ceiling_is_absent_with_the_reason(loaded_1_5b: SimpleNamespace) -> None:
-    info, error = suite_on(Device("cpu", 0, "AMD EPYC"))._bandwidth_ceiling(CASE, loaded_1_5b, result_with([5.0]))  # type: ignore[arg-type]
-    assert error is None
-    assert "CPU" in info["absent"]["bandwidth_ceiling"]
+    check = suite_on(Device("cpu", 0, "AMD EPYC"))._bandwidth_ceiling(CASE, loaded_1_5b, result_with([5.0]))  # type: ignore[arg-type]
+    assert check.error is None and check.share is None and "CPU" in check.absent_reason
 
 
 def test_host_load_names_a_busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from paddle_llm_bench.core.architecture import Architecture
 from paddle_llm_bench.core.config import ConfigError
+from paddle_llm_bench.core.record import BandwidthShare
 
 GB = 1e9  # datasheet bandwidths are decimal: 1 GB/s = 1e9 bytes/s
 
@@ -369,29 +370,32 @@ def batch1_decode_ceiling(
     )
 
 
-def ceiling_extra_info(
-    ceiling: DecodeCeiling, decode_tokens_per_s: Sequence[float]
-) -> tuple[dict[str, Any], str | None]:
-    """A batch-1 case's ``extra_info`` entry for the ceiling, and an error if any round beat the ceiling.
+@dataclass(frozen=True)
+class CeilingCheck:
+    """A case's rounds against its ceiling: the share, or why it is absent; an error if a round beat it."""
 
-    The median round gives ``share_of_ceiling``; the fastest round is what is checked, since one
-    impossible round is enough to show the timer is wrong.
-    """
+    share: BandwidthShare | None = None
+    absent_reason: str = ""  # why there is no share ("": the case has none to give, e.g. batch > 1)
+    error: str | None = None  # a round faster than the ceiling allows: a measurement error
+
+
+def check_ceiling(ceiling: DecodeCeiling, decode_tokens_per_s: Sequence[float]) -> CeilingCheck:
+    """The median round gives ``share_of_ceiling``; the fastest round is what is checked, since one impossible
+    round is enough to show the timer is wrong."""
     if ceiling.ceiling_tokens_per_s is None or not decode_tokens_per_s:
-        why = ceiling.source if ceiling.ceiling_tokens_per_s is None else "no measured round"
-        return {"absent": {"bandwidth_ceiling": why}}, None
+        return CeilingCheck(
+            absent_reason=ceiling.source if ceiling.ceiling_tokens_per_s is None else "no measured round"
+        )
     limit = ceiling.ceiling_tokens_per_s
     share, _ = check_against_ceiling(statistics.median(decode_tokens_per_s), limit)
     fastest_share, error = check_against_ceiling(max(decode_tokens_per_s), limit)
-    info = {
-        "bandwidth_ceiling": {
-            "ceiling_tokens_per_s": limit,
-            "share_of_ceiling": share,
-            "fastest_round_share_of_ceiling": fastest_share,
-            "memory_bandwidth_bytes_per_s": ceiling.memory_bandwidth_bytes_per_s,
-            "bytes_per_token": ceiling.bytes_per_token,
-            "source": ceiling.source,
-            "weight_bytes_source": ceiling.weight_bytes_source,
-        }
-    }
-    return info, None if error is None else f"the fastest round: {error}"
+    found = BandwidthShare(
+        ceiling_tokens_per_s=limit,
+        share_of_ceiling=share,
+        fastest_round_share_of_ceiling=fastest_share,
+        memory_bandwidth_bytes_per_s=ceiling.memory_bandwidth_bytes_per_s,
+        bytes_per_token=ceiling.bytes_per_token,
+        source=ceiling.source,
+        weight_bytes_source=ceiling.weight_bytes_source,
+    )
+    return CeilingCheck(found, error=None if error is None else f"the fastest round: {error}")

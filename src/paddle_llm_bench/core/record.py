@@ -102,6 +102,19 @@ class ClockEventSummary(Model):
     warning: str = ""
 
 
+class BandwidthShare(Model):
+    """A batch-1 GPU case against its memory-bandwidth ceiling (docs/facts.md §3): the median round's share, and
+    the fastest round's (above 1: a figure that cannot be true)."""
+
+    ceiling_tokens_per_s: float
+    share_of_ceiling: float
+    fastest_round_share_of_ceiling: float
+    memory_bandwidth_bytes_per_s: float | None = None
+    bytes_per_token: float | None = None
+    source: str = ""  # where the bandwidth came from (the SKU table, NVML, a given figure)
+    weight_bytes_source: str = ""
+
+
 class RecordError(FormatError):
     """A record this version cannot read (a newer format, or a malformed one)."""
 
@@ -139,7 +152,7 @@ class CaseRecord(Model):
     first_generation_ms: float | None = None  # the case's first generate(), before warm-up
     host_load: HostLoad = HostLoad()
     gpu_clock_events: ClockEventSummary | None = None
-    bandwidth_ceiling: dict[str, JsonValue] | None = None  # batch 1 on a GPU: the share of the ceiling
+    bandwidth_ceiling: BandwidthShare | None = None  # batch 1 on a GPU
     measurement_error: str | None = None  # a figure that cannot be true: kept for inspection, out of the gate
     operator_profile: dict[str, JsonValue] | None = None
 

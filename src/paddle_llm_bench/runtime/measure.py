@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from paddle_llm_bench.core import stopping
+from paddle_llm_bench.core.bandwidth import CeilingCheck
 from paddle_llm_bench.core.config import DECODINGS, Case
 from paddle_llm_bench.core.metrics import (
     ENERGY,
@@ -121,7 +122,7 @@ class CaseResult:
     model_source: str = ""
     warmup_rounds: int = 0
     operator_profile: dict[str, Any] | None = None
-    bandwidth: dict[str, Any] = field(default_factory=dict)  # batch 1 on a GPU: share of the bandwidth ceiling
+    bandwidth: CeilingCheck = field(default_factory=CeilingCheck)  # batch 1 on a GPU: share of the ceiling
     measurement_error: str | None = None  # a figure that cannot be true (e.g. above the bandwidth ceiling)
     host_load: HostLoad = field(default_factory=HostLoad)  # the machine's load while measuring
     gpu_clock_events: ClockEventSummary | None = None  # GPU: clock limits during the rounds
@@ -155,15 +156,18 @@ class CaseResult:
             inter_token_latency_ms=self.inter_token_latency_ms(),
             inter_token_ms_by_round=[[round(gap, 4) for gap in inter_token_ms(t)] for t in self.rounds],
             memory_bytes=self.memory.bytes_by_metric,
-            absent={**self.absent, **self.memory.absent, **self.bandwidth.get("absent", {})},
+            absent={**self.absent, **self.memory.absent, **self._bandwidth_absent()},
             output_digest=self.output_digest,
             first_generation_ms=self.first_generation_ms,
             host_load=self.host_load,
             gpu_clock_events=self.gpu_clock_events,
-            bandwidth_ceiling=self.bandwidth.get("bandwidth_ceiling"),
+            bandwidth_ceiling=self.bandwidth.share,
             measurement_error=self.measurement_error,
             operator_profile=self.operator_profile or None,
         )
+
+    def _bandwidth_absent(self) -> dict[str, str]:
+        return {"bandwidth_ceiling": self.bandwidth.absent_reason} if self.bandwidth.absent_reason else {}
 
     def as_extra_info(self) -> dict[str, Any]:
         """The record as pytest-benchmark saves it."""

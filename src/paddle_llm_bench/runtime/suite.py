@@ -11,10 +11,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from paddle_llm_bench.core.architecture import Architecture
-from paddle_llm_bench.core.bandwidth import batch1_decode_ceiling, ceiling_extra_info, decode_weight_bytes
+from paddle_llm_bench.core.bandwidth import CeilingCheck, batch1_decode_ceiling, check_ceiling, decode_weight_bytes
 from paddle_llm_bench.core.config import HUB_PREFIX, Case, ConfigError, Sweep
 from paddle_llm_bench.runtime.checkpoints import CheckpointError, check_checkpoint_files
 from paddle_llm_bench.runtime.device import Device, import_paddle, is_out_of_memory
@@ -124,7 +123,8 @@ class Suite:
         if isinstance(outcome, str):
             raise CaseFailed(outcome)
         result = outcome
-        result.bandwidth, result.measurement_error = self._bandwidth_ceiling(case, loaded, result)
+        result.bandwidth = self._bandwidth_ceiling(case, loaded, result)
+        result.measurement_error = result.bandwidth.error
         if record and result.measurement_error is None:
             self.results.append(result)
         return result
@@ -153,17 +153,13 @@ class Suite:
             result.operator_profile = profile_operators(runner.generate_once, self.device)
         return result
 
-    def _bandwidth_ceiling(
-        self, case: Case, loaded: LoadedModel, result: CaseResult
-    ) -> tuple[dict[str, Any], str | None]:
+    def _bandwidth_ceiling(self, case: Case, loaded: LoadedModel, result: CaseResult) -> CeilingCheck:
         """Batch-1 decode on a GPU: its share of the memory-bandwidth ceiling (docs/facts.md §3), and
         an error if a round was faster than the ceiling allows (a measurement error)."""
         if case.batch_size != 1:
-            return {}, None
+            return CeilingCheck()
         if self.device.kind != "gpu":
-            return {
-                "absent": {"bandwidth_ceiling": "on a CPU: the ceiling is checked for GPUs (HBM bandwidth by SKU)"}
-            }, None
+            return CeilingCheck(absent_reason="on a CPU: the ceiling is checked for GPUs (HBM bandwidth by SKU)")
         ceiling = batch1_decode_ceiling(
             self.device.name,
             Architecture.of(loaded.model.config.to_dict()),
@@ -173,7 +169,7 @@ class Suite:
             self.memory_bandwidth_bytes_per_s,
             weight_bytes=decode_weight_bytes(loaded.model),
         )
-        return ceiling_extra_info(ceiling, result.samples.get("decode_tokens_per_s", []))
+        return check_ceiling(ceiling, result.samples.get("decode_tokens_per_s", []))
 
     def release_model(self) -> None:
         """Drop the loaded model (before other processes need the device's memory)."""
