@@ -33,6 +33,7 @@ from paddle_llm_bench.runtime.doctor_checks import (
     WARN,
     Check,
     DoctorReport,
+    GpuProcess,
     judge_bandwidth,
     judge_memory_probes,
     judge_other_processes,
@@ -213,7 +214,7 @@ def test_bandwidth_judgement() -> None:
 
 def test_other_processes_judgement() -> None:
     assert judge_other_processes([]).status == OK
-    check = judge_other_processes([{"pid": 42, "used_bytes": 512 * MIB}, {"pid": 43, "used_bytes": None}])
+    check = judge_other_processes([GpuProcess(42, "compute", 512 * MIB), GpuProcess(43, "graphics", None)])
     assert check.status == WARN and "pid 42 (512 MiB)" in check.message and "pid 43 (memory unknown)" in check.message
 
 

@@ -23,6 +23,7 @@ GPU machine without Paddle. Every check is a ``Check(status, name, message)``; `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from paddle_llm_bench.runtime.doctor_checks import (
     WARN,
     Check,
     DoctorReport,
+    GpuProcess,
     judge_bandwidth,
     judge_energy_counter,
     judge_memory_probes,
@@ -160,7 +162,7 @@ def _bandwidth_facts(facts: dict[str, Any]) -> None:
             facts["gpu_memory_bandwidth_bytes_per_s_absent"] = lookup.reason
 
 
-def other_processes(index: int, own_pid: int, device: NvmlDevice | None = None) -> list[dict[str, Any]]:
+def other_processes(index: int, own_pid: int, device: NvmlDevice | None = None) -> list[GpuProcess]:
     """Compute and graphics processes on CUDA device ``index`` (its MIG slice on MIG) other than
     ``own_pid``: pid, kind, used bytes.
 
@@ -180,12 +182,12 @@ def other_processes(index: int, own_pid: int, device: NvmlDevice | None = None) 
         raise ProcessesUnreadable(garbled)
     with contextlib.suppress(*device.errors):
         listed += [("graphics", p) for p in pynvml.nvmlDeviceGetGraphicsRunningProcesses(device.handle)]
-    found: dict[int, dict[str, Any]] = {}
+    found: dict[int, GpuProcess] = {}
     for kind, process in listed:
         if process.pid == own_pid or process.pid in found:
             continue
         used = getattr(process, "usedGpuMemory", None)
-        found[process.pid] = {"pid": int(process.pid), "kind": kind, "used_bytes": None if used is None else int(used)}
+        found[process.pid] = GpuProcess(int(process.pid), kind, None if used is None else int(used))
     return list(found.values())
 
 
@@ -265,7 +267,7 @@ def _other_processes_check(report: DoctorReport, index: int, device: NvmlDevice)
         processes = other_processes(index, os.getpid(), device)
     except (NvmlUnavailable, ProcessesUnreadable) as error:
         return Check(WARN, "other processes", f"{error}; peak_nvml_process_bytes may be absent")
-    report.facts["gpu_other_processes"] = processes
+    report.facts["gpu_other_processes"] = [dataclasses.asdict(process) for process in processes]
     return judge_other_processes(processes)
 
 

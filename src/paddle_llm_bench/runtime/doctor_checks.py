@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -183,10 +184,19 @@ def _mib_text(value: int | None) -> str:
     return "memory unknown" if value is None else f"{value / MIB:.0f} MiB"
 
 
-def judge_other_processes(processes: list[dict[str, Any]]) -> Check:
+@dataclass(frozen=True)
+class GpuProcess:
+    """Another process on the GPU, as NVML lists it."""
+
+    pid: int
+    kind: str  # "compute" or "graphics"
+    used_bytes: int | None  # None: NVML does not say (no permission, or a MIG slice)
+
+
+def judge_other_processes(processes: Sequence[GpuProcess]) -> Check:
     if not processes:
         return Check(OK, "other processes", "none on this GPU")
-    listed = ", ".join(f"pid {p['pid']} ({_mib_text(p.get('used_bytes'))})" for p in processes)
+    listed = ", ".join(f"pid {p.pid} ({_mib_text(p.used_bytes)})" for p in processes)
     return Check(WARN, "other processes", f"{len(processes)} other process(es) share this GPU: {listed}")
 
 
