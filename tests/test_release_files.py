@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from paddle_llm_bench.cli import main as cli_main
+from paddle_llm_bench.core.config import ConfigError
 from paddle_llm_bench.core.metrics import metric_by_name
 from paddle_llm_bench.core.record import RECORD_FORMAT, case_figure
 from paddle_llm_bench.nightly import read_plan
@@ -115,7 +116,16 @@ def test_a_malformed_paired_run_names_the_field(
 
 def test_a_nightly_plan_loads() -> None:
     plan = read_plan(FIXTURES / "nightly-plan.json")
-    assert plan["shards"] == 1 and plan["per_shard"][0]["cases"] == [
+    assert plan.shards == 1 and plan.per_shard[0].cases == [
         "tiny-float32-greedy-new8-bs1-prompt8",
         "tiny-float32-greedy-new8-bs4-prompt8",
     ]
+
+
+def test_a_malformed_nightly_plan_names_the_field(tmp_path: Path) -> None:
+    document = json.loads((FIXTURES / "nightly-plan.json").read_text())
+    document["per_shard"][0]["expected_minutes"] = "soon"
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError, match=re.escape("field per_shard[0].expected_minutes is 'soon'")):
+        read_plan(path)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, PositiveInt, ValidationError
+
 from paddle_llm_bench.analysis.report import aligned_table
 from paddle_llm_bench.core.config import (
     MIN_ROUNDS,
@@ -44,7 +46,7 @@ from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.core.gate import GateSettings
 from paddle_llm_bench.core.gate_options import add_gate_arguments, gate_settings_from_args
 from paddle_llm_bench.core.record import CaseRecord, MachineFacts
-from paddle_llm_bench.core.versioned import Format, FormatError
+from paddle_llm_bench.core.versioned import Format, FormatError, describe_invalid
 from paddle_llm_bench.paired.options import PAIRED_OPTIONS
 from paddle_llm_bench.paired.plan import measured_round_seconds, plan_rows, plan_shards
 from paddle_llm_bench.paired.render import render
@@ -59,6 +61,28 @@ from paddle_llm_bench.runtime.shard import DEFAULT_STEP_MS, first_generation_sec
 PASSED, FAILED, INTERRUPTED, USAGE = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.INTERRUPTED, ExitStatus.USAGE_ERROR
 # The documents the nightly's steps hand each other.
 NIGHTLY_PLAN = Format("nightly plan", 1, tag=("format", "paddle-llm-bench-nightly-plan"))
+
+
+class ShardPlan(BaseModel):
+    shard: PositiveInt
+    cases: list[str]
+    expected_minutes: float  # at most: the sweep's rounds and every paired case's budget
+
+
+class NightlyPlan(BaseModel):
+    """What `nightly plan` decided and `nightly shard` runs: the shards, their cases and pytest's arguments."""
+
+    device: str
+    shards: PositiveInt
+    budget_minutes: float
+    step_ms: float  # the decoding step assumed where the history had no measured round
+    measured_cases: int  # cases whose round time came from the history's last night
+    fits: bool
+    timeout_minutes: int
+    pytest_args: list[str]
+    per_shard: list[ShardPlan]
+
+
 SHARD_TIMING = Format("shard timing", 1, unversioned=1)  # written unversioned before format_version
 NIGHTLY_VERDICT = Format("nightly verdict", 1, unversioned=1)
 SETUP_MINUTES = 30  # installing and restoring environments, on top of the plan, for the job's timeout
@@ -162,21 +186,21 @@ def plan_main(args: argparse.Namespace) -> int:
         hint = f"{needed} shards would fit" if needed else "no shard count up to 64 fits: shorten the sweep"
         print(f"does NOT fit {args.budget_minutes:g} minutes per shard: {hint} (or a smaller --paired-case-budget-s)")
     timeout = math.ceil(worst * 1.3) + SETUP_MINUTES
-    document = {
-        "device": args.device,
-        "shards": args.shards,
-        "budget_minutes": args.budget_minutes,
-        "step_ms": step_ms,
-        "measured_cases": known,
-        "fits": fits,
-        "timeout_minutes": timeout,
-        "pytest_args": pytest_args(chosen, args.device, args.rounds, args.warmup_rounds, paired),
-        "per_shard": [
-            {"shard": p.shard, "cases": list(p.cases), "expected_minutes": round(p.total_max, 1)} for p in plans
+    plan = NightlyPlan(
+        device=args.device,
+        shards=args.shards,
+        budget_minutes=args.budget_minutes,
+        step_ms=step_ms,
+        measured_cases=known,
+        fits=fits,
+        timeout_minutes=timeout,
+        pytest_args=pytest_args(chosen, args.device, args.rounds, args.warmup_rounds, paired),
+        per_shard=[
+            ShardPlan(shard=p.shard, cases=list(p.cases), expected_minutes=round(p.total_max, 1)) for p in plans
         ],
-    }
+    )
     if args.output:
-        write_document(args.output, NIGHTLY_PLAN, document)
+        write_document(args.output, NIGHTLY_PLAN, plan.model_dump(mode="json"))
     if args.github_output:
         with args.github_output.open("a", encoding="utf-8") as out:
             out.write(f"shard-numbers={json.dumps(list(range(1, args.shards + 1)))}\ntimeout-minutes={timeout}\n")
@@ -207,22 +231,25 @@ def _shard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="more pytest arguments, after --")
 
 
-def read_plan(path: Path) -> dict[str, Any]:
+def read_plan(path: Path) -> NightlyPlan:
+    fix = "write it with `paddle-llm-bench nightly plan --output`"
     try:
-        return read_document(path, NIGHTLY_PLAN)
+        return NightlyPlan.model_validate(read_document(path, NIGHTLY_PLAN))
     except FormatError as error:
-        raise ConfigError(f"--plan: {error}; write it with `paddle-llm-bench nightly plan --output`") from None
+        raise ConfigError(f"--plan: {error}; {fix}") from None
+    except ValidationError as error:
+        raise ConfigError(f"--plan: nightly plan {path}: {describe_invalid(error)}; {fix}") from None
 
 
 def shard_main(args: argparse.Namespace) -> int:
     plan = read_plan(args.plan)
-    shards = int(plan["shards"])
+    shards = plan.shards
     if not 1 <= args.shard <= shards:
         raise ConfigError(f"--shard {args.shard}: the plan has shards 1 to {shards}")
     if not Path("benchmarks").is_dir():
         raise ConfigError("run `nightly shard` in the paddle-llm-bench checkout (no benchmarks/ folder here)")
-    expected = float(plan["per_shard"][args.shard - 1]["expected_minutes"])
-    command = [sys.executable, "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", *plan["pytest_args"]]
+    expected = plan.per_shard[args.shard - 1].expected_minutes
+    command = [sys.executable, "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", *plan.pytest_args]
     command += ["--llm-shard", f"{args.shard}/{shards}", "--llm-no-gate", "--benchmark-json", str(args.output)]
     command += ["--llm-reference", args.reference] if args.reference else []
     command += [a for a in args.pytest_args if a != "--"]
