@@ -23,7 +23,6 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from paddle_llm_bench.analysis.report import aligned_table
 from paddle_llm_bench.core.config import ConfigError, as_argparse_type, parse_positive_int
@@ -126,53 +125,65 @@ def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float,
     return (max(0.0, center - half), min(1.0, center + half))
 
 
+@dataclass(frozen=True)
+class Count:
+    """How many of ``total`` trials (or trial and case pairs) failed."""
+
+    failed: int
+    total: int
+
+    def text(self) -> str:
+        low, high = wilson_interval(self.failed, self.total)
+        return f"{100 * self.failed / self.total:.1f}% [{100 * low:.1f}-{100 * high:.1f}] of {self.total}"
+
+
+@dataclass(frozen=True)
+class GateAgainstPytestBenchmark:
+    gate: Count
+    pytest_benchmark_median_5: Count
+
+
+@dataclass(frozen=True)
+class CalibrationRates:
+    runs: int
+    cases: int
+    trials: int
+    baseline_runs: int
+    false_alarm: GateAgainstPytestBenchmark  # trials in which any case failed, nothing slowed
+    detected: dict[float, GateAgainstPytestBenchmark]  # by slowdown in percent: (trial, case) pairs caught
+
+
 def calibrate(
     runs: Sequence[Run], settings: GateSettings, baseline_runs: int = 3, limit: int = 200, seed: int = 0
-) -> dict[str, Any]:
+) -> CalibrationRates:
     """Rates for the gate and for pytest-benchmark's median:5 %, on the same trials."""
     cases = sorted(set.intersection(*(set(run.decode_tokens_per_s) for run in runs)))
     if not cases:
         raise ValueError("the recorded runs share no case")
     chosen = trials(runs, baseline_runs, limit, seed)
-    rates: dict[str, Any] = {
-        "runs": len(runs),
-        "cases": len(cases),
-        "trials": len(chosen),
-        "baseline_runs": baseline_runs,
-    }
     gate_alarms = sum(1 for t in chosen if gate_fails(t, cases, None, 0.0, settings))
     pb_alarms = sum(1 for t in chosen if any(pytest_benchmark_fails(t, c, 0.0) for c in cases))
-    rates["false_alarm"] = {"gate": (gate_alarms, len(chosen)), "pytest_benchmark_median_5": (pb_alarms, len(chosen))}
+    detected = {}
     for percent in SLOWDOWNS_PERCENT:
         s = percent / 100.0
         caught = sum(1 for t in chosen for c in cases if c in gate_fails(t, cases, c, s, settings))
         caught_pb = sum(1 for t in chosen for c in cases if pytest_benchmark_fails(t, c, s))
         total = len(chosen) * len(cases)
-        rates[f"detect_{percent:g}"] = {"gate": (caught, total), "pytest_benchmark_median_5": (caught_pb, total)}
-    return rates
+        detected[percent] = GateAgainstPytestBenchmark(Count(caught, total), Count(caught_pb, total))
+    false_alarm = GateAgainstPytestBenchmark(Count(gate_alarms, len(chosen)), Count(pb_alarms, len(chosen)))
+    return CalibrationRates(len(runs), len(cases), len(chosen), baseline_runs, false_alarm, detected)
 
 
-def render(rates: Mapping[str, Any]) -> list[str]:
-    def cell(pair: tuple[int, int]) -> str:
-        low, high = wilson_interval(*pair)
-        return f"{100 * pair[0] / pair[1]:.1f}% [{100 * low:.1f}-{100 * high:.1f}] of {pair[1]}"
+def render(rates: CalibrationRates) -> list[str]:
+    def row(label: str, pair: GateAgainstPytestBenchmark) -> list[str]:
+        return [label, pair.gate.text(), pair.pytest_benchmark_median_5.text()]
 
-    rows = [
-        [
-            "false alarms per run (A/A)",
-            cell(rates["false_alarm"]["gate"]),
-            cell(rates["false_alarm"]["pytest_benchmark_median_5"]),
-        ]
-    ]
-    for percent in SLOWDOWNS_PERCENT:
-        entry = rates[f"detect_{percent:g}"]
-        rows.append(
-            [f"{percent:g}% slowdown caught (per case)", cell(entry["gate"]), cell(entry["pytest_benchmark_median_5"])]
-        )
+    rows = [row("false alarms per run (A/A)", rates.false_alarm)]
+    rows += [row(f"{percent:g}% slowdown caught (per case)", pair) for percent, pair in rates.detected.items()]
     header = ["", "paddle-llm-bench gate", "pytest-benchmark median:5%"]
     intro = (
-        f"{rates['runs']} recorded runs, {rates['cases']} cases, {rates['trials']} trials "
-        f"(now + re-measurement + {rates['baseline_runs']} baseline runs, all distinct); 95% Wilson intervals"
+        f"{rates.runs} recorded runs, {rates.cases} cases, {rates.trials} trials "
+        f"(now + re-measurement + {rates.baseline_runs} baseline runs, all distinct); 95% Wilson intervals"
     )
     return [intro, *aligned_table(header, rows)]
 
