@@ -35,7 +35,7 @@ from paddle_llm_bench.analysis.plots import render_plots
 from paddle_llm_bench.cli import main as cli_main
 from paddle_llm_bench.core.gate import CaseMeasurement, GateSettings, judge
 from paddle_llm_bench.core.metrics import MIB
-from paddle_llm_bench.core.record import CaseRecord
+from paddle_llm_bench.core.record import CaseRecord, OperatorProfile
 from paddle_llm_bench.core.verdicts import BIGGER, INCONCLUSIVE, SAME
 
 FINGERPRINT = "cpu:Test CPU:2cores"
@@ -276,7 +276,7 @@ def profile(**ops: tuple[int, float]) -> dict[str, Any]:
 def test_operator_changes_rank_by_absolute_time_change() -> None:
     before = profile(matmul=(100, 50.0), concat=(200, 10.0), add=(50, 5.0), gone=(3, 4.0))
     after = profile(matmul=(100, 52.0), concat=(400, 40.0), add=(50, 1.0), new=(7, 3.0))
-    changes = operator_changes(before, after, top=3)
+    changes = operator_changes(OperatorProfile.model_validate(before), OperatorProfile.model_validate(after), top=3)
     assert [c.name for c in changes] == ["concat", "add", "gone"]
     assert (changes[0].calls_reference, changes[0].calls, changes[0].delta_ms) == (200, 400, 30.0)
     assert changes[2].calls == 0 and changes[2].time_ms == 0.0
@@ -285,7 +285,7 @@ def test_operator_changes_rank_by_absolute_time_change() -> None:
 def test_operator_changes_use_gpu_time_where_both_runs_have_it() -> None:
     before = {"operators": {"matmul": {"calls": 1, "cpu_time_ms": 1.0, "gpu_time_ms": 10.0}}}
     after = {"operators": {"matmul": {"calls": 1, "cpu_time_ms": 1.0, "gpu_time_ms": 15.0}}}
-    (change,) = operator_changes(before, after)
+    (change,) = operator_changes(OperatorProfile.model_validate(before), OperatorProfile.model_validate(after))
     assert (change.clock, change.delta_ms) == ("gpu", 5.0)
 
 

@@ -28,6 +28,7 @@ from pynvml import NVML_PERF_POLICY_POWER as POWER
 from paddle_llm_bench.analysis.report import summary_table
 from paddle_llm_bench.core.config import Case, Sweep
 from paddle_llm_bench.core.metrics import ENERGY, MEMORY, RoundTimes, metric_by_name, metric_names, round_metric_names
+from paddle_llm_bench.core.record import CaseRecord
 from paddle_llm_bench.runtime import measure
 from paddle_llm_bench.runtime.device import Device, detect_device
 from paddle_llm_bench.runtime.energy import NvmlEnergyCounter, RaplEnergyCounter
@@ -35,6 +36,7 @@ from paddle_llm_bench.runtime.measure import CaseResult, CaseRunner, TokenCountE
 from paddle_llm_bench.runtime.memory import MemoryPeaks
 from paddle_llm_bench.runtime.models import LoadedModel
 from paddle_llm_bench.runtime.nvml import ClockEvents, ViolationCounters, open_device
+from paddle_llm_bench.runtime.operators import profile_operators
 from paddle_llm_bench.runtime.suite import Suite
 
 NEW_TOKENS = 16
@@ -508,3 +510,15 @@ def test_an_injected_step_delay_slows_every_decoding_step_by_its_milliseconds(
     assert plain is not None and slowed is not None
     assert 35.0 < slowed - plain < 60.0  # 40 ms per step, give or take this VM's noise
     assert "+40 ms busy-wait per forward pass" in slowed_suite.model_for(case).source
+
+
+def test_an_operator_profile_counts_the_real_models_operators(suite: Suite, loaded: LoadedModel) -> None:
+    """`--llm-profile`: one extra round under Paddle's profiler, each operator's calls and CPU time, saved typed."""
+    runner = CaseRunner(loaded, tiny_case("greedy"), suite.device)
+    profile = profile_operators(runner.generate_once, suite.device)
+    assert profile.targets == ["CPU"] and profile.profiled_round_ms is not None and profile.profiled_round_ms > 0
+    assert profile.operators and all(op.calls > 0 and op.gpu_time_ms is None for op in profile.operators.values())
+    times = [op.cpu_time_ms for op in profile.operators.values()]
+    assert times == sorted(times, reverse=True)  # ranked by total CPU time
+    assert any("matmul" in name for name in profile.operators)  # every projection of the model is one
+    assert CaseRecord.read({"case_id": "x", "operator_profile": profile.model_dump()}).operator_profile == profile

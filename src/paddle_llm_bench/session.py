@@ -30,7 +30,7 @@ from paddle_llm_bench.results.regression import GateReport, check_run, update_ba
 from paddle_llm_bench.results.saving import SaveLog, SignalHandler, add_to_saved
 from paddle_llm_bench.runtime.device import Device, detect_device, device_kind_without_paddle
 from paddle_llm_bench.runtime.doctor import self_check
-from paddle_llm_bench.runtime.doctor_checks import DoctorReport
+from paddle_llm_bench.runtime.doctor_checks import DoctorReport, number
 from paddle_llm_bench.runtime.environment import collect_all
 from paddle_llm_bench.runtime.models import default_cache_dir
 from paddle_llm_bench.runtime.progress import say
@@ -117,7 +117,7 @@ class BenchSession:
             bandwidth = None
             if device.kind == "gpu":
                 self.self_check = _self_check(device)
-                bandwidth = self.self_check.facts.get("gpu_memory_bandwidth_bytes_per_s")
+                bandwidth = number(self.self_check.facts, "gpu_memory_bandwidth_bytes_per_s")
             self.suite = Suite(
                 sweep,
                 device,
@@ -222,7 +222,8 @@ class BenchSession:
         folder = saved[0].parent / f"{saved[0].stem}.paired" if saved else Path(".benchmarks") / f"{self.run_id}.paired"
         path = folder / "paired.json"
         settings = replace(self.options.paired, device=suite.device.kind, max_positions=suite.max_positions)
-        device_bytes = self.self_check.facts.get("gpu_memory_total_bytes") if self.self_check else None
+        total = number(self.self_check.facts, "gpu_memory_total_bytes") if self.self_check else None
+        device_bytes = None if total is None else int(total)
         cases, skipped = [], []
         for result in suite.results:
             memory = result.memory.bytes_by_metric

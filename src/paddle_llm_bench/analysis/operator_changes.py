@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from paddle_llm_bench.core.record import OperatorProfile, OperatorTimes
 
 TOP_OPERATORS = 5
 
@@ -36,23 +37,21 @@ class OperatorReport:
 
 
 def operator_changes(
-    reference_profile: Mapping[str, Any], profile: Mapping[str, Any], top: int = TOP_OPERATORS
+    reference_profile: OperatorProfile, profile: OperatorProfile, top: int = TOP_OPERATORS
 ) -> list[OperatorChange]:
     """The ``top`` operators whose total time changed most (by absolute ms); GPU kernel time where both have it."""
-    before = reference_profile.get("operators", {})
-    after = profile.get("operators", {})
+    before, after = reference_profile.operators, profile.operators
     changes = []
     for name in dict.fromkeys([*before, *after]):
-        a, b = before.get(name, {}), after.get(name, {})
-        use_gpu = a.get("gpu_time_ms") is not None and b.get("gpu_time_ms") is not None
-        key = "gpu_time_ms" if use_gpu else "cpu_time_ms"
+        a, b = before.get(name, OperatorTimes()), after.get(name, OperatorTimes())
+        use_gpu = a.gpu_time_ms is not None and b.gpu_time_ms is not None
         changes.append(
             OperatorChange(
-                name=str(name),
-                calls_reference=int(a.get("calls", 0)),
-                calls=int(b.get("calls", 0)),
-                time_reference_ms=float(a.get(key) or 0.0),
-                time_ms=float(b.get(key) or 0.0),
+                name=name,
+                calls_reference=a.calls,
+                calls=b.calls,
+                time_reference_ms=(a.gpu_time_ms or 0.0) if use_gpu else a.cpu_time_ms,
+                time_ms=(b.gpu_time_ms or 0.0) if use_gpu else b.cpu_time_ms,
                 clock="gpu" if use_gpu else "cpu",
             )
         )

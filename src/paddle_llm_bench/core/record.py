@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, JsonValue, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from paddle_llm_bench.core.metrics import MEMORY, TOKEN_GAPS, Metric
 from paddle_llm_bench.core.stats import summarize
@@ -58,7 +58,9 @@ Sample = Annotated[float, BeforeValidator(_sample)]  # one round's figure: finit
 Bytes = Annotated[int | float, BeforeValidator(_bytes)]  # a memory figure: finite, not negative (ints stay ints)
 Samples = Mapping[str, Sequence[Sample]]  # metric name -> one figure per measured round (read as dict of lists)
 MemoryBytes = Mapping[str, Bytes]  # memory metric name -> bytes
-CaseParameters = dict[str, str | int | float | bool | None]  # ``Case.as_dict()``
+FactValue = str | int | float | bool | None  # a JSON scalar
+CaseParameters = dict[str, FactValue]  # ``Case.as_dict()``
+Readings = dict[str, FactValue]  # what a machine-fact collector read, by name (``MachineFacts`` reads them)
 
 
 class Model(BaseModel):
@@ -115,6 +117,22 @@ class BandwidthShare(Model):
     weight_bytes_source: str = ""
 
 
+class OperatorTimes(Model):
+    calls: int = 0
+    cpu_time_ms: float = 0.0
+    gpu_time_ms: float | None = None  # GPU kernel time, where the profiler read the GPU
+
+
+class OperatorProfile(Model):
+    """One extra, untimed round under Paddle's profiler (``--llm-profile``): each operator's calls and times, by
+    total CPU time. It explains a change; it never times a case (the profiler slows generation)."""
+
+    note: str = ""
+    targets: list[str] = []
+    profiled_round_ms: float | None = None
+    operators: dict[str, OperatorTimes] = {}
+
+
 class RecordError(FormatError):
     """A record this version cannot read (a newer format, or a malformed one)."""
 
@@ -154,7 +172,7 @@ class CaseRecord(Model):
     gpu_clock_events: ClockEventSummary | None = None
     bandwidth_ceiling: BandwidthShare | None = None  # batch 1 on a GPU
     measurement_error: str | None = None  # a figure that cannot be true: kept for inspection, out of the gate
-    operator_profile: dict[str, JsonValue] | None = None
+    operator_profile: OperatorProfile | None = None
 
     @classmethod
     def read(cls, document: object, where: str = "") -> CaseRecord:
@@ -167,7 +185,7 @@ class CaseRecord(Model):
         except ValidationError as error:
             raise RecordError(describe_invalid(error, where)) from None
 
-    def document(self) -> dict[str, Any]:
+    def document(self) -> Document:
         """The record as saved: JSON types, optional parts left out when there is nothing in them."""
         return self.model_dump(mode="json", exclude_none=True)
 
@@ -188,7 +206,7 @@ class MachineFacts(Model):
     shard: str | None = None  # "k/n" of a sharded sweep
     interrupted_cases: list[str] = []  # stopped mid-measurement, not saved
 
-    def document(self) -> dict[str, Any]:
+    def document(self) -> Document:
         return self.model_dump(mode="json", exclude_defaults=True)
 
 

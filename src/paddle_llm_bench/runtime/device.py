@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from paddle_llm_bench.core.config import ConfigError
+from paddle_llm_bench.core.record import Readings
 from paddle_llm_bench.runtime.nvml import NvmlDevice, NvmlUnavailable, open_device
 
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
@@ -191,7 +191,7 @@ def first_line(error: BaseException) -> str:
     return type(error).__name__
 
 
-def paddle_version_info() -> dict[str, Any]:
+def paddle_version_info() -> Readings:
     paddle = import_paddle()
     return {
         "paddle_version": paddle.__version__,

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import JsonValue
+
 from paddle_llm_bench.core.bandwidth import bandwidth_from_memory_bus, lookup_bandwidth, mig_memory_share
 from paddle_llm_bench.core.metrics import MIB
 from paddle_llm_bench.runtime.doctor_checks import (
@@ -40,6 +42,7 @@ from paddle_llm_bench.runtime.doctor_checks import (
     WARN,
     Check,
     DoctorReport,
+    GpuFacts,
     GpuProcess,
     judge_bandwidth,
     judge_energy_counter,
@@ -48,6 +51,7 @@ from paddle_llm_bench.runtime.doctor_checks import (
     judge_peak_rss_reset,
     judge_synchronization,
     judge_throttle_facts,
+    number,
 )
 from paddle_llm_bench.runtime.nvml import (
     NvmlDevice,
@@ -86,7 +90,7 @@ NVML_CHECKS = (
 # NVML: pynvml only, no Paddle.
 
 
-def nvml_report(index: int, device: NvmlDevice | None = None) -> dict[str, Any]:
+def nvml_report(index: int, device: NvmlDevice | None = None) -> GpuFacts:
     """NVML facts of CUDA device ``index`` (found by UUID, see ``nvml``) as a flat dict for
     ``machine_info``; never raises. ``device``: an already opened one.
 
@@ -98,9 +102,9 @@ def nvml_report(index: int, device: NvmlDevice | None = None) -> dict[str, Any]:
     except NvmlUnavailable as error:
         return {"nvml_absent": str(error)}
     pynvml, gpu = device.pynvml, device.gpu_handle
-    facts: dict[str, Any] = {"nvml_device_found_by": device.found_by, "gpu_mig": device.mig}
+    facts: GpuFacts = {"nvml_device_found_by": device.found_by, "gpu_mig": device.mig}
 
-    def read(key: str, query: Callable[[], Any]) -> None:
+    def read(key: str, query: Callable[[], JsonValue]) -> None:
         try:
             facts[key] = query()
         except device.errors as error:
@@ -126,15 +130,15 @@ def nvml_report(index: int, device: NvmlDevice | None = None) -> dict[str, Any]:
     read("gpu_memory_total_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(gpu).total))
     read("gpu_memory_used_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(gpu).used))
     read("gpu_throttle_reasons_mask", lambda: clock_event_mask(pynvml, gpu))
-    if "gpu_throttle_reasons_mask" in facts:
-        facts["gpu_throttle_reasons"] = decode_throttle_reasons(facts["gpu_throttle_reasons_mask"])
+    mask = number(facts, "gpu_throttle_reasons_mask")
+    if mask is not None:
+        facts["gpu_throttle_reasons"] = list[JsonValue](decode_throttle_reasons(int(mask)))
     if device.mig:
         read("gpu_mig_name", lambda: _text(pynvml.nvmlDeviceGetName(device.handle)))
         read("gpu_mig_memory_total_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(device.handle).total))
-        if "gpu_mig_memory_total_bytes" in facts and "gpu_memory_total_bytes" in facts:
-            facts["gpu_mig_memory_share"] = mig_memory_share(
-                facts["gpu_mig_memory_total_bytes"], facts["gpu_memory_total_bytes"]
-            )
+        slice_bytes, gpu_bytes = number(facts, "gpu_mig_memory_total_bytes"), number(facts, "gpu_memory_total_bytes")
+        if slice_bytes is not None and gpu_bytes is not None:
+            facts["gpu_mig_memory_share"] = mig_memory_share(int(slice_bytes), int(gpu_bytes))
     _bandwidth_facts(facts)
     return facts
 
@@ -143,19 +147,18 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _bandwidth_facts(facts: dict[str, Any]) -> None:
+def _bandwidth_facts(facts: GpuFacts) -> None:
     """The bandwidth for ceilings: the SKU table's, scaled to a MIG slice's share of the memory.
     ``gpu_memory_bus_bandwidth_bytes_per_s`` stays the whole GPU's (a cross-check of the table)."""
-    if "gpu_memory_bus_width_bits" in facts and "gpu_memory_clock_max_mhz" in facts:
-        facts["gpu_memory_bus_bandwidth_bytes_per_s"] = bandwidth_from_memory_bus(
-            facts["gpu_memory_bus_width_bits"], facts["gpu_memory_clock_max_mhz"]
-        )
+    width, clock = number(facts, "gpu_memory_bus_width_bits"), number(facts, "gpu_memory_clock_max_mhz")
+    if width is not None and clock is not None:
+        facts["gpu_memory_bus_bandwidth_bytes_per_s"] = bandwidth_from_memory_bus(int(width), int(clock))
     if facts.get("gpu_mig") and "gpu_mig_memory_share" not in facts:
         facts["gpu_memory_bandwidth_bytes_per_s_absent"] = "a MIG slice whose share of the GPU's memory is unknown"
         return
-    share = float(facts.get("gpu_mig_memory_share", 1.0))
+    share = number(facts, "gpu_mig_memory_share") or 1.0
     if "gpu_nvml_name" in facts:
-        lookup = lookup_bandwidth(facts["gpu_nvml_name"])
+        lookup = lookup_bandwidth(str(facts["gpu_nvml_name"]))
         if lookup.memory_bandwidth_bytes_per_s is not None:
             facts["gpu_memory_bandwidth_bytes_per_s"] = share * lookup.memory_bandwidth_bytes_per_s
         else:
@@ -197,7 +200,7 @@ def nvml_checks(report: DoctorReport, index: int, why_paddle_is_not_on_it: str |
 
     Nothing NVML refuses here is a FAIL: an unreadable fact is a warning that names what goes missing.
     """
-    facts: dict[str, Any]
+    facts: GpuFacts
     try:
         device: NvmlDevice | None = open_device(index)
     except NvmlUnavailable as error:
@@ -228,14 +231,14 @@ def nvml_checks(report: DoctorReport, index: int, why_paddle_is_not_on_it: str |
         report.add(WARN, "memory bandwidth", f"a MIG slice whose share of the GPU's memory is unknown ({why})")
         return
     check, bandwidth = judge_bandwidth(
-        str(name), facts.get("gpu_memory_bus_bandwidth_bytes_per_s"), facts.get("gpu_mig_memory_share")
+        str(name), number(facts, "gpu_memory_bus_bandwidth_bytes_per_s"), number(facts, "gpu_mig_memory_share")
     )
     report.checks.append(check)
     if bandwidth is not None:
         report.facts["gpu_memory_bandwidth_bytes_per_s"] = bandwidth
 
 
-def _state_checks(report: DoctorReport, facts: dict[str, Any]) -> None:
+def _state_checks(report: DoctorReport, facts: GpuFacts) -> None:
     """Clocks, power limit, persistence mode and ECC, from the facts."""
     report.add(
         OK,
@@ -244,7 +247,7 @@ def _state_checks(report: DoctorReport, facts: dict[str, Any]) -> None:
         f"{facts.get('gpu_memory_clock_mhz', '?')}/{facts.get('gpu_memory_clock_max_mhz', '?')} MHz (current/max), "
         f"{facts.get('gpu_performance_state', 'P?')}, {facts.get('gpu_temperature_c', '?')} C",
     )
-    limit, default = facts.get("gpu_power_limit_w"), facts.get("gpu_power_default_limit_w")
+    limit, default = number(facts, "gpu_power_limit_w"), number(facts, "gpu_power_default_limit_w")
     if limit is not None and default is not None and limit < 0.95 * default:
         report.add(WARN, "power limit", f"{limit:.0f} W enforced, below the default {default:.0f} W")
     else:
@@ -267,7 +270,7 @@ def _other_processes_check(report: DoctorReport, index: int, device: NvmlDevice)
         processes = other_processes(index, os.getpid(), device)
     except (NvmlUnavailable, ProcessesUnreadable) as error:
         return Check(WARN, "other processes", f"{error}; peak_nvml_process_bytes may be absent")
-    report.facts["gpu_other_processes"] = [dataclasses.asdict(process) for process in processes]
+    report.facts["gpu_other_processes"] = list[JsonValue](dataclasses.asdict(process) for process in processes)
     return judge_other_processes(processes)
 
 

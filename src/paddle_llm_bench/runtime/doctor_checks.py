@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from pydantic import JsonValue
 
 from paddle_llm_bench.core.bandwidth import GB, lookup_bandwidth
 from paddle_llm_bench.core.metrics import MIB
@@ -36,12 +37,21 @@ class Check:
         return f"{self.status}: {self.name}: {self.message}"
 
 
+GpuFacts = dict[str, JsonValue]  # what the checks read, by name; ``<name>_absent``: why one could not be read
+
+
+def number(facts: Mapping[str, JsonValue], key: str) -> float | None:
+    """A numeric fact, or None where it is absent (or not a number)."""
+    value = facts.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 @dataclass
 class DoctorReport:
     """The checks in order, and the facts worth recording in ``machine_info``."""
 
     checks: list[Check] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: GpuFacts = field(default_factory=dict)
 
     def add(self, status: str, name: str, message: str) -> Check:
         check = Check(status, name, message)
@@ -55,12 +65,13 @@ class DoctorReport:
     def lines(self) -> list[str]:
         return [check.line() for check in self.checks]
 
-    def machine_info(self) -> dict[str, Any]:
+    def machine_info(self) -> GpuFacts:
         """The facts plus every check's line, for ``machine_info["paddle_llm_bench"]``."""
-        return {**self.facts, "self_check": self.lines()}
+        return {**self.facts, "self_check": list[JsonValue](self.lines())}
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"failed": self.failed, "checks": [asdict(check) for check in self.checks], "facts": self.facts}
+    def as_dict(self) -> GpuFacts:
+        checks = list[JsonValue](asdict(check) for check in self.checks)
+        return {"failed": self.failed, "checks": checks, "facts": self.facts}
 
 
 def judge_throttle(mask: int) -> Check:
@@ -200,23 +211,25 @@ def judge_other_processes(processes: Sequence[GpuProcess]) -> Check:
     return Check(WARN, "other processes", f"{len(processes)} other process(es) share this GPU: {listed}")
 
 
-def judge_throttle_facts(facts: dict[str, Any]) -> Check:
+def judge_throttle_facts(facts: GpuFacts) -> Check:
     """At idle, before any load. What capped the clocks during the measured rounds comes from NVML's violation
     counters, read around each round (``gpu_clock_events`` per case)."""
-    if "gpu_throttle_reasons_mask" in facts:
-        return judge_throttle(facts["gpu_throttle_reasons_mask"])
+    mask = number(facts, "gpu_throttle_reasons_mask")
+    if mask is not None:
+        return judge_throttle(int(mask))
     return Check(WARN, "throttle reasons", f"unreadable: {facts.get('gpu_throttle_reasons_mask_absent')}")
 
 
-def judge_energy_counter(facts: dict[str, Any]) -> Check:
+def judge_energy_counter(facts: GpuFacts) -> Check:
     if facts.get("gpu_mig"):
         return Check(
             WARN,
             "energy counter",
             "on a MIG slice the GPU's energy counter includes the other slices: energy per token is absent",
         )
-    if "gpu_total_energy_mj" in facts:
-        return Check(OK, "energy counter", f"readable ({facts['gpu_total_energy_mj'] / 1000:,.0f} J since driver load)")
+    energy_mj = number(facts, "gpu_total_energy_mj")
+    if energy_mj is not None:
+        return Check(OK, "energy counter", f"readable ({energy_mj / 1000:,.0f} J since driver load)")
     return Check(
         WARN, "energy counter", f"unreadable, so energy per token is absent: {facts.get('gpu_total_energy_mj_absent')}"
     )

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from paddle_llm_bench.core.record import MachineFacts
+from paddle_llm_bench.core.record import FactValue, MachineFacts, Readings
 from paddle_llm_bench.runtime.device import Device, import_paddle, paddle_version_info
 from paddle_llm_bench.runtime.models import INJECT_STEP_MS
 
 
-def collect_software() -> dict[str, Any]:
+def collect_software() -> Readings:
     import paddlenlp
 
     return {
@@ -26,7 +26,7 @@ def collect_software() -> dict[str, Any]:
     }
 
 
-def collect_cpu() -> dict[str, Any]:
+def collect_cpu() -> Readings:
     import psutil
 
     from paddle_llm_bench.runtime.device import _cpu_model
@@ -50,12 +50,12 @@ def _paddle_cpu_threads() -> int | None:
         return None
 
 
-def collect_gpu(device: Device) -> dict[str, Any]:
+def collect_gpu(device: Device) -> Readings:
     if device.kind != "gpu":
         return {"gpu_absent": "running on the CPU"}
     paddle = import_paddle()
     properties = paddle.device.cuda.get_device_properties(device.index)
-    facts: dict[str, Any] = {
+    facts: Readings = {
         "gpu_name": properties.name,
         "gpu_memory_total_bytes": int(properties.total_memory),
         "gpu_compute_capability": f"{properties.major}.{properties.minor}",
@@ -72,7 +72,7 @@ def collect_gpu(device: Device) -> dict[str, Any]:
     return facts
 
 
-def hardware_fingerprint(facts: dict[str, Any]) -> str:
+def hardware_fingerprint(facts: Mapping[str, FactValue]) -> str:
     """Which results may be compared with which (baselines, merged shards, saved runs).
 
     On a GPU: the GPU model, the host's CPU model and the NVIDIA driver's major version (eager decode is
@@ -93,8 +93,8 @@ def driver_major(version: Any) -> str:
 
 
 def collect_all(device: Device) -> MachineFacts:
-    facts: dict[str, Any] = {"device": device.describe()}
-    collectors: list[Callable[[], dict[str, Any]]] = [collect_software, collect_cpu, lambda: collect_gpu(device)]
+    facts: Readings = {"device": device.describe()}
+    collectors: list[Callable[[], Readings]] = [collect_software, collect_cpu, lambda: collect_gpu(device)]
     for collect in collectors:
         try:
             facts.update(collect())

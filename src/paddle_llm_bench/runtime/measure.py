@@ -37,7 +37,7 @@ from paddle_llm_bench.core.metrics import (
     round_metric_names,
     round_metrics,
 )
-from paddle_llm_bench.core.record import CaseRecord, ClockEventSummary, HostLoad, StoredSummary
+from paddle_llm_bench.core.record import CaseRecord, ClockEventSummary, HostLoad, OperatorProfile, StoredSummary
 from paddle_llm_bench.core.stats import percentile, summarize
 from paddle_llm_bench.runtime.device import Device, import_paddle
 from paddle_llm_bench.runtime.energy import EnergyCounter, NoEnergyCounter, NvmlEnergyCounter, RaplEnergyCounter
@@ -121,7 +121,7 @@ class CaseResult:
     absent: dict[str, str] = field(default_factory=dict)
     model_source: str = ""
     warmup_rounds: int = 0
-    operator_profile: dict[str, Any] | None = None
+    operator_profile: OperatorProfile | None = None
     bandwidth: CeilingCheck = field(default_factory=CeilingCheck)  # batch 1 on a GPU: share of the ceiling
     measurement_error: str | None = None  # a figure that cannot be true (e.g. above the bandwidth ceiling)
     host_load: HostLoad = field(default_factory=HostLoad)  # the machine's load while measuring
@@ -163,7 +163,7 @@ class CaseResult:
             gpu_clock_events=self.gpu_clock_events,
             bandwidth_ceiling=self.bandwidth.share,
             measurement_error=self.measurement_error,
-            operator_profile=self.operator_profile or None,
+            operator_profile=self.operator_profile,
         )
 
     def _bandwidth_absent(self) -> dict[str, str]:
@@ -389,28 +389,28 @@ def clock_events_summary(
                for name, values in by_policy.items()}  # fmt: skip
     held_back = [name for name, values in by_policy.items() if any(values)]
     rounds_held = sum(1 for r in read if any(r.values()))
-    summary: dict[str, Any] = {
-        "violation_ns": by_policy,
-        "violation_percent_of_round": percent,
-        "held_back_by": held_back,
-        "rounds_held_back": rounds_held,
-    }
-    if not_counted:
-        summary["not_counted"] = dict(not_counted)
     masks = [t.clock_event_mask for t in rounds]
-    if all(mask is not None for mask in masks):
-        combined = 0
-        for mask in masks:
-            combined |= int(mask or 0)
-        summary["masks_after_round"] = masks
-        summary["reasons_after_rounds"] = decode_throttle_reasons(combined)
+    every_mask_read = all(mask is not None for mask in masks)
+    combined = 0
+    for mask in masks:
+        combined |= int(mask or 0)
+    warning = ""
     if held_back:
         worst = ", ".join(f"{name} limit up to {max(percent[name]):.1f} %" for name in held_back)
-        summary["warning"] = (
+        warning = (
             f"clocks held back during {rounds_held} of {len(read)} measured rounds ({worst} of a round's time): "
             "these figures are slower than the GPU runs unthrottled"
         )
-    return ClockEventSummary.model_validate(summary)
+    return ClockEventSummary(
+        violation_ns=by_policy,
+        violation_percent_of_round=percent,
+        held_back_by=held_back,
+        rounds_held_back=rounds_held,
+        not_counted=dict(not_counted or {}),
+        masks_after_round=masks if every_mask_read else None,
+        reasons_after_rounds=decode_throttle_reasons(combined) if every_mask_read else None,
+        warning=warning,
+    )
 
 
 def _digest(ids: np.ndarray[Any, Any]) -> str:
