@@ -110,7 +110,7 @@ def lazy_1_5b(monkeypatch: pytest.MonkeyPatch, algo: str | None) -> Any:
 
     # It calls gc.collect() once per sub-layer: 100 s for the 1.5B on this VM, and no other effect.
     monkeypatch.setattr(quantization_utils, "gc", types.SimpleNamespace(collect=lambda: 0))
-    config = Qwen2Config(**{**QWEN_1_5B, "max_position_embeddings": 16}, dtype="float16")
+    config = Qwen2Config(**QWEN_1_5B.config(max_position_embeddings=16), dtype="float16")
     with dtype_guard("float16"), no_init_weights(), paddle.LazyGuard():
         model = Qwen2ForCausalLM(config)
         if algo is not None:
