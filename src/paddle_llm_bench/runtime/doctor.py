@@ -130,9 +130,9 @@ def nvml_report(index: int, device: NvmlDevice | None = None) -> GpuFacts:
     read("gpu_memory_total_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(gpu).total))
     read("gpu_memory_used_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(gpu).used))
     read("gpu_throttle_reasons_mask", lambda: clock_event_mask(pynvml, gpu))
-    mask = number(facts, "gpu_throttle_reasons_mask")
-    if mask is not None:
-        facts["gpu_throttle_reasons"] = list[JsonValue](decode_throttle_reasons(int(mask)))
+    mask = facts.get("gpu_throttle_reasons_mask")
+    if isinstance(mask, int):  # a bit mask: kept whole, not through a float
+        facts["gpu_throttle_reasons"] = list[JsonValue](decode_throttle_reasons(mask))
     if device.mig:
         read("gpu_mig_name", lambda: _text(pynvml.nvmlDeviceGetName(device.handle)))
         read("gpu_mig_memory_total_bytes", lambda: int(pynvml.nvmlDeviceGetMemoryInfo(device.handle).total))

@@ -214,9 +214,9 @@ def judge_other_processes(processes: Sequence[GpuProcess]) -> Check:
 def judge_throttle_facts(facts: GpuFacts) -> Check:
     """At idle, before any load. What capped the clocks during the measured rounds comes from NVML's violation
     counters, read around each round (``gpu_clock_events`` per case)."""
-    mask = number(facts, "gpu_throttle_reasons_mask")
-    if mask is not None:
-        return judge_throttle(int(mask))
+    mask = facts.get("gpu_throttle_reasons_mask")
+    if isinstance(mask, int):  # a bit mask: kept whole, not through a float
+        return judge_throttle(mask)
     return Check(WARN, "throttle reasons", f"unreadable: {facts.get('gpu_throttle_reasons_mask_absent')}")
 
 
