@@ -277,18 +277,26 @@ class SavedRun(Model):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+SAVED_RUN_FIX = "name an unmodified saved run (.benchmarks/.../NNNN_*.json or a --benchmark-json file) or measure again"
+
+
+def read_saved_run(path: Path) -> SavedRun:
+    """A pytest-benchmark saved run, its fields checked; a ``BaselineError`` names the file, the field and the fix."""
+    data = read_json(path, "saved run", "name a saved run (.benchmarks/.../NNNN_*.json or a --benchmark-json file)")
+    if not isinstance(data, dict) or "benchmarks" not in data:
+        raise BaselineError(f"{path} is not a pytest-benchmark saved run (no 'benchmarks' list)")
+    try:
+        return SavedRun.model_validate(data)
+    except ValidationError as error:
+        raise BaselineError(f"saved run {path}: {describe_invalid(error)}; {SAVED_RUN_FIX}") from None
+
+
 def load_saved_run(path: Path) -> tuple[str | None, dict[str, CaseRecord], MachineFacts]:
     """A pytest-benchmark saved run: (hardware fingerprint, records by case id, machine facts).
 
     Validated: a bad field is a ``BaselineError`` naming the file, the field and the fix."""
-    data = read_json(path, "saved run", "name a saved run (.benchmarks/.../NNNN_*.json or a --benchmark-json file)")
-    if not isinstance(data, dict) or "benchmarks" not in data:
-        raise BaselineError(f"{path} is not a pytest-benchmark saved run (no 'benchmarks' list)")
-    fix = "name an unmodified saved run (.benchmarks/.../NNNN_*.json or a --benchmark-json file) or measure again"
-    try:
-        saved = SavedRun.model_validate(data)
-    except ValidationError as error:
-        raise BaselineError(f"saved run {path}: {describe_invalid(error)}; {fix}") from None
+    saved = read_saved_run(path)
+    fix = SAVED_RUN_FIX
     by_case = {}
     for index, bench in enumerate(saved.benchmarks):
         if "case_id" in bench.extra_info:
@@ -298,7 +306,7 @@ def load_saved_run(path: Path) -> tuple[str | None, dict[str, CaseRecord], Machi
                 raise BaselineError(f"saved run {path}, case {bench.extra_info['case_id']}: {error}; {fix}") from None
             by_case[record.case_id] = record
     facts = saved.machine_info.paddle_llm_bench
-    if not facts.document():  # not measured by this suite: nothing to complete
+    if not facts.model_fields_set and not facts.model_extra:  # not measured by this suite: nothing to complete
         return None, by_case, facts
     update: dict[str, object] = {}
     commit = (saved.commit_info or {}).get("id")

@@ -26,12 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from paddle_llm_bench.core.exit_status import ExitStatus
 from paddle_llm_bench.core.record import MachineFacts
-from paddle_llm_bench.core.versioned import Document, describe_invalid
-from paddle_llm_bench.results.baselines import SavedBenchmark, SavedRun
+from paddle_llm_bench.core.versioned import Document
+from paddle_llm_bench.results.baselines import BaselineError, SavedBenchmark, SavedRun, read_saved_run
 from paddle_llm_bench.results.files import write_atomic
 
 # Facts the shards must share for their numbers to belong in one run.
@@ -50,15 +48,9 @@ class MergeResult:
 
 def _load(path: Path) -> SavedRun:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise MergeError(f"cannot read saved run {path}: {error}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise MergeError(f"{path} is not a pytest-benchmark saved run (no 'benchmarks' list)")
-    try:
-        return SavedRun.model_validate(data)
-    except ValidationError as error:
-        raise MergeError(f"saved run {path}: {describe_invalid(error)}") from None
+        return read_saved_run(path)
+    except BaselineError as error:
+        raise MergeError(str(error)) from None
 
 
 def merge_runs(paths: Sequence[Path]) -> MergeResult:
