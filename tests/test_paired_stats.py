@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from paddle_llm_bench.core.config import Case
-from paddle_llm_bench.core.stats import holm_adjust
+from paddle_llm_bench.core.stats import VariancePrior, holm_adjust
 from paddle_llm_bench.core.verdicts import (
     BIGGER,
     FASTER,
@@ -36,7 +36,14 @@ from paddle_llm_bench.paired.results import (
     load_paired_run,
 )
 from paddle_llm_bench.paired.simulation import BUSY_DAY_BLOCK_PAIR_SDS
-from paddle_llm_bench.paired.stats import combine_blocks, hodges_lehmann, paired_estimate
+from paddle_llm_bench.paired.stats import (
+    PairedEstimate,
+    combine_blocks,
+    hodges_lehmann,
+    paired_estimate,
+    sweep_prior,
+    unlike_noise,
+)
 
 finite = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False)
 
@@ -232,15 +239,15 @@ def test_faster_and_slower_are_holm_corrected_over_every_speed_test_of_the_run()
 
 
 def test_the_sweep_lends_each_case_its_evidence_about_the_noise() -> None:
-    # 3 blocks alone: 2 degrees of freedom, a wide interval; 10 cases with the same spread: 2 + 6 (the prior's
-    # weight, at most 3 times the case's own)
+    # 3 blocks alone: 2 degrees of freedom, a wide interval; 10 cases with the same spread: 2 + 20 (the prior's
+    # weight: the cases' own degrees of freedom together, as alike variances are known no better than that)
     blocks = [[0.90], [0.93], [0.87]]
     alone = _decode(_run(blocks))[0]
     pooled = _decode(_run(blocks, cases=10))[0]
     assert alone.ratio == pytest.approx(pooled.ratio)
     assert "its own noise" in alone.evidence and "moderated" in pooled.evidence
-    assert (pooled.ci_high - pooled.ci_low) < 0.7 * (alone.ci_high - alone.ci_low)  # t(2) 4.30 against t(8) 2.31
-    assert "t on 8 dof" in pooled.evidence
+    assert (pooled.ci_high - pooled.ci_low) < 0.7 * (alone.ci_high - alone.ci_low)  # t(2) 4.30 against t(22) 2.07
+    assert "t on 22 dof" in pooled.evidence
     assert pooled.p_value < alone.p_value
 
 
@@ -248,6 +255,53 @@ def test_a_case_much_noisier_than_the_sweep_keeps_its_own_noise() -> None:
     verdicts = _decode(_run([[0.99], [1.0], [1.01], [1.0]], cases=10, noisy_last=0.15))
     assert all("moderated" in v.evidence for v in verdicts[:-1])
     assert "its own noise" in verdicts[-1].evidence
+
+
+def _spread_blocks(sd: float, k: int = 5) -> list[list[float]]:
+    """``k`` one-pair blocks whose log ratios have exactly this sample sd (about a mean of 0)."""
+    base = [(-1.0) ** b * (1.0 if b < k - 1 or k % 2 == 0 else 0.0) for b in range(k)]
+    base = [value - statistics.fmean(base) for value in base]
+    return [[value * sd / statistics.stdev(base)] for value in base]
+
+
+def _estimate(blocks: list[list[float]], prior: VariancePrior | None = None) -> PairedEstimate:
+    found = paired_estimate(blocks, prior=prior)
+    assert found is not None
+    return found
+
+
+def test_the_prior_narrows_a_case_that_scatters_by_chance_and_leaves_one_of_unlike_noise_alone() -> None:
+    prior = VariancePrior(0.01**2, 40.0)
+    own = {sd: _estimate(_spread_blocks(sd)) for sd in (0.005, 0.014, 0.05)}
+    pooled = {sd: _estimate(_spread_blocks(sd), prior) for sd in own}
+    # quieter than the sweep by chance: widened; noisier by chance (F = 1.96 on 4 and 40 dof, p 0.12): narrowed
+    assert pooled[0.005].moderated and pooled[0.005].half_width_percent > own[0.005].half_width_percent
+    assert pooled[0.014].moderated and pooled[0.014].half_width_percent < own[0.014].half_width_percent
+    assert pooled[0.014].dof == 44.0
+    # 25 times the sweep's variance (p 2e-10): unlike noise, its own t-interval on its own 4 dof
+    assert not unlike_noise(0.014**2, 4, prior) and unlike_noise(0.05**2, 4, prior)
+    assert not pooled[0.05].moderated and pooled[0.05] == own[0.05]
+
+
+@given(
+    st.floats(min_value=1e-8, max_value=1.0),
+    st.floats(min_value=1.0, max_value=50.0),
+    st.floats(min_value=1.0, max_value=1000.0),
+    st.floats(min_value=1.0, max_value=100.0),
+)
+def test_only_a_variance_above_the_prior_can_be_unlike_and_more_so_the_larger_it_is(
+    prior_variance: float, dof: float, prior_dof: float, factor: float
+) -> None:
+    prior = VariancePrior(prior_variance, prior_dof)
+    assert not unlike_noise(prior_variance / factor, dof, prior)
+    if unlike_noise(prior_variance * factor, dof, prior):
+        assert unlike_noise(prior_variance * factor * 2.0, dof, prior)
+
+
+def test_the_sweeps_prior_weighs_no_more_than_the_dof_it_was_estimated_from() -> None:
+    alike = [_spread_blocks(0.01, k=4)] * 6  # identical variances: Smyth's weight is unbounded (1000)
+    prior = sweep_prior(alike)
+    assert prior is not None and prior.dof == 6 * 3
 
 
 def test_no_verdict_before_the_minimum_blocks() -> None:
@@ -274,3 +328,17 @@ def test_version_1_files_load_and_are_judged_anew(tmp_path: Path) -> None:
     loaded = load_paired_run(path)
     assert loaded.settings.min_blocks == 2 and loaded.settings.verdict_blocks == 3
     assert _decode(loaded)[0].verdict == SLOWER
+
+
+def test_version_2_files_drop_their_uncapped_frozen_priors(tmp_path: Path) -> None:
+    """Format 2 froze priors whose weight the sweep's dof did not cap (up to 1000): judged anew, not on those."""
+    run = _run([[0.90], [0.93], [0.87]], cases=10)
+    document = run.as_dict()
+    document["format_version"] = 2
+    for case in document["cases"]:
+        case["priors"] = {"1": {"decode_tokens_per_s": [1e-4, 1000.0]}}
+    path = tmp_path / "paired.json"
+    path.write_text(json.dumps(document))
+    loaded = load_paired_run(path)
+    assert all(case.priors == {} for case in loaded.cases)
+    assert "t on 22 dof" in _decode(loaded)[0].evidence

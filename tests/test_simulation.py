@@ -22,8 +22,8 @@ def test_a_lone_case_is_covered_95_percent_and_rarely_called_different() -> None
 
 @pytest.mark.parametrize("scenario", [vm, vm_mixed], ids=["like cases", "unlike cases, one 4x noisier"])
 def test_a_24_case_sweep_on_this_vms_noise_is_covered_and_never_cries_wolf(scenario: object) -> None:
-    """Coverage errs on the safe side here (96-97 % over 100 sweeps: the sweep's prior may widen an interval, never
-    narrow it); 12 sweeps scatter it by about 1.2 points."""
+    """Coverage 95-96 % over 100 sweeps (a case of unlike noise keeps its own variance); 12 sweeps scatter it by
+    about 1.2 points."""
     found = rates(scenario(), 12, seed=2, slowed_case=None)  # type: ignore[operator]
     assert 0.92 <= found.coverage <= 0.99, found
     assert found.spurious_sweeps == 0.0 and found.false_regression_sweeps == 0.0, found

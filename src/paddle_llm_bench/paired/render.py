@@ -97,7 +97,8 @@ def footnotes(run: PairedRun) -> list[str]:
         f"up to {s.pairs_per_block} pairs per block (fewer where rounds are long: blocks/pairs), "
         f"turns of {s.rounds_per_turn} round(s) ({s.dropped_per_turn} dropped) "
         f"in random order; {100 * s.confidence:g} % Student-t interval over the blocks' Hodges-Lehmann estimates, "
-        "their variance moderated by the sweep's cases of the same decoding (weight estimated; never narrowed).",
+        "their variance moderated by the sweep's cases of the same decoding (weight estimated, at most the sweep's "
+        "own dof; a case of unlike noise keeps its own).",
         f"Verdicts: faster/slower when significant after Holm over every speed test of the run (alpha {s.alpha:g}: "
         "the chance of any spurious faster/slower in the run) and at least the minimum effect "
         f"({', '.join(f'{m} {p:g} %' for m, p in s.min_effect_percent.items())}); same when the interval is within "

@@ -203,7 +203,14 @@ def _upgrade_v1(document: Document) -> Document:
     return {**document, "settings": settings}
 
 
-PAIRED_RUN = Format("paired run", 2, {1: _upgrade_v1}, tag=("format", FORMAT))
+def _upgrade_v2(document: Document) -> Document:
+    """Format 2 froze each case's prior with a weight not capped by the sweep's degrees of freedom, and moderated
+    only upwards; format 3 caps it and moderates both ways. The frozen priors are dropped: the run is judged
+    anew with today's rules, from the priors of its blocks as they ended."""
+    return {**document, "cases": [{**case, "priors": {}} for case in document["cases"]]}
+
+
+PAIRED_RUN = Format("paired run", 3, {1: _upgrade_v1, 2: _upgrade_v2}, tag=("format", FORMAT))
 
 
 # Reads a saved run's document into the dataclasses above, checking every field's type on the way (pydantic

@@ -17,8 +17,9 @@ freedom — the standard analysis of a cluster-randomized design. Blocks of one 
 (their mean); where a neighbour made some blocks far noisier than others, each weighs by its own
 precision plus process luck (random effects, Knapp-Hartung: ``combine_blocks``). A case's own few blocks
 say little about its noise, so its variance is moderated by the sweep's cases of the same decoding
-(empirical Bayes, Smyth 2004): the prior's weight is estimated from how alike their variances are; the
-prior may widen an interval or lend it degrees of freedom, never narrow it. Its honesty is checked by
+(empirical Bayes, Smyth 2004, as limma does): the prior's weight is estimated from how alike their variances are
+and never exceeds the degrees of freedom it was estimated from; a case whose own variance is implausibly large for
+the prior (an F-test) keeps its own. Its honesty is checked by
 simulation (``paddle-llm-bench simulate``) and by A/A runs (``paddle-llm-bench paired``, one Python on both
 sides).
 """
@@ -34,7 +35,9 @@ from dataclasses import dataclass
 from paddle_llm_bench.core.stats import VariancePrior, fit_variance_prior, t_quantile, t_two_sided_p
 
 MIN_BLOCKS = 2  # an interval over blocks needs two of them at least
-PRIOR_WEIGHT_PER_DOF = 3  # the sweep's prior weighs at most this many times the case's own degrees of freedom
+# A case whose blocks scatter more than the sweep's prior makes this unlikely (F-test, one-sided) is of unlike
+# noise and keeps its own variance (a 4x noisier case among 24 then covers as the rest: docs/verdicts.md).
+OUTLIER_P = 0.05
 
 
 def hodges_lehmann(values: Sequence[float]) -> float:
@@ -169,10 +172,24 @@ def _combine(blocks: tuple[tuple[float, ...], ...]) -> tuple[tuple[float, ...], 
 
 def sweep_prior(groups: Sequence[Sequence[Sequence[float]]]) -> VariancePrior | None:
     """The prior for each comparison's per-block variance, from every comparison of one metric in a sweep (each a
-    list of blocks of pair log ratios): Smyth's moment estimate, its weight estimated from how alike they are."""
+    list of blocks of pair log ratios): Smyth's moment estimate, its weight estimated from how alike they are and
+    at most their degrees of freedom together (alike variances make it exact only for a sweep of endless blocks:
+    24 cases of 4 blocks know the shared variance as well as 72 degrees of freedom can, not better)."""
     usable = [group for group in groups if len([block for block in group if block]) >= MIN_BLOCKS]
     variances = [combine_blocks(group)[2] for group in usable]
-    return fit_variance_prior(variances, [len([block for block in g if block]) - 1 for g in usable])
+    dofs = [len([block for block in group if block]) - 1 for group in usable]
+    prior = fit_variance_prior(variances, dofs)
+    return VariancePrior(prior.variance, min(prior.dof, float(sum(dofs)))) if prior is not None else None
+
+
+def unlike_noise(variance: float, dof: float, prior: VariancePrior) -> bool:
+    """Whether a per-block variance on ``dof`` degrees of freedom is too large to share the prior's noise: its
+    ratio to the prior's is F-distributed on (dof, prior dof) where it does, tested one-sided at ``OUTLIER_P``."""
+    from scipy import special
+
+    if variance <= prior.variance:
+        return False
+    return float(special.fdtrc(dof, prior.dof, variance / prior.variance)) < OUTLIER_P
 
 
 def sample_variance(values: Sequence[float]) -> float:
@@ -187,9 +204,9 @@ def paired_estimate(
     """The ratio and its interval from per-block lists of pair log ratios; None with fewer than 2 blocks.
 
     Without ``prior`` the interval is Student-t over the blocks (``blocks - 1`` degrees of freedom). With it,
-    a variance at most the prior's is moderated, (d0·s0² + d·s²) / (d0 + d) on d0 + d dof, with d0 at most
-    ``PRIOR_WEIGHT_PER_DOF`` times the case's own d; a larger one is kept, on its own dof. Empty blocks are
-    ignored. All blocks agreeing exactly gives a zero-width interval.
+    the variance is moderated, (d0·s0² + d·s²) / (d0 + d) on d0 + d dof, unless it is of unlike noise
+    (``unlike_noise``: then it is kept, on its own dof). Empty blocks are ignored. All blocks agreeing exactly
+    gives a zero-width interval.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be within (0, 1), got {confidence}")
@@ -198,15 +215,12 @@ def paired_estimate(
         return None
     k = len(estimates)
     dof: float = k - 1
-    # The sweep may widen a case's interval and lend it degrees of freedom, never narrow it: a case whose own
-    # blocks scatter more than the sweep's keeps its own t-interval (moderating it would shrink its variance
-    # towards quieter cases and call noise a change).
-    moderated = prior is not None and prior.dof > 0 and variance <= prior.variance
+    # Moderated both ways, as limma does: a case whose blocks agree by chance is widened towards the sweep's noise,
+    # one whose blocks disagree by chance narrowed towards it (keeping only the widening made like cases cover 96-97 %
+    # and stop later than they need); a case of unlike noise keeps its own.
+    moderated = prior is not None and prior.dof > 0 and not unlike_noise(variance, dof, prior)
     if moderated and prior is not None:
-        # The sweep cannot know a case's noise far better than the case's own blocks do (a case of unlike noise
-        # that looks quiet by chance would else be judged on its group's variance as if it were exact).
-        weight = min(prior.dof, PRIOR_WEIGHT_PER_DOF * (k - 1))
-        variance, dof = VariancePrior(prior.variance, weight).moderate(variance, dof)
+        variance, dof = prior.moderate(variance, dof)
     standard_error = math.sqrt(variance / k)
     half = t_quantile(0.5 + confidence / 2.0, dof) * standard_error
     p_value = t_two_sided_p(mean / standard_error, dof) if standard_error > 0.0 else float(mean == 0.0)
