@@ -36,8 +36,10 @@ from paddle_llm_bench.core.stats import VariancePrior, fit_variance_prior, t_qua
 
 MIN_BLOCKS = 2  # an interval over blocks needs two of them at least
 # A case whose blocks scatter more than the sweep's prior makes this unlikely (F-test, one-sided) is of unlike
-# noise and keeps its own variance (a 4x noisier case among 24 then covers as the rest: docs/verdicts.md).
-OUTLIER_P = 0.05
+# noise and keeps its own variance. A strict test lets a 4x noisier case of few blocks pass as alike now and then
+# (p < 0.05: it covered 93 %, and made a spurious verdict in 1-2 % of sweeps); a lax one keeps like cases from
+# stopping early (p < 0.5: a quiet day's sweep as long as with no narrowing at all). By simulation: docs/verdicts.md.
+OUTLIER_P = 0.10
 
 
 def hodges_lehmann(values: Sequence[float]) -> float:
