@@ -32,7 +32,7 @@ def test_a_24_case_sweep_on_this_vms_noise_is_covered_and_never_cries_wolf(scena
 def test_dedicated_hardware_stops_early_and_catches_a_5_percent_slowdown() -> None:
     found = rates(dedicated(), 10, seed=3)
     assert found.power is not None and found.power >= 0.9, found
-    assert found.mean_blocks < 8, found  # precision reached before the 10-block maximum (~6 blocks)
+    assert found.mean_blocks < 5, found  # precision reached at the first look (4 blocks; ~6 when only widened)
     assert 0.90 <= found.coverage <= 1.0, found
 
 
@@ -40,7 +40,7 @@ def test_this_vm_on_a_quiet_day_catches_most_5_percent_slowdowns_in_24_cases() -
     """The noise this VM's A/A runs showed on 2026-12-02 (pairs 3 %, process luck 1 %)."""
     found = rates(vm_quiet(), 20, seed=4)
     assert found.power is not None and found.power >= 0.8, found
-    assert found.mean_blocks < 8, found
+    assert found.mean_blocks < 5, found  # moderated both ways: ~4.3 blocks (6.0 when the prior only widened)
     assert 0.92 <= found.coverage <= 0.99 and found.false_regression_sweeps == 0.0, found
 
 
