@@ -259,8 +259,7 @@ def test_a_case_much_noisier_than_the_sweep_keeps_its_own_noise() -> None:
 
 def _spread_blocks(sd: float, k: int = 5) -> list[list[float]]:
     """``k`` one-pair blocks whose log ratios have exactly this sample sd (about a mean of 0)."""
-    base = [(-1.0) ** b * (1.0 if b < k - 1 or k % 2 == 0 else 0.0) for b in range(k)]
-    base = [value - statistics.fmean(base) for value in base]
+    base = [b - (k - 1) / 2.0 for b in range(k)]
     return [[value * sd / statistics.stdev(base)] for value in base]
 
 
